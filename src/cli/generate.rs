@@ -1,0 +1,130 @@
+//! `vaultnix generate`: validate the spec and write (or, with --check, compare) the output tree.
+
+use super::{CliError, CliResult, Shell};
+use crate::generate::{generate, GenerateOptions};
+use crate::plan::Plan;
+use crate::render::{Layout, RenderOptions};
+use crate::secrets::Rotate;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  vaultnix generate                              # built-in example into ./out\n  vaultnix generate --spec cluster.toml --out out\n  vaultnix generate --spec cluster.toml --check  # exit 1 and list files that differ"
+)]
+pub struct Args {
+    /// The cluster spec (default: the built-in example).
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Output directory.
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+    /// Render in memory and compare with the output directory; exit 1 if anything differs.
+    #[arg(long)]
+    pub check: bool,
+    /// Create a new CA (and reissue every certificate). Existing clients must trust the new CA.
+    #[arg(long, conflicts_with = "check")]
+    pub rotate_ca: bool,
+    /// Create new node TLS, WireGuard and static seal keys.
+    #[arg(long, conflicts_with = "check")]
+    pub rotate_keys: bool,
+    /// Flake URL the generated flake.nix takes vaultnix from.
+    #[arg(long, default_value = "github:vaultnix/vaultnix")]
+    pub vaultnix_url: String,
+    /// Print the summary as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: super::OutputFormat,
+}
+
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    let loaded = super::load_spec(shell, a.spec.as_deref())?;
+    let plan = Plan::from_loaded(&loaded);
+    let q = plan.quorum;
+    let opts = GenerateOptions {
+        out: a.out.clone(),
+        check: a.check,
+        rotate: Rotate { ca: a.rotate_ca, keys: a.rotate_keys, certs: a.rotate_ca || a.rotate_keys },
+        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
+    };
+    let g = generate(&plan, &Layout::NixOs, &opts)?;
+    if a.output == super::OutputFormat::Json {
+        let v = serde_json::json!({
+            "cluster": plan.name,
+            "engine": plan.engine.as_str(),
+            "version": plan.version_string,
+            "out": a.out,
+            "quorum": q,
+            "raft_performance_multiplier": plan.raft.performance_multiplier,
+            "network": plan.raft.network,
+            "check": a.check,
+            "drift": g.drift,
+            "added": g.diff.added,
+            "changed": g.diff.changed,
+            "removed": g.diff.removed,
+            "unchanged": g.diff.unchanged,
+            "events": g.events,
+            "warnings": loaded.warnings.warnings().map(|d| d.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        shell.status(format!(
+            "cluster {:?}: {} on Raft, {} voter(s) — quorum {}, tolerates {} failure(s); performance_multiplier {} ({:?})",
+            plan.name,
+            plan.engine.as_str(),
+            q.voters,
+            q.quorum,
+            q.tolerates,
+            plan.raft.performance_multiplier,
+            plan.raft.network
+        ));
+        for e in &g.events {
+            shell.status(format!("  {e}"));
+        }
+        if a.check {
+            if g.drift {
+                for p in &g.diff.changed {
+                    shell.status(format!("  differs: {p}"));
+                }
+                for p in &g.diff.added {
+                    shell.status(format!("  missing: {p}"));
+                }
+                for p in &g.diff.removed {
+                    shell.status(format!("  stale:   {p}"));
+                }
+            } else {
+                shell.status(format!("{}: up to date ({} files)", a.out.display(), g.diff.unchanged));
+            }
+        } else if g.diff.is_empty() {
+            shell.status(format!(
+                "{}: already up to date ({} files); nothing written",
+                a.out.display(),
+                g.diff.unchanged
+            ));
+        } else {
+            shell.status(format!(
+                "{}: {} added, {} changed, {} removed, {} unchanged",
+                a.out.display(),
+                g.diff.added.len(),
+                g.diff.changed.len(),
+                g.diff.removed.len(),
+                g.diff.unchanged
+            ));
+            for p in g.diff.added.iter().chain(&g.diff.changed) {
+                shell.detail(format!("  wrote {p}"));
+            }
+            shell.status(format!(
+                "secrets are in {}/secrets (0600); keep them out of git and the Nix store",
+                a.out.display()
+            ));
+        }
+    }
+    if a.check && g.drift {
+        return Err(CliError {
+            code: super::EXIT_FAILURE,
+            message: format!(
+                "{} differs from what the spec generates; run `vaultnix generate` (or restore the files)",
+                a.out.display()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! All user-facing messages go through here (quiet/verbose, stderr for diagnostics).
+
+use crate::spec::Diagnostic;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Shell {
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Shell {
+    pub fn new(quiet: bool, verbose: bool) -> Self {
+        Shell { quiet, verbose }
+    }
+    /// A result line on stdout (suppressed by --quiet).
+    pub fn status(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            println!("{}", msg.as_ref());
+        }
+    }
+    /// Detail shown with --verbose.
+    pub fn detail(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+    /// Informational note on stderr (suppressed by --quiet).
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("note: {}", msg.as_ref());
+        }
+    }
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("warning: {}", msg.as_ref());
+        }
+    }
+    pub fn warn_diag(&self, d: &Diagnostic) {
+        if !self.quiet {
+            eprintln!("{d}");
+        }
+    }
+    pub fn error(&self, msg: impl AsRef<str>) {
+        let m = msg.as_ref();
+        if m.starts_with("error") || m.contains(": error: ") {
+            eprintln!("{m}");
+        } else {
+            eprintln!("error: {m}");
+        }
+    }
+}

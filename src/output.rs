@@ -1,0 +1,287 @@
+//! Writing the output tree: the only code that writes generated files.
+//!
+//! Atomic: the new tree is built next to the old one (unchanged files and everything vaultnix does not
+//! manage are hard-linked, so nothing a user put there is lost), then swapped in with one
+//! `renameat2(RENAME_EXCHANGE)`. A crash before the swap leaves the previous output intact.
+
+use crate::render::OutFile;
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Manifest {
+    pub generator: String,
+    pub cluster: String,
+    /// sha256 (hex) of every generated file, by relative path.
+    pub files: BTreeMap<String, String>,
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+pub fn manifest_for(cluster: &str, files: &[OutFile]) -> Manifest {
+    Manifest {
+        generator: format!("vaultnix {}", env!("CARGO_PKG_VERSION")),
+        cluster: cluster.to_string(),
+        files: files.iter().map(|f| (f.path.clone(), sha256_hex(&f.contents))).collect(),
+    }
+}
+
+pub fn manifest_text(m: &Manifest) -> String {
+    let mut s = serde_json::to_string_pretty(m).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub fn read_manifest(out: &Path) -> Result<Option<Manifest>> {
+    match fs::read_to_string(out.join(MANIFEST)) {
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t)
+                .with_context(|| format!("{} is not a vaultnix manifest", out.join(MANIFEST).display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", out.join(MANIFEST).display())),
+    }
+}
+
+/// What changed between the tree on disk and a rendering.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Compares a rendering (including manifest.json) with the files on disk.
+pub fn diff(out: &Path, files: &[OutFile], old_manifest: Option<&Manifest>) -> Result<Diff> {
+    let mut d = Diff::default();
+    let new: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for f in files {
+        match fs::read(out.join(&f.path)) {
+            Ok(b) if b == f.contents => d.unchanged += 1,
+            Ok(_) => d.changed.push(f.path.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => d.added.push(f.path.clone()),
+            Err(e) => return Err(anyhow!("cannot read {}: {e}", out.join(&f.path).display())),
+        }
+    }
+    if let Some(m) = old_manifest {
+        for p in m.files.keys() {
+            if !new.contains(p.as_str()) && !p.starts_with("secrets/") && out.join(p).exists() {
+                d.removed.push(p.clone());
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// Writes `files` (and manifest.json) to `out` atomically. Files listed in the old manifest but no
+/// longer rendered are removed, except secrets (keys are never deleted by `generate`).
+pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<()> {
+    let out = absolute(out)?;
+    let parent = out.parent().ok_or_else(|| anyhow!("{} has no parent directory", out.display()))?;
+    let base = out.file_name().ok_or_else(|| anyhow!("{} has no name", out.display()))?.to_string_lossy().into_owned();
+    if out.exists() && !out.is_dir() {
+        bail!("{} exists and is not a directory", out.display());
+    }
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = parent.join(format!(".{base}.vaultnix-staging-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("cannot remove stale {}", staging.display()))?;
+    }
+    let result = build_staging(&out, &staging, files, manifest).and_then(|_| swap_in(&staging, &out));
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn build_staging(out: &Path, staging: &Path, files: &[OutFile], manifest: &Manifest) -> Result<()> {
+    fs::create_dir(staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    fs::set_permissions(staging, fs::Permissions::from_mode(0o755))?;
+    let old_manifest = read_manifest(out).ok().flatten();
+    let ours: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).chain([MANIFEST]).collect();
+    // Files vaultnix generated before and no longer renders (a removed node): dropped, except secrets.
+    let stale: BTreeSet<String> = old_manifest
+        .map(|m| m.files.into_keys().filter(|p| !ours.contains(p.as_str()) && !p.starts_with("secrets/")).collect())
+        .unwrap_or_default();
+    // Keep everything else that is in the old tree (user files, init.json, old keys) by hard link.
+    if out.is_dir() {
+        link_tree(out, staging, Path::new(""), &ours, &stale)?;
+    }
+    let secrets = staging.join("secrets");
+    fs::create_dir_all(&secrets)?;
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700))?;
+    for f in files {
+        write_file(&staging.join(&f.path), &f.contents, f.secret)?;
+    }
+    write_file(&staging.join(MANIFEST), manifest_text(manifest).as_bytes(), false)?;
+    sync_dir(staging)?;
+    Ok(())
+}
+
+fn link_tree(
+    src_root: &Path,
+    dst_root: &Path,
+    rel: &Path,
+    ours: &BTreeSet<&str>,
+    stale: &BTreeSet<String>,
+) -> Result<()> {
+    let dir = src_root.join(rel);
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let rel_child = rel.join(entry.file_name());
+        let key = rel_child.to_string_lossy().replace('\\', "/");
+        let ft = entry.file_type()?;
+        let dst = dst_root.join(&rel_child);
+        if ft.is_dir() {
+            fs::create_dir_all(&dst)?;
+            let mode = entry.metadata()?.permissions().mode() & 0o7777;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
+            link_tree(src_root, dst_root, &rel_child, ours, stale)?;
+        } else if ours.contains(key.as_str()) || stale.contains(&key) {
+            continue;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(target, &dst)?;
+        } else {
+            fs::hard_link(entry.path(), &dst)
+                .or_else(|_| fs::copy(entry.path(), &dst).map(|_| ()))
+                .with_context(|| format!("cannot keep {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file with its final mode from the first byte (0600 for secrets, whatever the umask).
+pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+    }
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Atomically replaces one file (write to a temporary sibling, fsync, rename).
+pub fn write_file_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
+    let parent = path.parent().ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
+    fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    write_file(&tmp, contents, secret)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    sync_dir(parent)?;
+    Ok(())
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    fs::File::open(p)?.sync_all()?;
+    Ok(())
+}
+
+fn swap_in(staging: &Path, out: &Path) -> Result<()> {
+    if !out.exists() {
+        fs::rename(staging, out).with_context(|| format!("cannot move the new tree to {}", out.display()))?;
+    } else {
+        exchange(staging, out)?;
+        // `staging` now holds the previous tree.
+        fs::remove_dir_all(staging)
+            .with_context(|| format!("cannot remove the previous tree at {}", staging.display()))?;
+    }
+    if let Some(p) = out.parent() {
+        sync_dir(p)?;
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; renameat2 does not retain them.
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc != 0 {
+        return Err(anyhow!("cannot swap {} into place: {}", b.display(), std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    // Not atomic off Linux: move the old tree aside first.
+    let old = b.with_extension("vaultnix-old");
+    fs::rename(b, &old)?;
+    fs::rename(a, b)?;
+    fs::rename(&old, a)?;
+    Ok(())
+}
+
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(p: &str, c: &str, secret: bool) -> OutFile {
+        OutFile { path: p.into(), contents: c.as_bytes().to_vec(), secret }
+    }
+
+    #[test]
+    fn writes_keeps_user_files_and_drops_stale_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let v1 = vec![f("a.txt", "1", false), f("old.txt", "x", false), f("secrets/k", "s", true)];
+        write_tree(&out, &v1, &manifest_for("c", &v1)).unwrap();
+        fs::write(out.join("user-notes.md"), "mine").unwrap();
+        fs::write(out.join("secrets/init.json"), "{}").unwrap();
+        let v2 = vec![f("a.txt", "2", false), f("secrets/k", "s", true)];
+        write_tree(&out, &v2, &manifest_for("c", &v2)).unwrap();
+        assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "2");
+        assert!(!out.join("old.txt").exists(), "stale generated file removed");
+        assert_eq!(fs::read_to_string(out.join("user-notes.md")).unwrap(), "mine");
+        assert_eq!(fs::read_to_string(out.join("secrets/init.json")).unwrap(), "{}");
+        let mode = fs::metadata(out.join("secrets/k")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = fs::metadata(out.join("secrets")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        // no staging directory left behind
+        let leftovers: Vec<_> = fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+}

@@ -1,0 +1,276 @@
+//! Nix files: data-only modules that set options of vaultnix's modules/, rendered from minijinja
+//! templates in templates/. Values are turned into Nix literals by the `nix` filter; no logic lives in
+//! the templates beyond loops and presence checks.
+
+use crate::plan::{Machine, Plan, Role};
+use crate::spec::OverlayKind;
+use anyhow::{Context, Result};
+use minijinja::{Environment, Value as JValue};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+const NODE_TEMPLATE: &str = include_str!("../../templates/node.nix.j2");
+const LB_TEMPLATE: &str = include_str!("../../templates/lb.nix.j2");
+const FLAKE_TEMPLATE: &str = include_str!("../../templates/flake.nix.j2");
+
+/// A Nix literal for a JSON-like value: strings quoted and escaped, lists, attrsets, null, bools, ints.
+pub fn to_nix(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => nix_string(s),
+        serde_json::Value::Array(a) => {
+            if a.is_empty() {
+                "[ ]".into()
+            } else {
+                format!("[ {} ]", a.iter().map(to_nix).collect::<Vec<_>>().join(" "))
+            }
+        }
+        serde_json::Value::Object(o) => {
+            if o.is_empty() {
+                "{ }".into()
+            } else {
+                let body: Vec<String> = o.iter().map(|(k, v)| format!("{} = {};", nix_attr(k), to_nix(v))).collect();
+                format!("{{ {} }}", body.join(" "))
+            }
+        }
+    }
+}
+
+pub fn nix_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn nix_attr(k: &str) -> String {
+    let plain = !k.is_empty()
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '\'');
+    if plain {
+        k.to_string()
+    } else {
+        nix_string(k)
+    }
+}
+
+fn env() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("nix", |v: JValue| -> Result<String, minijinja::Error> {
+        let j: serde_json::Value = serde_json::to_value(&v)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
+        Ok(to_nix(&j))
+    });
+    env.add_template("node.nix.j2", NODE_TEMPLATE).context("templates/node.nix.j2")?;
+    env.add_template("lb.nix.j2", LB_TEMPLATE).context("templates/lb.nix.j2")?;
+    env.add_template("flake.nix.j2", FLAKE_TEMPLATE).context("templates/flake.nix.j2")?;
+    Ok(env)
+}
+
+#[derive(Serialize)]
+struct MachineCtx<'a> {
+    name: &'a str,
+    role: Role,
+    provider: &'a str,
+    system: &'a str,
+    fqdn: &'a str,
+}
+
+#[derive(Serialize)]
+struct Peer {
+    name: String,
+    public_key: String,
+    endpoint: Option<String>,
+    allowed_ips: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct OverlayCtx {
+    kind: &'static str,
+    interface: String,
+    address: String,
+    prefix_length: u8,
+    listen_port: u16,
+    private_key_file: String,
+    persistent_keepalive: u16,
+    peers: Vec<Peer>,
+    auth_key_file: Option<String>,
+    hostname: Option<String>,
+}
+
+/// Public WireGuard keys per machine (from the private keys in secrets/).
+pub type WgPublicKeys = BTreeMap<String, String>;
+
+fn overlay_ctx(plan: &Plan, me: &Machine, all: &[Machine], wg: &WgPublicKeys) -> OverlayCtx {
+    let kind = match plan.overlay.kind {
+        OverlayKind::Wireguard => "wireguard",
+        OverlayKind::Tailscale => "tailscale",
+        OverlayKind::None => "none",
+    };
+    let peers = if plan.overlay.kind == OverlayKind::Wireguard {
+        all.iter()
+            .filter(|m| m.name != me.name)
+            .map(|m| Peer {
+                name: m.name.clone(),
+                public_key: wg.get(&m.name).cloned().unwrap_or_default(),
+                endpoint: m.public_address.map(|a| crate::plan::sock(a, plan.overlay.listen_port)),
+                allowed_ips: vec![format!("{}/{}", m.ip, if m.ip.is_ipv4() { 32 } else { 128 })],
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    OverlayCtx {
+        kind,
+        interface: plan.overlay.interface.clone(),
+        address: me.ip.to_string(),
+        prefix_length: plan.overlay.prefix_len,
+        listen_port: plan.overlay.listen_port,
+        private_key_file: format!("{}/wg.key", plan.secrets_dir),
+        persistent_keepalive: plan.overlay.persistent_keepalive,
+        peers,
+        auth_key_file: plan.overlay.auth_key_file.clone(),
+        hostname: plan.node(&me.name).and_then(|n| n.tailnet_name.clone()).or_else(|| Some(me.name.clone())),
+    }
+}
+
+/// `nodes/<machine>.nix` for every machine (servers and the load balancer), keyed by relative path.
+pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)>> {
+    let env = env()?;
+    let machines = plan.machines();
+    let mut out = Vec::new();
+    let generator = format!("vaultnix {}", env!("CARGO_PKG_VERSION"));
+    // Clients allowed to reach 8200 directly: the LB (over the overlay) and the spec's client CIDRs.
+    let mut api_allowed: Vec<String> = vec![format!("{}/{}", plan.lb.ip, if plan.lb.ip.is_ipv4() { 32 } else { 128 })];
+    api_allowed.extend(plan.firewall.client_cidrs.iter().map(|c| c.to_string()));
+    let ssh_allowed: Vec<String> = plan.firewall.ssh_cidrs.iter().map(|c| c.to_string()).collect();
+    let scrape_targets: Vec<String> = plan.nodes.iter().map(|n| crate::plan::sock(n.ip, plan.api_port)).collect();
+    for m in &machines {
+        let mctx = MachineCtx {
+            name: &m.name,
+            role: m.role,
+            provider: m.provider.as_str(),
+            system: m.system(),
+            fqdn: &m.fqdn,
+        };
+        let overlay = overlay_ctx(plan, m, &machines, wg);
+        let text = match m.role {
+            Role::Server => {
+                let node = plan.node(&m.name).context("machine without node")?;
+                let ctx = minijinja::context! {
+                    generator => generator,
+                    cluster_name => plan.name,
+                    machine => mctx,
+                    secrets_dir => plan.secrets_dir,
+                    ca_cert_file => "../pki/ca.crt",
+                    server => minijinja::context! {
+                        engine => plan.engine.as_str(),
+                        settings_file => format!("./{}.server.json", node.name),
+                        cert_file => format!("../pki/{}.crt", node.name),
+                        key_file => format!("{}/tls.key", plan.secrets_dir),
+                        seal_key_file => (plan.seal.kind == crate::spec::SealKind::Static).then(|| format!("{}/seal.key", plan.secrets_dir)),
+                        api_port => plan.api_port,
+                        cluster_port => plan.cluster_port,
+                    },
+                    overlay => overlay,
+                    firewall => minijinja::context! { api_allowed_cidrs => api_allowed, ssh_allowed_cidrs => ssh_allowed },
+                    backup => minijinja::context! {
+                        enable => plan.backup.enabled,
+                        on_calendar => plan.backup.schedule,
+                        retention_days => plan.backup.retention_days,
+                        destination => plan.backup.destination,
+                        token_file => format!("{}/backup-token", plan.secrets_dir),
+                        api_addr => plan.api_url(node),
+                        tls_server_name => node.fqdn,
+                    },
+                    monitoring => minijinja::context! {
+                        enable => plan.monitoring.enabled,
+                        alert_rules_file => "../monitoring/alerts.yml",
+                        scrape_targets => scrape_targets,
+                    },
+                };
+                env.get_template("node.nix.j2")?
+                    .render(ctx)
+                    .with_context(|| format!("rendering nodes/{}.nix", m.name))?
+            }
+            Role::Lb => {
+                let ctx = minijinja::context! {
+                    generator => generator,
+                    cluster_name => plan.name,
+                    machine => mctx,
+                    secrets_dir => plan.secrets_dir,
+                    ca_cert_file => "../pki/ca.crt",
+                    lb => minijinja::context! {
+                        config_file => "../haproxy/haproxy.cfg",
+                        frontend_port => plan.lb.port,
+                        stats_port => plan.lb.stats_port,
+                    },
+                    overlay => overlay,
+                    firewall => minijinja::context! { api_allowed_cidrs => plan.firewall.client_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ssh_allowed_cidrs => ssh_allowed },
+                };
+                env.get_template("lb.nix.j2")?.render(ctx).with_context(|| format!("rendering nodes/{}.nix", m.name))?
+            }
+        };
+        out.push((format!("nodes/{}.nix", m.name), text));
+    }
+    Ok(out)
+}
+
+/// The small flake written into the output directory.
+pub fn render_flake(plan: &Plan, vaultnix_url: &str) -> Result<String> {
+    let env = env()?;
+    let ctx = minijinja::context! {
+        generator => format!("vaultnix {}", env!("CARGO_PKG_VERSION")),
+        cluster_name => plan.name,
+        vaultnix_url => vaultnix_url,
+    };
+    Ok(env.get_template("flake.nix.j2")?.render(ctx)?)
+}
+
+/// cluster.json: the machines as data for the flake's `lib.mkCluster`.
+pub fn render_cluster_json(plan: &Plan) -> String {
+    let machines: Vec<serde_json::Value> = plan
+        .machines()
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "role": m.role,
+                "provider": m.provider.as_str(),
+                "system": m.system(),
+                "image": crate::plan::image_variant(m.provider),
+            })
+        })
+        .collect();
+    let v = serde_json::json!({ "name": plan.name, "engine": plan.engine.as_str(), "machines": machines });
+    super::server::to_json_text(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_literals() {
+        assert_eq!(nix_string("a\"b${c}\\"), "\"a\\\"b\\${c}\\\\\"");
+        let v = serde_json::json!({"a": [1, "x"], "b c": null, "d": true});
+        assert_eq!(to_nix(&v), "{ a = [ 1 \"x\" ]; \"b c\" = null; d = true; }");
+        assert_eq!(to_nix(&serde_json::json!([])), "[ ]");
+    }
+}

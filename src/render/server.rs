@@ -1,0 +1,131 @@
+//! The OpenBao/Vault server configuration, rendered once as JSON (both engines read JSON natively).
+//! The NixOS module deploys this JSON unchanged and `vaultnix lab` runs it: one source of truth.
+
+use super::layout::Layout;
+use crate::plan::{sock, NodePlan, Plan};
+use crate::spec::{Engine, SealKind};
+use serde_json::{json, Map, Value};
+
+pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Value {
+    let mut root = Map::new();
+    root.insert("cluster_name".into(), json!(plan.name));
+    root.insert("api_addr".into(), json!(plan.api_url(node)));
+    root.insert("cluster_addr".into(), json!(plan.cluster_url(node)));
+    root.insert("ui".into(), json!(plan.ui));
+    root.insert("log_level".into(), json!("info"));
+    if plan.engine == Engine::Vault {
+        // Vault still mlocks by default; with integrated storage HashiCorp recommends disabling it (the
+        // NixOS module keeps swap off for the unit instead). OpenBao removed mlock entirely.
+        root.insert("disable_mlock".into(), json!(true));
+    }
+
+    let retry_join: Vec<Value> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .map(|peer| {
+            json!({
+                "leader_api_addr": plan.api_url(peer),
+                "leader_ca_cert_file": layout.ca_file(plan),
+                // Peers are dialled by IP; the name checked is the peer's DNS name, which is in its SANs.
+                "leader_tls_servername": peer.fqdn,
+            })
+        })
+        .collect();
+    root.insert(
+        "storage".into(),
+        json!({
+            "raft": {
+                "path": layout.data_dir(plan, node),
+                "node_id": node.node_id,
+                "performance_multiplier": plan.raft.performance_multiplier,
+                "retry_join": retry_join,
+            }
+        }),
+    );
+
+    let mut api = json!({
+        "type": "tcp",
+        "address": sock(node.ip, plan.api_port),
+        "cluster_address": sock(node.ip, plan.cluster_port),
+        "tls_cert_file": layout.cert_file(plan, node),
+        "tls_key_file": layout.key_file(plan, node),
+        "tls_min_version": plan.tls.min_version,
+    });
+    if plan.openbao_at_least((2, 3, 0)) {
+        // Renewed certificates are picked up without a restart (a restart would seal a Shamir node).
+        api["tls_auto_reload_interval"] = json!("1m");
+    }
+    let mut listeners = Map::new();
+    listeners.insert("api".into(), api);
+    if plan.openbao_at_least((2, 5, 0)) {
+        // 2.5+: a metrics-only listener on loopback for the node's Prometheus, no token needed, no API.
+        listeners.insert(
+            "metrics".into(),
+            json!({
+                "type": "tcp",
+                "address": sock(loopback_for(node), layout.metrics_port()),
+                "tls_disable": true,
+                "telemetry": { "metrics_only": true, "unauthenticated_metrics_access": true },
+            }),
+        );
+    }
+    root.insert("listener".into(), Value::Object(listeners));
+    root.insert("telemetry".into(), json!({ "prometheus_retention_time": "30s", "disable_hostname": true }));
+
+    if plan.audit && plan.openbao_at_least((2, 4, 0)) {
+        // Since 2.3.2 audit devices cannot be created over the API by default; since 2.4 they are
+        // declared here and applied by the active node on start and SIGHUP.
+        root.insert(
+            "audit".into(),
+            json!([{ "file": { "file": {
+                "description": "vaultnix: every request and response, HMAC'd",
+                "options": { "file_path": layout.audit_file(plan, node), "mode": "0600" }
+            }}}]),
+        );
+    }
+
+    if let Some(seal) = render_seal(plan, layout) {
+        root.insert("seal".into(), seal);
+    }
+    if let Some(p) = &plan.seal.plugin {
+        root.insert("plugin_directory".into(), json!(p.directory));
+        root.insert(
+            "plugin".into(),
+            json!([{ "kms": { plan.seal.kind.as_str(): { "command": p.command, "sha256sum": p.sha256 } } }]),
+        );
+    }
+    Value::Object(root)
+}
+
+/// The loopback address the metrics listener binds: 127.0.0.1 on a host; the node's own loopback
+/// address in the lab (several nodes share one machine there).
+fn loopback_for(node: &NodePlan) -> std::net::IpAddr {
+    if node.ip.is_loopback() {
+        node.ip
+    } else {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
+}
+
+fn render_seal(plan: &Plan, layout: &Layout) -> Option<Value> {
+    let kind = plan.seal.kind;
+    match kind {
+        SealKind::Shamir => None,
+        SealKind::Static => Some(json!({ "static": {
+            "current_key_id": format!("{}-1", plan.name),
+            "current_key": format!("file://{}", layout.seal_key_file(plan)),
+        }})),
+        _ => {
+            let params: Map<String, Value> = plan.seal.params.clone().into_iter().collect();
+            Some(json!({ kind.as_str(): Value::Object(params) }))
+        }
+    }
+}
+
+/// Pretty JSON with a trailing newline: the bytes written to `<node>.server.json`.
+pub fn to_json_text(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}

@@ -1,0 +1,241 @@
+//! Key material: the CA, node TLS keys and certificates, WireGuard keys and the static seal key.
+//! Existing material is always reused: re-running `generate` never rotates the CA or a key (only the
+//! explicit rotation flags do). Node certificates are kept while they still fit the plan.
+
+use crate::pki;
+use crate::plan::{Plan, Role};
+use crate::spec::{OverlayKind, SealKind};
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Default)]
+pub struct Rotate {
+    pub ca: bool,
+    pub keys: bool,
+    /// Reissue every node certificate (same keys, same CA).
+    pub certs: bool,
+}
+
+/// Key material for one output directory. Private parts go to secrets/, public parts to pki/.
+#[derive(Clone, Default)]
+pub struct Material {
+    pub ca_key: String,
+    pub ca_cert: String,
+    pub node_keys: BTreeMap<String, String>,
+    pub node_certs: BTreeMap<String, String>,
+    /// WireGuard private keys (base64) per machine.
+    pub wg_private: BTreeMap<String, String>,
+    pub seal_key: Option<Vec<u8>>,
+    /// What was created or reissued, for the summary.
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Material")
+            .field("nodes", &self.node_keys.keys().collect::<Vec<_>>())
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Material {
+    pub fn wg_public(&self) -> Result<BTreeMap<String, String>> {
+        self.wg_private.iter().map(|(k, v)| Ok((k.clone(), wg_public_key(v)?))).collect()
+    }
+}
+
+fn read_opt(p: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(p) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn read_opt_bytes(p: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(p) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
+    }
+}
+
+/// Loads the material under `out`, creating what is missing unless `create` is false (then missing
+/// material is an error: `generate --check` must not invent keys).
+pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64) -> Result<Material> {
+    let sec = out.join("secrets");
+    let pki_dir = out.join("pki");
+    let mut m = Material::default();
+    let alg = plan.tls.key_algorithm;
+
+    let missing = |what: &str| -> anyhow::Error {
+        anyhow!("{what} is missing under {}: run `vaultnix generate` first", out.display())
+    };
+
+    // CA
+    let ca_key = if rotate.ca { None } else { read_opt(&sec.join("ca.key"))? };
+    let ca_cert = if rotate.ca { None } else { read_opt(&pki_dir.join("ca.crt"))? };
+    match (ca_key, ca_cert) {
+        (Some(k), Some(c)) => {
+            pki::Ca::load(&k, &c)?; // checks the pair
+            m.ca_key = k;
+            m.ca_cert = c;
+        }
+        (Some(k), None) => {
+            if !create {
+                return Err(missing("pki/ca.crt"));
+            }
+            let kp = rcgen::KeyPair::from_pem(&k).context("secrets/ca.key is not a PEM private key")?;
+            m.ca_cert = pki::new_ca_cert(&plan.name, &kp, plan.tls.ca_validity_days)?;
+            m.ca_key = k;
+            m.events.push("re-created the CA certificate from the existing CA key".into());
+        }
+        (None, Some(_)) => {
+            bail!("pki/ca.crt exists but secrets/ca.key is missing under {}: restore the CA key (node certificates cannot be issued without it), or rotate the CA with --rotate-ca", out.display());
+        }
+        (None, None) => {
+            if !create {
+                return Err(missing("the CA (secrets/ca.key)"));
+            }
+            let kp = pki::generate_key(alg)?;
+            m.ca_cert = pki::new_ca_cert(&plan.name, &kp, plan.tls.ca_validity_days)?;
+            m.ca_key = kp.serialize_pem();
+            m.events.push(if rotate.ca { "rotated the CA".into() } else { "created the CA".into() });
+        }
+    }
+    let ca = pki::Ca::load(&m.ca_key, &m.ca_cert)?;
+
+    for n in &plan.nodes {
+        let key = if rotate.keys { None } else { read_opt(&sec.join(format!("{}.key", n.name)))? };
+        let key = match key {
+            Some(k) => {
+                rcgen::KeyPair::from_pem(&k)
+                    .with_context(|| format!("secrets/{}.key is not a PEM private key", n.name))?;
+                k
+            }
+            None => {
+                if !create {
+                    return Err(missing(&format!("secrets/{}.key", n.name)));
+                }
+                m.events.push(format!("created TLS key for {}", n.name));
+                pki::generate_key(alg)?.serialize_pem()
+            }
+        };
+        let sans = pki::node_sans(plan, n);
+        let existing = read_opt(&pki_dir.join(format!("{}.crt", n.name)))?;
+        let reason = match (&existing, rotate.certs) {
+            (_, true) => Some("renewal requested".to_string()),
+            (None, _) => Some("new".to_string()),
+            (Some(c), _) => pki::reissue_reason(c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now),
+        };
+        let cert = match (reason, existing) {
+            (None, Some(c)) => c,
+            (Some(why), _) => {
+                if !create {
+                    bail!("pki/{}.crt must be reissued ({why}): run `vaultnix generate`", n.name);
+                }
+                m.events.push(format!("issued certificate for {} ({why})", n.name));
+                ca.issue(&n.fqdn, &key, &sans, plan.tls.node_validity_days)?
+            }
+            (None, None) => unreachable!("no reason to reissue implies an existing certificate"),
+        };
+        m.node_keys.insert(n.name.clone(), key);
+        m.node_certs.insert(n.name.clone(), cert);
+    }
+
+    if plan.overlay.kind == OverlayKind::Wireguard {
+        for machine in plan.machines() {
+            let path = sec.join(format!("{}.wg.key", machine.name));
+            let k = if rotate.keys { None } else { read_opt(&path)? };
+            let k = match k {
+                Some(k) => {
+                    let k = k.trim().to_string();
+                    wg_public_key(&k).with_context(|| format!("{} is not a WireGuard private key", path.display()))?;
+                    k
+                }
+                None => {
+                    if !create {
+                        return Err(missing(&format!("secrets/{}.wg.key", machine.name)));
+                    }
+                    m.events.push(format!(
+                        "created WireGuard key for {}{}",
+                        machine.name,
+                        if machine.role == Role::Lb { " (load balancer)" } else { "" }
+                    ));
+                    new_wg_private_key()?
+                }
+            };
+            m.wg_private.insert(machine.name.clone(), k);
+        }
+    }
+
+    if plan.seal.kind == SealKind::Static {
+        let p = sec.join("seal.key");
+        let k = if rotate.keys { None } else { read_opt_bytes(&p)? };
+        m.seal_key = Some(match k {
+            Some(k) if k.len() == 32 => k,
+            Some(k) => bail!("{} has {} bytes; the static seal needs exactly 32 (AES-256)", p.display(), k.len()),
+            None => {
+                if !create {
+                    return Err(missing("secrets/seal.key"));
+                }
+                m.events.push("created the static seal key".into());
+                random_bytes::<32>()?.to_vec()
+            }
+        });
+    }
+    Ok(m)
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
+    Ok(b)
+}
+
+pub fn new_wg_private_key() -> Result<String> {
+    let mut b = random_bytes::<32>()?;
+    // X25519 clamping, as `wg genkey` does.
+    b[0] &= 248;
+    b[31] &= 127;
+    b[31] |= 64;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+pub fn wg_public_key(private_b64: &str) -> Result<String> {
+    let raw =
+        base64::engine::general_purpose::STANDARD.decode(private_b64.trim()).map_err(|e| anyhow!("not base64: {e}"))?;
+    let arr: [u8; 32] = raw.try_into().map_err(|_| anyhow!("not 32 bytes"))?;
+    let secret = x25519_dalek::StaticSecret::from(arr);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    Ok(base64::engine::general_purpose::STANDARD.encode(public.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wireguard_public_key_matches_known_vector() {
+        // RFC 7748 section 6.1 test vector (Alice), as `wg pubkey` would compute it.
+        let private = hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").unwrap();
+        let private_b64 = base64::engine::general_purpose::STANDARD.encode(private);
+        let public = wg_public_key(&private_b64).unwrap();
+        let expected = hex::decode("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a").unwrap();
+        assert_eq!(public, base64::engine::general_purpose::STANDARD.encode(expected));
+    }
+
+    #[test]
+    fn new_keys_are_clamped_and_distinct() {
+        let a = new_wg_private_key().unwrap();
+        let b = new_wg_private_key().unwrap();
+        assert_ne!(a, b);
+        let raw = base64::engine::general_purpose::STANDARD.decode(&a).unwrap();
+        assert_eq!(raw[0] & 7, 0);
+        assert_eq!(raw[31] & 0xc0, 0x40);
+    }
+}

@@ -1,0 +1,182 @@
+//! The spec: schema, parsing with located errors, and semantic validation.
+
+pub mod diag;
+pub mod schema;
+pub mod spans;
+pub mod validate;
+
+pub use diag::{Diagnostic, Report, Severity, Source};
+pub use schema::*;
+pub use validate::{effective_network, node_arch, parse_duration, parse_version, Quorum};
+
+use std::path::{Path, PathBuf};
+
+/// The built-in example spec (`vaultnix init` writes it; `generate` uses it when no spec is given).
+pub const EXAMPLE: &str = include_str!("example.toml");
+pub const EXAMPLE_NAME: &str = "<built-in example>";
+
+/// A spec that parsed and validated, with its warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub source: Source,
+    /// Directory relative paths in the spec (PGP keys) are resolved against.
+    pub dir: PathBuf,
+    pub warnings: Report,
+}
+
+/// Why a spec could not be used.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Io { path: PathBuf, error: std::io::Error },
+    /// Located problems (syntax, types, semantics).
+    Invalid(Report),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Io { path, error } => write!(f, "cannot read spec {}: {error}", path.display()),
+            LoadError::Invalid(r) => write!(f, "{}", r.to_string().trim_end()),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and checks a spec file.
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read(path).map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
+    let text = String::from_utf8(text).map_err(|e| {
+        let off = e.utf8_error().valid_up_to();
+        let src = Source::new(path.display().to_string(), String::from_utf8_lossy(e.as_bytes()).into_owned());
+        LoadError::Invalid(Report {
+            diagnostics: vec![Diagnostic::error("the spec is not valid UTF-8")
+                .expected("a UTF-8 text file")
+                .at(Some(off..off + 1))
+                .locate(&src)],
+        })
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    load_str(&path.display().to_string(), &text, &dir)
+}
+
+/// Parses and checks spec text. `name` is what errors are reported under.
+pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError> {
+    let source = Source::new(name, text);
+    let spec: Spec = match toml::from_str(text) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.message().trim().to_string();
+            let (message, expected) = explain_serde_error(&msg);
+            let d = Diagnostic::error(message).at(e.span());
+            let d = match expected {
+                Some(x) => d.expected(x),
+                None => d,
+            };
+            return Err(LoadError::Invalid(Report { diagnostics: vec![d.locate(&source)] }));
+        }
+    };
+    let idx = spans::SpanIndex::new(text);
+    let report = validate::validate(&spec, &idx, dir).locate(&source);
+    if report.has_errors() {
+        return Err(LoadError::Invalid(report));
+    }
+    Ok(Loaded { spec, source, dir: dir.to_path_buf(), warnings: report })
+}
+
+/// The built-in example, parsed.
+pub fn example() -> Loaded {
+    match load_str(EXAMPLE_NAME, EXAMPLE, Path::new(".")) {
+        Ok(l) => l,
+        // The example is tested; this cannot fail in a released binary.
+        Err(e) => unreachable!("built-in example spec is invalid: {e}"),
+    }
+}
+
+/// serde's messages name what it wanted ("expected ..."); lift that into the `expected` field.
+fn explain_serde_error(msg: &str) -> (String, Option<String>) {
+    let first = msg.lines().next().unwrap_or(msg).to_string();
+    if let Some(rest) = first.strip_prefix("unknown field ") {
+        if let Some((field, exp)) = rest.split_once(", expected ") {
+            return (format!("unknown key {field}"), Some(format!("one of {exp}")));
+        }
+        return (format!("unknown key {rest}"), None);
+    }
+    if let Some(rest) = first.strip_prefix("unknown variant ") {
+        if let Some((v, exp)) = rest.split_once(", expected ") {
+            return (format!("unknown value {v}"), Some(exp.to_string()));
+        }
+    }
+    if let Some(rest) = first.strip_prefix("missing field ") {
+        return (format!("missing required key {rest}"), Some(format!("{rest} = ... in this table")));
+    }
+    if let Some(rest) = first.strip_prefix("invalid type: ") {
+        if let Some((got, exp)) = rest.split_once(", expected ") {
+            return (format!("wrong type: {got}"), Some(exp.to_string()));
+        }
+    }
+    if let Some((what, exp)) = first.split_once(", expected ") {
+        return (what.to_string(), Some(exp.to_string()));
+    }
+    (first, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_is_valid() {
+        let l = example();
+        assert_eq!(l.spec.nodes.len(), 3);
+        assert_eq!(l.spec.cluster.engine, Engine::Openbao);
+        assert!(!l.warnings.has_errors());
+    }
+
+    #[test]
+    fn type_error_is_located() {
+        let text = "[cluster]\nname = \"a\"\n[load_balancer]\nhostname = \"x.y\"\naddress = \"1.2.3.4\"\n[[nodes]]\nname = \"n1\"\nprovider = \"aws\"\n";
+        let err = load_str("t.toml", text, Path::new(".")).unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("t.toml:8:12"), "{s}");
+        assert!(s.contains("unknown value"), "{s}");
+        assert!(s.contains("onprem"), "{s}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let text = r#"
+[cluster]
+name = "c"
+[load_balancer]
+hostname = "lb.example.com"
+address = "192.0.2.1"
+[overlay]
+kind = "none"
+[unseal]
+shares = 3
+threshold = 4
+[[nodes]]
+name = "a"
+provider = "linode"
+arch = "aarch64"
+address = "192.0.2.10"
+[[nodes]]
+name = "a"
+provider = "onprem"
+address = "192.0.2.10"
+"#;
+        let err = load_str("t.toml", text, Path::new(".")).unwrap_err();
+        let LoadError::Invalid(r) = err else { panic!("expected invalid") };
+        let msgs: Vec<String> = r.errors().map(|d| d.to_string()).collect();
+        let all = msgs.join("\n");
+        assert!(all.contains("duplicate node name"), "{all}");
+        assert!(all.contains("used twice"), "{all}");
+        assert!(all.contains("x86_64 only"), "{all}");
+        assert!(all.contains("threshold 4 is larger than shares 3"), "{all}");
+        assert!(msgs.len() >= 4, "{all}");
+    }
+}

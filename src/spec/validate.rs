@@ -1,0 +1,750 @@
+//! Semantic checks, all at once: every problem in the spec is reported in one run, each at its place.
+
+use super::diag::{Diagnostic, Report};
+use super::schema::*;
+use super::spans::{Seg, SpanIndex};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+struct Ctx<'a> {
+    idx: &'a SpanIndex,
+    report: Report,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &[Seg<'_>], msg: impl Into<String>, expected: impl Into<String>) {
+        let span = self.idx.span(path);
+        self.report.push(Diagnostic::error(msg).expected(expected).at(span));
+    }
+    fn warn(&mut self, path: &[Seg<'_>], msg: impl Into<String>) {
+        let span = self.idx.span(path);
+        self.report.push(Diagnostic::warning(msg).at(span));
+    }
+}
+
+use Seg::{Index as I, Key as K};
+
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Parses a Go-style duration ("10s", "1m30s", "2h") into seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    if s.is_empty() {
+        return None;
+    }
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let n: u64 = num.parse().ok()?;
+            num.clear();
+            total = total.checked_add(match c {
+                's' => n,
+                'm' => n.checked_mul(60)?,
+                'h' => n.checked_mul(3600)?,
+                'd' => n.checked_mul(86400)?,
+                _ => return None,
+            })?;
+        }
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(total)
+}
+
+/// A node's effective architecture.
+pub fn node_arch(n: &Node) -> Arch {
+    n.arch.unwrap_or(match n.provider {
+        Provider::Oracle => Arch::Aarch64,
+        _ => Arch::X86_64,
+    })
+}
+
+pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
+    let mut c = Ctx { idx, report: Report::default() };
+    check_cluster(&mut c, spec);
+    check_nodes(&mut c, spec);
+    check_lb(&mut c, spec);
+    check_overlay(&mut c, spec);
+    check_unseal(&mut c, spec, spec_dir);
+    check_raft(&mut c, spec);
+    check_tls(&mut c, spec);
+    check_backup(&mut c, spec);
+    check_monitoring(&mut c, spec);
+    c.report
+}
+
+fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
+    let cl = &spec.cluster;
+    if !is_dns_label(&cl.name) {
+        c.err(
+            &[K("cluster"), K("name")],
+            format!("invalid cluster name {:?}", cl.name),
+            "1-63 lowercase letters, digits and '-', not starting or ending with '-'",
+        );
+    }
+    if !is_dns_name(&cl.domain) {
+        c.err(
+            &[K("cluster"), K("domain")],
+            format!("invalid domain {:?}", cl.domain),
+            "a DNS name such as \"vault.internal\"",
+        );
+    }
+    match parse_version(&cl.version) {
+        None => c.err(
+            &[K("cluster"), K("version")],
+            format!("invalid version {:?}", cl.version),
+            "a version such as \"2.7.2\"",
+        ),
+        Some(v) if cl.engine == Engine::Openbao && v < (2, 4, 0) => c.err(
+            &[K("cluster"), K("version")],
+            format!("OpenBao {} is not supported", cl.version),
+            "OpenBao 2.4 or newer (declarative audit devices and validate-config need 2.4)",
+        ),
+        _ => {}
+    }
+    if cl.api_port == cl.cluster_port {
+        c.err(
+            &[K("cluster"), K("cluster_port")],
+            "api_port and cluster_port are the same",
+            "two different ports (defaults 8200 and 8201)",
+        );
+    }
+    if cl.api_port == 0 {
+        c.err(&[K("cluster"), K("api_port")], "port 0 is not a port", "1-65535");
+    }
+    if cl.cluster_port == 0 {
+        c.err(&[K("cluster"), K("cluster_port")], "port 0 is not a port", "1-65535");
+    }
+    check_host_path(c, &[K("cluster"), K("secrets_dir")], &cl.secrets_dir, "secrets_dir");
+    if let Some(b) = &cl.bootstrap_node {
+        match spec.nodes.iter().find(|n| &n.name == b) {
+            None => c.err(
+                &[K("cluster"), K("bootstrap_node")],
+                format!("bootstrap_node {b:?} is not a node of this spec"),
+                "the name of one of the [[nodes]]",
+            ),
+            Some(n) if !n.voter => c.err(
+                &[K("cluster"), K("bootstrap_node")],
+                format!("bootstrap_node {b:?} is not a voter"),
+                "a voting node",
+            ),
+            _ => {}
+        }
+    }
+}
+
+pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
+    let s = s.strip_prefix('v').unwrap_or(s);
+    let mut it = s.split('.');
+    let a = it.next()?.parse().ok()?;
+    let b = it.next().map(|x| x.parse().ok()).unwrap_or(Some(0))?;
+    let p = it.next().map(|x| x.parse().ok()).unwrap_or(Some(0))?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((a, b, p))
+}
+
+fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
+    if !value.starts_with('/') {
+        c.err(
+            path,
+            format!("{what} {value:?} is not an absolute path"),
+            "an absolute path on the hosts, e.g. /var/lib/vaultnix/secrets",
+        );
+    } else if value.starts_with("/nix/store") {
+        c.err(
+            path,
+            format!("{what} {value:?} is in the Nix store, which is world-readable"),
+            "a path outside /nix/store (agenix/sops-nix paths such as /run/agenix/...)",
+        );
+    }
+}
+
+fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
+    if spec.nodes.is_empty() {
+        c.err(&[K("cluster")], "the spec has no [[nodes]]", "at least one [[nodes]] table (3 or 5 voters for HA)");
+        return;
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addrs: HashMap<IpAddr, String> = HashMap::new();
+    if let Some(a) = spec.load_balancer.address {
+        addrs.insert(a, format!("load balancer {:?}", spec.load_balancer.name));
+    }
+    if let Some(a) = spec.load_balancer.overlay_address {
+        addrs.insert(a, format!("load balancer {:?}", spec.load_balancer.name));
+    }
+    for (i, n) in spec.nodes.iter().enumerate() {
+        if !is_dns_label(&n.name) {
+            c.err(
+                &[K("nodes"), I(i), K("name")],
+                format!("invalid node name {:?}", n.name),
+                "1-63 lowercase letters, digits and '-' (it becomes a DNS label and the raft node_id)",
+            );
+        }
+        if n.name == spec.load_balancer.name {
+            c.err(
+                &[K("nodes"), I(i), K("name")],
+                format!("node name {:?} is also the load balancer's name", n.name),
+                "a name different from [load_balancer].name",
+            );
+        }
+        if let Some(first) = names.insert(&n.name, i) {
+            c.err(
+                &[K("nodes"), I(i), K("name")],
+                format!("duplicate node name {:?} (first used by node #{})", n.name, first + 1),
+                "unique node names",
+            );
+        }
+        for (key, addr) in [("address", n.address), ("overlay_address", n.overlay_address)] {
+            if let Some(a) = addr {
+                if let Some(other) = addrs.insert(a, format!("node {:?}", n.name)) {
+                    c.err(
+                        &[K("nodes"), I(i), K(key)],
+                        format!("address {a} is used twice (also by {other})"),
+                        "a unique address per node",
+                    );
+                }
+                if a.is_unspecified() || a.is_multicast() {
+                    c.err(
+                        &[K("nodes"), I(i), K(key)],
+                        format!("{a} is not a host address"),
+                        "a unicast address the other nodes can dial",
+                    );
+                }
+            }
+        }
+        let arch = node_arch(n);
+        match (n.provider, arch) {
+            (Provider::Linode | Provider::Digitalocean, Arch::Aarch64) => c.err(
+                &[K("nodes"), I(i), K("arch")],
+                format!("{} images are x86_64 only (no ARM instances, legacy BIOS boot)", n.provider.as_str()),
+                "arch = \"x86_64\"",
+            ),
+            (Provider::Oracle, Arch::X86_64) => c.warn(
+                &[K("nodes"), I(i), K("arch")],
+                format!("node {:?}: Oracle's free tier is Ampere A1 (aarch64); x86_64 shapes are billed", n.name),
+            ),
+            _ => {}
+        }
+        if spec.overlay.kind == OverlayKind::None && n.address.is_none() {
+            c.err(
+                &[K("nodes"), I(i)],
+                format!("node {:?} has no address and there is no overlay", n.name),
+                "address = \"<IP the other nodes and the LB dial>\"",
+            );
+        }
+        if spec.overlay.kind != OverlayKind::None && n.overlay_address.is_none() {
+            c.err(
+                &[K("nodes"), I(i)],
+                format!("node {:?} has no overlay_address (overlay kind is {:?})", n.name, spec.overlay.kind),
+                "overlay_address = \"<address inside the overlay subnet>\"",
+            );
+        }
+        if spec.overlay.kind == OverlayKind::Wireguard && n.address.is_none() && n.provider != Provider::Onprem {
+            c.warn(
+                &[K("nodes"), I(i)],
+                format!(
+                    "node {:?} has no public address: WireGuard peers cannot dial it (it can still dial out)",
+                    n.name
+                ),
+            );
+        }
+        if let Some(site) = &n.site {
+            if site.is_empty() {
+                c.err(&[K("nodes"), I(i), K("site")], "empty site label", "a short label such as \"home\" or \"fra1\"");
+            }
+        }
+        if n.tailnet_name.is_some() && spec.overlay.kind != OverlayKind::Tailscale {
+            c.err(
+                &[K("nodes"), I(i), K("tailnet_name")],
+                "tailnet_name is only used with the tailscale overlay",
+                "remove it, or set [overlay] kind = \"tailscale\"",
+            );
+        }
+    }
+
+    let voters = spec.nodes.iter().filter(|n| n.voter).count();
+    let q = Quorum::of(voters);
+    if voters == 0 {
+        c.err(
+            &[K("nodes")],
+            "no voting node: a raft cluster needs voters",
+            "at least 3 nodes with voter = true (the default)",
+        );
+    } else if voters == 1 && !spec.cluster.allow_single_node {
+        c.err(
+            &[K("nodes")],
+            "one voter tolerates no failure",
+            "3 or 5 voters, or [cluster] allow_single_node = true for a test cluster",
+        );
+    } else if voters % 2 == 0 {
+        c.warn(&[K("nodes")], format!(
+            "{voters} voters need {} for quorum and tolerate {} failure(s), no more than {} voters would: use an odd count",
+            q.quorum, q.tolerates, voters - 1
+        ));
+    }
+    if voters > 7 {
+        c.warn(&[K("nodes")], format!("{voters} voters: raft latency grows with voters; 5 is the usual maximum (add non-voters for read scaling)"));
+    }
+}
+
+/// Raft quorum arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Quorum {
+    pub voters: usize,
+    pub quorum: usize,
+    pub tolerates: usize,
+}
+
+impl Quorum {
+    pub fn of(voters: usize) -> Quorum {
+        let quorum = voters / 2 + 1;
+        Quorum { voters, quorum, tolerates: voters.saturating_sub(quorum) }
+    }
+}
+
+fn check_lb(c: &mut Ctx<'_>, spec: &Spec) {
+    let lb = &spec.load_balancer;
+    if !is_dns_label(&lb.name) {
+        c.err(
+            &[K("load_balancer"), K("name")],
+            format!("invalid load balancer name {:?}", lb.name),
+            "a DNS label such as \"vault-lb\"",
+        );
+    }
+    if !is_dns_name(&lb.hostname) {
+        c.err(
+            &[K("load_balancer"), K("hostname")],
+            format!("invalid hostname {:?}", lb.hostname),
+            "a DNS name such as \"vault.example.com\"",
+        );
+    }
+    if spec.overlay.kind != OverlayKind::None && lb.overlay_address.is_none() {
+        c.err(
+            &[K("load_balancer")],
+            "the load balancer has no overlay_address, so it cannot reach the nodes over the overlay",
+            "overlay_address = \"<address inside the overlay subnet>\"",
+        );
+    }
+    if spec.overlay.kind == OverlayKind::None && lb.address.is_none() {
+        c.err(&[K("load_balancer")], "the load balancer has no address", "address = \"<IP clients connect to>\"");
+    }
+    if let (Provider::Linode | Provider::Digitalocean, Some(Arch::Aarch64)) = (lb.provider, lb.arch) {
+        c.err(
+            &[K("load_balancer"), K("arch")],
+            format!("{} images are x86_64 only", lb.provider.as_str()),
+            "arch = \"x86_64\"",
+        );
+    }
+    if lb.port == 0 || lb.stats_port == 0 || lb.port == lb.stats_port {
+        c.err(
+            &[K("load_balancer"), K("stats_port")],
+            "load balancer ports must be non-zero and different",
+            "port = 8200, stats_port = 8404",
+        );
+    }
+}
+
+fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
+    let o = &spec.overlay;
+    match o.kind {
+        OverlayKind::Wireguard => {
+            let Some(subnet) = o.subnet else {
+                c.err(&[K("overlay")], "the wireguard overlay needs a subnet", "subnet = \"10.88.0.0/24\"");
+                return;
+            };
+            if o.listen_port == 0 {
+                c.err(&[K("overlay"), K("listen_port")], "listen_port 0", "a UDP port, e.g. 51820");
+            }
+            let lb = &spec.load_balancer;
+            let members = spec
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (vec![K("nodes"), I(i), K("overlay_address")], n.name.clone(), n.overlay_address))
+                .chain(std::iter::once((
+                    vec![K("load_balancer"), K("overlay_address")],
+                    lb.name.clone(),
+                    lb.overlay_address,
+                )));
+            for (path, name, addr) in members {
+                if let Some(a) = addr {
+                    if !subnet.contains(&a) {
+                        c.err(
+                            &path,
+                            format!("{name}: overlay address {a} is outside the overlay subnet {subnet}"),
+                            format!("an address inside {subnet}"),
+                        );
+                    } else if a == subnet.network()
+                        || (subnet.prefix_len() < subnet.max_prefix_len() - 1 && a == subnet.broadcast())
+                    {
+                        c.err(
+                            &path,
+                            format!("{name}: {a} is the network or broadcast address of {subnet}"),
+                            format!("a host address inside {subnet}"),
+                        );
+                    }
+                }
+            }
+            if o.auth_key_file.is_some() || o.tailnet.is_some() {
+                c.err(
+                    &[K("overlay"), K("auth_key_file")],
+                    "auth_key_file/tailnet are tailscale settings",
+                    "remove them, or set kind = \"tailscale\"",
+                );
+            }
+        }
+        OverlayKind::Tailscale => {
+            match &o.auth_key_file {
+                None => c.err(
+                    &[K("overlay")],
+                    "the tailscale overlay needs auth_key_file",
+                    "auth_key_file = \"/run/secrets/tailscale-authkey\" (a path on the hosts, never in the store)",
+                ),
+                Some(p) => check_host_path(c, &[K("overlay"), K("auth_key_file")], p, "auth_key_file"),
+            }
+            if let Some(t) = &o.tailnet {
+                if !is_dns_name(t) {
+                    c.err(
+                        &[K("overlay"), K("tailnet")],
+                        format!("invalid tailnet {t:?}"),
+                        "the tailnet DNS suffix, e.g. \"tail1234.ts.net\"",
+                    );
+                }
+            }
+            if let Some(subnet) = o.subnet {
+                for (i, n) in spec.nodes.iter().enumerate() {
+                    if let Some(a) = n.overlay_address {
+                        if !subnet.contains(&a) {
+                            c.err(
+                                &[K("nodes"), I(i), K("overlay_address")],
+                                format!("{}: overlay address {a} is outside {subnet}", n.name),
+                                format!("an address inside {subnet} (tailscale uses 100.64.0.0/10)"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        OverlayKind::None => {
+            if o.subnet.is_some() || o.auth_key_file.is_some() {
+                c.err(
+                    &[K("overlay"), K("kind")],
+                    "overlay settings given but kind = \"none\"",
+                    "kind = \"wireguard\" or \"tailscale\", or remove the settings",
+                );
+            }
+        }
+    }
+    if let Some(i) = &o.interface {
+        if i.is_empty() || i.len() > 15 || !i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            c.err(
+                &[K("overlay"), K("interface")],
+                format!("invalid interface name {i:?}"),
+                "at most 15 letters, digits, '-' or '_', e.g. \"wg0\"",
+            );
+        }
+    }
+}
+
+fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
+    let u = &spec.unseal;
+    if u.shares == 0 || u.threshold == 0 {
+        c.err(
+            &[K("unseal"), K(if u.shares == 0 { "shares" } else { "threshold" })],
+            "shares and threshold must be at least 1",
+            "e.g. shares = 5, threshold = 3",
+        );
+    } else if u.threshold > u.shares {
+        c.err(
+            &[K("unseal"), K("threshold")],
+            format!("threshold {} is larger than shares {}", u.threshold, u.shares),
+            format!("a threshold of at most {}", u.shares),
+        );
+    } else if u.threshold == 1 && u.shares > 1 {
+        c.warn(&[K("unseal"), K("threshold")], "threshold 1: any single key holder can unseal alone");
+    }
+    if !u.pgp_keys.is_empty() && u.pgp_keys.len() != u.shares as usize {
+        c.err(
+            &[K("unseal"), K("pgp_keys")],
+            format!("{} PGP keys for {} shares", u.pgp_keys.len(), u.shares),
+            format!("exactly {} PGP public key files, one per share", u.shares),
+        );
+    }
+    for (i, k) in u.pgp_keys.iter().enumerate() {
+        check_key_file(c, &[K("unseal"), K("pgp_keys"), I(i)], spec_dir, k);
+    }
+    if let Some(k) = &u.root_token_pgp_key {
+        check_key_file(c, &[K("unseal"), K("root_token_pgp_key")], spec_dir, k);
+    }
+    let required: &[&str] = match u.kind {
+        SealKind::Shamir | SealKind::Static => &[],
+        SealKind::Awskms => &["kms_key_id"],
+        SealKind::Gcpckms => &["project", "region", "key_ring", "crypto_key"],
+        SealKind::Azurekeyvault => &["tenant_id", "vault_name", "key_name"],
+        SealKind::Ocikms => &["key_id", "crypto_endpoint", "management_endpoint"],
+        SealKind::Transit => &["address", "key_name", "mount_path"],
+    };
+    if matches!(u.kind, SealKind::Shamir | SealKind::Static) && !u.params.is_empty() {
+        c.err(
+            &[K("unseal"), K("params")],
+            format!("the {} seal takes no params", u.kind.as_str()),
+            "remove [unseal.params]",
+        );
+    }
+    for r in required {
+        if !u.params.contains_key(*r) {
+            c.err(
+                &[K("unseal"), K("params")],
+                format!("the {} seal needs params.{r}", u.kind.as_str()),
+                format!("[unseal.params] with {}", required.join(", ")),
+            );
+        }
+    }
+    for (k, v) in &u.params {
+        let secretish = ["secret_key", "access_key", "client_secret", "token", "credentials"];
+        if secretish.iter().any(|s| k == s) {
+            c.err(&[K("unseal"), K("params"), K(k)], format!("params.{k} would put a secret into the generated config (and the Nix store)"), "set it in the service environment (e.g. AWS_SECRET_ACCESS_KEY, VAULT_TOKEN from a file), not in the spec");
+        }
+        if v.is_table() || v.is_array() {
+            c.err(
+                &[K("unseal"), K("params"), K(k)],
+                format!("params.{k} is not a string, number or boolean"),
+                "a scalar value",
+            );
+        }
+    }
+    if u.kind == SealKind::Static && spec.cluster.engine == Engine::Vault {
+        c.err(
+            &[K("unseal"), K("kind")],
+            "the static seal is OpenBao-only",
+            "engine = \"openbao\", or another seal kind",
+        );
+    }
+    if u.kind.is_cloud_kms() && spec.cluster.engine == Engine::Openbao {
+        if let Some(v) = parse_version(&spec.cluster.version) {
+            if v >= (2, 7, 0) && (u.plugin_command.is_none() || u.plugin_sha256.is_none()) {
+                c.err(&[K("unseal"), K("kind")], format!("OpenBao {} no longer has a built-in {} seal: it is a KMS plugin since 2.7", spec.cluster.version, u.kind.as_str()),
+                    "plugin_command = \"openbao-plugin-kms-…\" and plugin_sha256 = \"<sha256 of the plugin binary>\" (or version = \"2.6.2\")");
+            }
+        }
+    }
+    if let Some(s) = &u.plugin_sha256 {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            c.err(
+                &[K("unseal"), K("plugin_sha256")],
+                "plugin_sha256 is not a sha256 hex digest",
+                "64 hexadecimal characters",
+            );
+        }
+    }
+}
+
+fn check_key_file(c: &mut Ctx<'_>, path: &[Seg<'_>], spec_dir: &Path, file: &str) {
+    let p = spec_dir.join(file);
+    match std::fs::read_to_string(&p) {
+        Err(e) => c.err(
+            path,
+            format!("cannot read PGP key {}: {e}", p.display()),
+            "a readable PGP public key file (armored or binary, base64)",
+        ),
+        Ok(text) => {
+            if text.contains("PRIVATE KEY BLOCK") {
+                c.err(
+                    path,
+                    format!("{} is a PGP *private* key", p.display()),
+                    "the public key only (gpg --export --armor)",
+                );
+            }
+        }
+    }
+}
+
+fn check_raft(c: &mut Ctx<'_>, spec: &Spec) {
+    let r = &spec.raft;
+    if let Some(m) = r.performance_multiplier {
+        if !(1..=10).contains(&m) {
+            c.err(
+                &[K("raft"), K("performance_multiplier")],
+                format!("performance_multiplier {m} is out of range"),
+                "1 (fastest failover, LAN) to 10",
+            );
+        }
+        if m == 1 && effective_network(spec) == Network::Wan {
+            c.warn(&[K("raft"), K("performance_multiplier")], "multiplier 1 with voters on several sites: elections may flap on a 30-80 ms WAN link; 2-3 is safer (see docs/failover.md)");
+        }
+    }
+    let a = &r.autopilot;
+    for (key, v, min) in [
+        ("dead_server_last_contact_threshold", &a.dead_server_last_contact_threshold, 60u64),
+        ("last_contact_threshold", &a.last_contact_threshold, 1),
+        ("server_stabilization_time", &a.server_stabilization_time, 1),
+    ] {
+        match parse_duration(v) {
+            None => c.err(
+                &[K("raft"), K("autopilot"), K(key)],
+                format!("invalid duration {v:?}"),
+                "a duration such as \"10s\", \"5m\" or \"1h\"",
+            ),
+            Some(s) if s < min => c.err(
+                &[K("raft"), K("autopilot"), K(key)],
+                format!("{key} {v:?} is below the minimum"),
+                format!("at least {min}s"),
+            ),
+            _ => {}
+        }
+    }
+    let voters = spec.nodes.iter().filter(|n| n.voter).count();
+    if let Some(mq) = a.min_quorum {
+        if (mq as usize) > voters {
+            c.err(
+                &[K("raft"), K("autopilot"), K("min_quorum")],
+                format!("min_quorum {mq} is larger than the {voters} voters"),
+                format!("at most {voters}"),
+            );
+        }
+        if (mq as usize) < Quorum::of(voters).quorum {
+            c.err(
+                &[K("raft"), K("autopilot"), K("min_quorum")],
+                format!("min_quorum {mq} would let dead-server cleanup shrink the cluster below quorum"),
+                format!("at least {}", Quorum::of(voters).quorum),
+            );
+        }
+    }
+}
+
+/// LAN or WAN between voters: the spec's word, else WAN when voters sit on more than one site.
+pub fn effective_network(spec: &Spec) -> Network {
+    if let Some(n) = spec.raft.network {
+        return n;
+    }
+    let mut sites: Vec<String> = spec
+        .nodes
+        .iter()
+        .filter(|n| n.voter)
+        .map(|n| n.site.clone().unwrap_or_else(|| n.provider.as_str().to_string()))
+        .collect();
+    sites.sort();
+    sites.dedup();
+    if sites.len() > 1 {
+        Network::Wan
+    } else {
+        Network::Lan
+    }
+}
+
+fn check_tls(c: &mut Ctx<'_>, spec: &Spec) {
+    let t = &spec.tls;
+    if t.ca_validity_days == 0 || t.node_validity_days == 0 {
+        c.err(&[K("tls")], "validity of 0 days", "positive numbers of days");
+    }
+    if t.node_validity_days > t.ca_validity_days {
+        c.err(
+            &[K("tls"), K("node_validity_days")],
+            format!(
+                "node certificates ({} days) would outlive the CA ({} days)",
+                t.node_validity_days, t.ca_validity_days
+            ),
+            format!("at most {} days", t.ca_validity_days),
+        );
+    }
+    if t.renew_within_days >= t.node_validity_days {
+        c.err(
+            &[K("tls"), K("renew_within_days")],
+            "renew_within_days is not shorter than the node certificate validity: every run would reissue",
+            format!("fewer than {} days", t.node_validity_days),
+        );
+    }
+    if t.min_version != "tls12" && t.min_version != "tls13" {
+        c.err(
+            &[K("tls"), K("min_version")],
+            format!("unsupported min_version {:?}", t.min_version),
+            "\"tls12\" or \"tls13\"",
+        );
+    }
+}
+
+fn check_backup(c: &mut Ctx<'_>, spec: &Spec) {
+    let b = &spec.backup;
+    if !b.enabled {
+        return;
+    }
+    if b.retention_days == 0 {
+        c.err(&[K("backup"), K("retention_days")], "retention_days 0 would delete every snapshot", "at least 1");
+    }
+    if b.schedule.trim().is_empty() {
+        c.err(
+            &[K("backup"), K("schedule")],
+            "empty schedule",
+            "a systemd OnCalendar expression such as \"daily\" or \"*-*-* 03:00:00\"",
+        );
+    }
+    check_host_path(c, &[K("backup"), K("destination")], &b.destination, "destination");
+}
+
+fn check_monitoring(c: &mut Ctx<'_>, spec: &Spec) {
+    let m = &spec.monitoring;
+    if m.backup_max_age_hours == 0 {
+        c.err(
+            &[K("monitoring"), K("backup_max_age_hours")],
+            "backup_max_age_hours 0",
+            "hours, e.g. 26 for a daily backup",
+        );
+    }
+    if parse_duration(&m.alert_for).is_none() {
+        c.err(
+            &[K("monitoring"), K("alert_for")],
+            format!("invalid duration {:?}", m.alert_for),
+            "a Prometheus duration such as \"2m\"",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_math() {
+        assert_eq!(Quorum::of(3), Quorum { voters: 3, quorum: 2, tolerates: 1 });
+        assert_eq!(Quorum::of(5), Quorum { voters: 5, quorum: 3, tolerates: 2 });
+        assert_eq!(Quorum::of(4), Quorum { voters: 4, quorum: 3, tolerates: 1 });
+        assert_eq!(Quorum::of(1), Quorum { voters: 1, quorum: 1, tolerates: 0 });
+        assert_eq!(Quorum::of(7).tolerates, 3);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(10));
+        assert_eq!(parse_duration("1m30s"), Some(90));
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("vault-1"));
+        assert!(!is_dns_label("Vault"));
+        assert!(!is_dns_label("-a"));
+        assert!(!is_dns_label(""));
+        assert!(is_dns_name("vault.example.com"));
+        assert!(!is_dns_name("vault..com"));
+    }
+}
