@@ -1,1 +1,5 @@
-//! (in progress)
+//! Failover drills: inject a fault into a running cluster while a bounded client writes through the
+//! load balancer, measure what the client saw, and prove no acknowledged write was lost.
+
+pub mod checker;
+pub mod measure;

@@ -10,7 +10,7 @@ use super::layout::Layout;
 use crate::plan::{sock, Plan};
 use std::fmt::Write;
 
-/// Health-check timings, tunable for `vaultnix drill --compare-seed`.
+/// Health-check timings.
 #[derive(Debug, Clone)]
 pub struct CheckTiming {
     pub inter: &'static str,
@@ -22,8 +22,43 @@ pub struct CheckTiming {
 
 pub const TUNED: CheckTiming = CheckTiming { inter: "1s", fastinter: "250ms", downinter: "250ms", fall: 2, rise: 1 };
 
+/// Seed 000's timings (`check inter 5s fall 3 rise 2`); fastinter/downinter are not set there, so HAProxy
+/// uses `inter` for them too.
+pub const SEED: CheckTiming = CheckTiming { inter: "5s", fastinter: "5s", downinter: "5s", fall: 3, rise: 2 };
+
+/// Which load-balancing policy to render. `Tuned` is what vaultnix ships; `Seed` reproduces seed 000's
+/// backend (TCP connect check, round robin over every node) and exists only so `vaultnix drill
+/// --compare-seed` can measure both in the same run. Everything else (global, frontends, socket) is
+/// shared, so the comparison isolates the backend policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HaproxyProfile {
+    #[default]
+    Tuned,
+    Seed,
+}
+
+impl HaproxyProfile {
+    pub fn timing(self) -> &'static CheckTiming {
+        match self {
+            HaproxyProfile::Tuned => &TUNED,
+            HaproxyProfile::Seed => &SEED,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaproxyProfile::Tuned => "tuned",
+            HaproxyProfile::Seed => "seed",
+        }
+    }
+}
+
+/// The shipped configuration (`HaproxyProfile::Tuned`).
 pub fn render_haproxy(plan: &Plan, layout: &Layout) -> String {
-    let t = &TUNED;
+    render_haproxy_profile(plan, layout, HaproxyProfile::Tuned)
+}
+
+pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProfile) -> String {
+    let t = profile.timing();
     let mut s = String::new();
     let lb = &plan.lb;
     let _ = writeln!(
@@ -54,26 +89,48 @@ pub fn render_haproxy(plan: &Plan, layout: &Layout) -> String {
     let _ = writeln!(s, "    default_backend vault_active");
     let _ = writeln!(s);
     let _ = writeln!(s, "backend vault_active");
-    let _ = writeln!(s, "    # TLS passthrough to the active node only.");
-    let _ = writeln!(s, "    balance first");
-    let _ = writeln!(s, "    option httpchk");
-    let _ = writeln!(s, "    http-check send meth GET uri /v1/sys/health ver HTTP/1.1 hdr Host {}", lb.hostname);
-    let _ = writeln!(s, "    http-check expect status 200");
-    let _ = writeln!(
-        s,
-        "    default-server check inter {} fastinter {} downinter {} fall {} rise {} on-marked-down shutdown-sessions",
-        t.inter, t.fastinter, t.downinter, t.fall, t.rise
-    );
-    let ca = layout.haproxy_ca_file(plan);
-    for n in &plan.nodes {
-        let _ = writeln!(
-            s,
-            "    server {} {} check-ssl verify required ca-file {ca} check-sni {} verifyhost {}",
-            n.name,
-            sock(n.ip, plan.api_port),
-            n.fqdn,
-            n.fqdn
-        );
+    match profile {
+        HaproxyProfile::Tuned => {
+            let _ = writeln!(s, "    # TLS passthrough to the active node only.");
+            let _ = writeln!(s, "    balance first");
+            let _ = writeln!(s, "    option httpchk");
+            let _ =
+                writeln!(s, "    http-check send meth GET uri /v1/sys/health ver HTTP/1.1 hdr Host {}", lb.hostname);
+            let _ = writeln!(s, "    http-check expect status 200");
+            let _ = writeln!(
+                s,
+                "    default-server check inter {} fastinter {} downinter {} fall {} rise {} on-marked-down shutdown-sessions",
+                t.inter, t.fastinter, t.downinter, t.fall, t.rise
+            );
+            let ca = layout.haproxy_ca_file(plan);
+            for n in &plan.nodes {
+                let _ = writeln!(
+                    s,
+                    "    server {} {} check-ssl verify required ca-file {ca} check-sni {} verifyhost {}",
+                    n.name,
+                    sock(n.ip, plan.api_port),
+                    n.fqdn,
+                    n.fqdn
+                );
+            }
+        }
+        HaproxyProfile::Seed => {
+            let _ = writeln!(s, "    # Seed 000's backend, for drills only: any node accepting TCP is in rotation.");
+            let _ = writeln!(s, "    balance roundrobin");
+            let _ = writeln!(s, "    option tcp-check");
+            let _ = writeln!(s, "    tcp-check connect");
+            for n in &plan.nodes {
+                let _ = writeln!(
+                    s,
+                    "    server {} {} check inter {} fall {} rise {}",
+                    n.name,
+                    sock(n.ip, plan.api_port),
+                    t.inter,
+                    t.fall,
+                    t.rise
+                );
+            }
+        }
     }
     let _ = writeln!(s);
     let stats_bind =
@@ -86,4 +143,52 @@ pub fn render_haproxy(plan: &Plan, layout: &Layout) -> String {
     let _ = writeln!(s, "    stats refresh 5s");
     let _ = writeln!(s, "    stats show-legends");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+    use std::net::Ipv4Addr;
+
+    fn lab_plan() -> Plan {
+        Plan::from_loaded(&spec::example()).for_lab(Ipv4Addr::new(127, 0, 0, 10))
+    }
+
+    #[test]
+    fn default_is_tuned() {
+        let p = lab_plan();
+        let l = Layout::Lab("/tmp/x".into());
+        assert_eq!(render_haproxy(&p, &l), render_haproxy_profile(&p, &l, HaproxyProfile::Tuned));
+    }
+
+    #[test]
+    fn seed_profile_is_seed_000_backend() {
+        let p = lab_plan();
+        let l = Layout::Lab("/tmp/x".into());
+        let cfg = render_haproxy_profile(&p, &l, HaproxyProfile::Seed);
+        let backend: Vec<&str> = cfg
+            .lines()
+            .skip_while(|l| !l.starts_with("backend vault_active"))
+            .take_while(|l| !l.is_empty())
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            backend,
+            [
+                "backend vault_active",
+                "# Seed 000's backend, for drills only: any node accepting TCP is in rotation.",
+                "balance roundrobin",
+                "option tcp-check",
+                "tcp-check connect",
+                "server vault-1 127.0.0.11:8200 check inter 5s fall 3 rise 2",
+                "server vault-2 127.0.0.12:8200 check inter 5s fall 3 rise 2",
+                "server vault-3 127.0.0.13:8200 check inter 5s fall 3 rise 2",
+            ]
+        );
+        // The parts outside the backend are shared with the shipped profile.
+        assert!(cfg.contains("stats socket /tmp/x/run/haproxy.sock mode 600 level admin"));
+        assert!(cfg.contains("bind 127.0.0.10:8200"));
+        assert!(!cfg.contains("httpchk"));
+    }
 }

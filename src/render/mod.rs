@@ -7,7 +7,7 @@ pub mod nix;
 pub mod server;
 
 pub use alerts::render_alerts;
-pub use haproxy::render_haproxy;
+pub use haproxy::{render_haproxy, render_haproxy_profile, HaproxyProfile};
 pub use layout::Layout;
 pub use server::{render_server_config, to_json_text};
 

@@ -1,0 +1,239 @@
+//! What a client saw during one trial, computed from its request timeline, and summaries over trials.
+//! All times are offsets from the start of the trial.
+
+use super::checker::ms;
+use serde::Serialize;
+use std::time::Duration;
+
+/// One client request: when it left, when it ended, and whether it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub sent: Duration,
+    pub finished: Duration,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// When the fault was injected (kill -9, step-down, ...).
+    pub fault_at: Duration,
+    pub requests: Vec<Request>,
+    /// When a node other than the old leader was first seen active (None: not observed).
+    pub new_leader_at: Option<Duration>,
+    /// When the faulted node was back as a healthy voter (None: not observed, or not restarted).
+    pub old_node_healthy_at: Option<Duration>,
+}
+
+/// One trial's figures; durations are measured from the fault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TrialFigures {
+    pub requests: usize,
+    /// Failed requests sent at or after the fault.
+    pub failed: usize,
+    /// Failed requests sent before the fault (noise that is not the fault's doing; expected 0).
+    pub failed_before_fault: usize,
+    /// Fault → end of the first successful request sent after the fault.
+    #[serde(with = "opt_ms")]
+    pub outage: Option<Duration>,
+    /// Fault → end of the last failed request (0 when nothing failed): the disruption window.
+    #[serde(with = "ms")]
+    pub disruption: Duration,
+    /// First failed request sent → last failed request ended (None when nothing failed).
+    #[serde(with = "opt_ms")]
+    pub failing_span: Option<Duration>,
+    #[serde(with = "opt_ms")]
+    pub new_leader: Option<Duration>,
+    #[serde(with = "opt_ms")]
+    pub old_node_healthy: Option<Duration>,
+}
+
+pub fn figures(t: &Timeline) -> TrialFigures {
+    let after: Vec<&Request> = t.requests.iter().filter(|r| r.sent >= t.fault_at).collect();
+    let failed: Vec<&&Request> = after.iter().filter(|r| !r.ok).collect();
+    let since = |d: Duration| d.saturating_sub(t.fault_at);
+    TrialFigures {
+        requests: t.requests.len(),
+        failed: failed.len(),
+        failed_before_fault: t.requests.iter().filter(|r| r.sent < t.fault_at && !r.ok).count(),
+        outage: after.iter().filter(|r| r.ok).map(|r| since(r.finished)).min(),
+        disruption: failed.iter().map(|r| since(r.finished)).max().unwrap_or_default(),
+        failing_span: match (failed.iter().map(|r| r.sent).min(), failed.iter().map(|r| r.finished).max()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+        new_leader: t.new_leader_at.map(since),
+        old_node_healthy: t.old_node_healthy_at.map(since),
+    }
+}
+
+/// Median and extremes of one figure over the trials where it was observed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stat {
+    /// Trials where the figure was observed.
+    pub n: usize,
+    pub median_ms: Option<f64>,
+    pub min_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+}
+
+impl Stat {
+    pub fn of(values: impl IntoIterator<Item = Duration>) -> Stat {
+        let mut v: Vec<u64> = values.into_iter().map(|d| d.as_millis() as u64).collect();
+        v.sort_unstable();
+        let n = v.len();
+        let median_ms = match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(v[n / 2] as f64),
+            _ => Some((v[n / 2 - 1] + v[n / 2]) as f64 / 2.0),
+        };
+        Stat { n, median_ms, min_ms: v.first().copied(), max_ms: v.last().copied() }
+    }
+
+    /// "1.23 s (max 2.34 s)" or "-" when never observed.
+    pub fn human(&self) -> String {
+        match (self.median_ms, self.max_ms) {
+            (Some(m), Some(x)) => format!("{:.2} s (max {:.2})", m / 1000.0, x as f64 / 1000.0),
+            _ => "-".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub trials: usize,
+    pub outage: Stat,
+    pub disruption: Stat,
+    pub failing_span: Stat,
+    pub new_leader: Stat,
+    pub old_node_healthy: Stat,
+    /// Failed requests per trial (as counts, not milliseconds).
+    pub failed_median: Option<f64>,
+    pub failed_max: Option<usize>,
+    pub failed_total: usize,
+    pub requests_total: usize,
+}
+
+pub fn summarize(trials: &[TrialFigures]) -> Summary {
+    let failed = Stat::of(trials.iter().map(|t| Duration::from_millis(t.failed as u64)));
+    Summary {
+        trials: trials.len(),
+        outage: Stat::of(trials.iter().filter_map(|t| t.outage)),
+        disruption: Stat::of(trials.iter().map(|t| t.disruption)),
+        failing_span: Stat::of(trials.iter().filter_map(|t| t.failing_span)),
+        new_leader: Stat::of(trials.iter().filter_map(|t| t.new_leader)),
+        old_node_healthy: Stat::of(trials.iter().filter_map(|t| t.old_node_healthy)),
+        failed_median: failed.median_ms,
+        failed_max: failed.max_ms.map(|x| x as usize),
+        failed_total: trials.iter().map(|t| t.failed).sum(),
+        requests_total: trials.iter().map(|t| t.requests).sum(),
+    }
+}
+
+mod opt_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+    fn req(sent: u64, finished: u64, ok: bool) -> Request {
+        Request { sent: ms(sent), finished: ms(finished), ok }
+    }
+
+    /// 10 req/s; the fault at 1000 ms; failures from 1000 to 3400; round-robin style interleaved success
+    /// at 2000; steady success from 3500.
+    fn crash() -> Timeline {
+        let mut requests = Vec::new();
+        for i in 0..50u64 {
+            let sent = i * 100;
+            let ok = !(10..35).contains(&i) || i == 20;
+            requests.push(req(sent, sent + 30, ok));
+        }
+        Timeline { fault_at: ms(1000), requests, new_leader_at: Some(ms(3300)), old_node_healthy_at: Some(ms(16000)) }
+    }
+
+    #[test]
+    fn crash_figures() {
+        let f = figures(&crash());
+        assert_eq!(f.requests, 50);
+        assert_eq!(f.failed, 24);
+        assert_eq!(f.failed_before_fault, 0);
+        // First success after the fault is the interleaved one at 2000 (+30).
+        assert_eq!(f.outage, Some(ms(1030)));
+        // Last failure: request 34, sent 3400, ended 3430.
+        assert_eq!(f.disruption, ms(2430));
+        assert_eq!(f.failing_span, Some(ms(2430)));
+        assert_eq!(f.new_leader, Some(ms(2300)));
+        assert_eq!(f.old_node_healthy, Some(ms(15000)));
+    }
+
+    #[test]
+    fn no_failures_means_zero_disruption() {
+        let t = Timeline {
+            fault_at: ms(500),
+            requests: (0..10).map(|i| req(i * 100, i * 100 + 10, true)).collect(),
+            new_leader_at: None,
+            old_node_healthy_at: None,
+        };
+        let f = figures(&t);
+        assert_eq!(f.failed, 0);
+        assert_eq!(f.disruption, Duration::ZERO);
+        assert_eq!(f.failing_span, None);
+        assert_eq!(f.outage, Some(ms(10)));
+        assert_eq!(f.new_leader, None);
+    }
+
+    #[test]
+    fn failures_before_the_fault_are_kept_apart() {
+        let t = Timeline {
+            fault_at: ms(500),
+            requests: vec![req(100, 150, false), req(600, 700, false), req(800, 820, true)],
+            ..Timeline::default()
+        };
+        let f = figures(&t);
+        assert_eq!((f.failed, f.failed_before_fault), (1, 1));
+        assert_eq!(f.disruption, ms(200));
+        assert_eq!(f.outage, Some(ms(320)));
+    }
+
+    #[test]
+    fn never_recovers() {
+        let t = Timeline { fault_at: ms(0), requests: vec![req(0, 2000, false)], ..Timeline::default() };
+        let f = figures(&t);
+        assert_eq!(f.outage, None);
+        assert_eq!(f.disruption, ms(2000));
+    }
+
+    #[test]
+    fn medians_and_max() {
+        assert_eq!(Stat::of([ms(3), ms(1), ms(2)]).median_ms, Some(2.0));
+        let s = Stat::of([ms(4), ms(1), ms(2), ms(10)]);
+        assert_eq!((s.n, s.median_ms, s.min_ms, s.max_ms), (4, Some(3.0), Some(1), Some(10)));
+        assert_eq!(Stat::of([]).median_ms, None);
+        assert_eq!(Stat::of([ms(1500), ms(2500)]).human(), "2.00 s (max 2.50)");
+
+        let a = figures(&crash());
+        let mut b = a.clone();
+        b.disruption = ms(5000);
+        b.failed = 30;
+        b.new_leader = None;
+        let s = summarize(&[a, b]);
+        assert_eq!(s.trials, 2);
+        assert_eq!(s.disruption.median_ms, Some(3715.0));
+        assert_eq!(s.disruption.max_ms, Some(5000));
+        assert_eq!(s.new_leader.n, 1);
+        assert_eq!(s.failed_max, Some(30));
+        assert_eq!(s.failed_total, 54);
+    }
+}
