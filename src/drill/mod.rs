@@ -2,4 +2,8 @@
 //! load balancer, measure what the client saw, and prove no acknowledged write was lost.
 
 pub mod checker;
+pub mod client;
+pub mod haproxy_admin;
 pub mod measure;
+pub mod probe;
+pub mod run;

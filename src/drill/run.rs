@@ -1,0 +1,335 @@
+//! Trials: bring the cluster to a healthy state, start the writer, inject the fault, watch the cluster
+//! recover, stop the writer, read everything back and check it.
+
+use super::checker::{self, History, Verdict};
+use super::client::{self, Writer, WriterConfig};
+use super::measure::{self, Summary, Timeline, TrialFigures};
+use super::probe::{self, Http};
+use crate::plan::Plan;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// kill -9 the active node, restart it once a new leader is elected.
+    LeaderCrash,
+    /// `sys/step-down` on the active node (planned).
+    LeaderStepdown,
+    /// kill -9 a standby, restart it.
+    FollowerCrash,
+    /// Freeze the active node (SIGSTOP) until the others elected a leader, then let it go (SIGCONT).
+    Partition,
+    /// Every node down (kill -9), then up and unsealed.
+    FullRestart,
+}
+
+impl Scenario {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::LeaderCrash => "leader-crash",
+            Scenario::LeaderStepdown => "leader-stepdown",
+            Scenario::FollowerCrash => "follower-crash",
+            Scenario::Partition => "partition",
+            Scenario::FullRestart => "full-restart",
+        }
+    }
+}
+
+/// What a drill needs from a cluster: observing it (plan + HTTP) and controlling its processes. The lab
+/// implements it; every method acts only on processes the lab started.
+pub trait Target {
+    /// The plan the cluster runs (loopback addresses in the lab).
+    fn plan(&self) -> &Plan;
+    fn http(&self) -> &Http;
+    fn haproxy_admin_socket(&self) -> PathBuf;
+    /// kill -9 one node.
+    fn kill(&mut self, node: &str) -> Result<()>;
+    /// SIGSTOP (true) / SIGCONT (false) one node.
+    fn pause(&mut self, node: &str, paused: bool) -> Result<()>;
+    /// Starts a stopped node and unseals it; does not wait for it to join.
+    fn start(&mut self, node: &str) -> impl Future<Output = Result<()>>;
+    /// The planned step-down (drained at the LB first when `drain`): returns once the step-down was
+    /// accepted; the drill checks that the leader actually changed.
+    fn step_down(&mut self, node: &str, drain: bool) -> impl Future<Output = Result<()>>;
+    /// Undo the drain of a planned step-down (put `node` back in rotation at the LB).
+    fn undrain(&mut self, node: &str) -> impl Future<Output = Result<()>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct TrialOptions {
+    pub scenario: Scenario,
+    pub trials: usize,
+    pub rate_hz: f64,
+    /// Per-request timeout of the writer.
+    pub timeout: Duration,
+    /// Writing before the fault.
+    pub warmup: Duration,
+    /// Writing after recovery (catches failures when the restarted node comes back).
+    pub tail: Duration,
+    /// Planned step-down: drain at the LB first.
+    pub drain: bool,
+    /// Upper bound for one trial (waits included).
+    pub trial_limit: Duration,
+    /// Distinguishes this run's keys from earlier runs' on the same cluster.
+    pub run_id: String,
+}
+
+impl Default for TrialOptions {
+    fn default() -> Self {
+        TrialOptions {
+            scenario: Scenario::LeaderCrash,
+            trials: 1,
+            rate_hz: 10.0,
+            timeout: Duration::from_secs(2),
+            warmup: Duration::from_secs(2),
+            tail: Duration::from_secs(3),
+            drain: false,
+            trial_limit: Duration::from_secs(240),
+            run_id: format!("run-{:x}", time::OffsetDateTime::now_utc().unix_timestamp()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialReport {
+    pub trial: usize,
+    pub old_leader: String,
+    pub new_leader: Option<String>,
+    #[serde(flatten)]
+    pub figures: TrialFigures,
+    pub acked: usize,
+    pub lost: usize,
+    pub ambiguous: usize,
+    pub ambiguous_committed: usize,
+    pub skipped_sends: usize,
+    /// Step-downs answered 204 while the node stayed active (retried).
+    pub stepdown_ignored: usize,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigReport {
+    pub name: String,
+    pub performance_multiplier: u8,
+    pub haproxy_profile: String,
+    pub trials: Vec<TrialReport>,
+    pub summary: Summary,
+    /// Lost acknowledged writes over all trials (must be 0); the keys are in `verdict.lost`.
+    pub lost: usize,
+    pub stepdown_ignored: usize,
+    pub verdict: Verdict,
+}
+
+/// Something to tell the user while trials run (a progress bar in the CLI).
+pub trait Progress {
+    fn phase(&self, msg: &str);
+    fn trial_done(&self);
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn phase(&self, _: &str) {}
+    fn trial_done(&self) {}
+}
+
+/// Waits until every voter is a healthy voter with one active node, and the drill mount exists.
+pub async fn wait_ready(http: &Http, plan: &Plan, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    if !probe::wait_until(deadline, Duration::from_millis(500), || probe::all_voters_healthy(http, plan)).await {
+        let h = probe::all_health(http, plan).await;
+        bail!("the cluster did not become healthy within {} s: {h:?}", limit.as_secs());
+    }
+    client::ensure_mount(http, &plan.lb_url(), deadline.max(Instant::now() + Duration::from_secs(20))).await
+}
+
+pub async fn run_trials<T: Target>(
+    t: &mut T,
+    name: &str,
+    o: &TrialOptions,
+    progress: &dyn Progress,
+) -> Result<ConfigReport> {
+    let plan = t.plan().clone();
+    let mut trials = Vec::new();
+    let mut verdict = Verdict::default();
+    for i in 0..o.trials {
+        progress.phase(&format!("{name}: trial {}/{}: waiting for a healthy cluster", i + 1, o.trials));
+        wait_ready(t.http(), &plan, Duration::from_secs(180)).await?;
+        let (report, v) = trial(t, name, i, o, progress).await?;
+        verdict.merge(v);
+        trials.push(report);
+        progress.trial_done();
+    }
+    // Leave the cluster healthy for whoever comes next.
+    wait_ready(t.http(), &plan, Duration::from_secs(180)).await?;
+    let figures: Vec<TrialFigures> = trials.iter().map(|t| t.figures.clone()).collect();
+    Ok(ConfigReport {
+        name: name.to_string(),
+        performance_multiplier: plan.raft.performance_multiplier,
+        haproxy_profile: String::new(),
+        summary: measure::summarize(&figures),
+        lost: verdict.lost.len(),
+        stepdown_ignored: trials.iter().map(|t| t.stepdown_ignored).sum(),
+        trials,
+        verdict,
+    })
+}
+
+async fn trial<T: Target>(
+    t: &mut T,
+    name: &str,
+    i: usize,
+    o: &TrialOptions,
+    progress: &dyn Progress,
+) -> Result<(TrialReport, Verdict)> {
+    let plan = t.plan().clone();
+    let http = t.http().clone();
+    let lb = plan.lb_url();
+    let limit = Instant::now() + o.trial_limit;
+    let old = probe::active(&http, &plan).await.context("no active node before the fault")?;
+    let prefix = format!("{}/{name}/{}/{i}", o.run_id, o.scenario.as_str());
+    let t0 = Instant::now();
+    let writer = Writer::start(
+        http.clone(),
+        WriterConfig {
+            url: lb.clone(),
+            prefix: prefix.clone(),
+            rate_hz: o.rate_hz,
+            timeout: o.timeout,
+            max_in_flight: 64,
+            max_requests: (o.rate_hz * o.trial_limit.as_secs_f64()).ceil() as usize + 1,
+            max_duration: o.trial_limit,
+        },
+        t0,
+    );
+    tokio::time::sleep(o.warmup).await;
+    let mut tl = Timeline::default();
+    let mut notes = Vec::new();
+    let mut new_leader = None;
+    let mut stepdown_ignored = 0;
+    progress.phase(&format!("{name}: trial {}/{}: {} ({old})", i + 1, o.trials, o.scenario.as_str()));
+    let fault = async {
+        tl.fault_at = t0.elapsed();
+        match o.scenario {
+            Scenario::LeaderCrash => {
+                t.kill(&old)?;
+                let n = probe::wait_active_other_than(&http, &plan, Some(&old), limit).await?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                t.start(&old).await?;
+                wait_voter(&http, &plan, &old, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::FollowerCrash => {
+                let f = plan.nodes.iter().map(|n| n.name.clone()).find(|n| *n != old).context("no standby")?;
+                notes.push(format!("killed standby {f}"));
+                t.kill(&f)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                t.start(&f).await?;
+                wait_voter(&http, &plan, &f, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::LeaderStepdown => {
+                // The facts: about 1 step-down in 5 is answered 204 while the node stays active. Retry a
+                // bounded number of times and report how often it happened.
+                let mut changed = None;
+                for attempt in 0..3 {
+                    t.step_down(&old, o.drain).await?;
+                    let d = (Instant::now() + Duration::from_secs(if attempt == 0 { 5 } else { 12 })).min(limit);
+                    match probe::wait_active_other_than(&http, &plan, Some(&old), d).await {
+                        Ok(n) => {
+                            changed = Some(n);
+                            break;
+                        }
+                        Err(_) => {
+                            stepdown_ignored += 1;
+                            notes.push(format!("step-down #{} answered but {old} stayed active", attempt + 1));
+                        }
+                    }
+                }
+                let n = changed.with_context(|| format!("{old} stayed active after 3 step-downs"))?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                if o.drain {
+                    t.undrain(&old).await?;
+                }
+                wait_voter(&http, &plan, &old, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::Partition => {
+                t.pause(&old, true)?;
+                let r = probe::wait_active_other_than(&http, &plan, Some(&old), limit).await;
+                // Keep the old leader frozen a little past the election so it wakes up deposed.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                t.pause(&old, false)?;
+                let n = r?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                wait_voter(&http, &plan, &old, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::FullRestart => {
+                for n in &plan.nodes {
+                    t.kill(&n.name)?;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for n in &plan.nodes {
+                    t.start(&n.name).await?;
+                }
+                let n = probe::wait_active_other_than(&http, &plan, None, limit).await?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                if !probe::wait_until(limit, Duration::from_millis(500), || probe::all_voters_healthy(&http, &plan))
+                    .await
+                {
+                    bail!("not every voter healthy again before the trial limit");
+                }
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let fault_result = fault.await;
+    tokio::time::sleep(o.tail).await;
+    let w = writer.finish().await?;
+    fault_result?;
+    if let (Scenario::FollowerCrash, Some(a)) = (o.scenario, probe::active(&http, &plan).await) {
+        if a != old {
+            notes.push(format!("leader changed to {a} although only a standby was killed"));
+            new_leader = Some(a);
+        }
+    }
+    progress.phase(&format!("{name}: trial {}/{}: reading back {} keys", i + 1, o.trials, w.ops.len()));
+    wait_ready(&http, &plan, Duration::from_secs(120)).await?;
+    let active = probe::active(&http, &plan).await.context("no active node for the read-back")?;
+    let confirm = plan.node(&active).map(|n| plan.api_url(n)).unwrap_or_else(|| lb.clone());
+    let readback = client::read_back(&http, &lb, &confirm, &prefix, &w.ops).await?;
+    let v = checker::check(&History { ops: w.ops, horizon: w.horizon, readback });
+    tl.requests = w.requests;
+    let figures = measure::figures(&tl);
+    let report = TrialReport {
+        trial: i + 1,
+        old_leader: old,
+        new_leader,
+        figures,
+        acked: v.acked,
+        lost: v.lost.len(),
+        ambiguous: v.ambiguous,
+        ambiguous_committed: v.ambiguous_committed,
+        skipped_sends: w.skipped,
+        stepdown_ignored,
+        notes,
+    };
+    Ok((report, v))
+}
+
+async fn wait_voter(http: &Http, plan: &Plan, node: &str, deadline: Instant) -> Result<()> {
+    if probe::wait_until(deadline, Duration::from_millis(250), || probe::healthy_voter(http, plan, node)).await {
+        Ok(())
+    } else {
+        bail!("{node} did not come back as a healthy voter before the trial limit")
+    }
+}
