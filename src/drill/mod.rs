@@ -6,4 +6,5 @@ pub mod client;
 pub mod haproxy_admin;
 pub mod measure;
 pub mod probe;
+pub mod report;
 pub mod run;

@@ -122,12 +122,17 @@ pub async fn autopilot(http: &Http, url: &str) -> Result<Vec<(String, bool, Stri
         .collect())
 }
 
+/// Autopilot reports the leader as "leader", other voters as "voter" (non-voters "non-voter").
+fn is_voter(status: &str) -> bool {
+    status == "voter" || status == "leader"
+}
+
 /// True when every voter of the plan is a healthy voter in autopilot, asked of the active node.
 pub async fn all_voters_healthy(http: &Http, plan: &Plan) -> bool {
     let Some(a) = active(http, plan).await else { return false };
     let Some(n) = plan.node(&a) else { return false };
     let Ok(servers) = autopilot(http, &plan.api_url(n)).await else { return false };
-    plan.voters().all(|v| servers.iter().any(|(id, healthy, status)| *id == v.node_id && *healthy && status == "voter"))
+    plan.voters().all(|v| servers.iter().any(|(id, healthy, status)| *id == v.node_id && *healthy && is_voter(status)))
 }
 
 /// True when `node` is a healthy voter in autopilot (asked of the active node) and unsealed.
@@ -135,7 +140,7 @@ pub async fn healthy_voter(http: &Http, plan: &Plan, node: &str) -> bool {
     let Some(a) = active(http, plan).await else { return false };
     let (Some(an), Some(n)) = (plan.node(&a), plan.node(node)) else { return false };
     let Ok(servers) = autopilot(http, &plan.api_url(an)).await else { return false };
-    servers.iter().any(|(id, healthy, status)| *id == n.node_id && *healthy && status == "voter")
+    servers.iter().any(|(id, healthy, status)| *id == n.node_id && *healthy && is_voter(status))
 }
 
 /// Polls `cond` every `every` until it holds or the deadline passes.
