@@ -1,14 +1,96 @@
-//! `vaultnix drill` (not implemented yet).
+//! `vaultnix drill`: failover drills with a lost-write checker.
 
-use super::{CliError, CliResult, Shell};
+use super::{CliError, CliResult, OutputFormat, Shell};
+use crate::drill::lab_target::{self, DrillOptions};
+use crate::drill::run::Scenario;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`"
+)]
 pub struct Args {
-    /// The cluster spec (default: the built-in example).
+    /// What to break.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The cluster spec (default: the built-in example). A fresh lab is built from it on loopback.
     #[arg(short, long, env = "VAULTNIX_SPEC")]
-    pub spec: Option<std::path::PathBuf>,
+    pub spec: Option<PathBuf>,
+    /// Use the running lab in this directory instead of bringing up a fresh one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Trials per configuration.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub trials: u16,
+    /// Writes per second through the load balancer.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Per-request timeout of the drill's client, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// leader-stepdown: drain the active node at the load balancer first (the planned path).
+    #[arg(long)]
+    pub drain: bool,
+    /// leader-crash: also run the trials against seed 000's configuration (raft multiplier 5, TCP-check
+    /// round-robin HAProxy) in a second fresh lab, and report the ratio of the disruption windows.
+    #[arg(long, conflicts_with = "dir")]
+    pub compare_seed: bool,
+    /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
+    #[arg(long)]
+    pub allow_destructive: bool,
+    /// Keep the fresh lab's directory (and stop its processes) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
 }
 
-pub fn exec(_shell: &Shell, _a: Args) -> CliResult {
-    Err(CliError::failure("`vaultnix drill` is not implemented yet"))
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    if !(0.1..=200.0).contains(&a.rate) {
+        return Err(CliError::invalid("--rate must be between 0.1 and 200 writes per second"));
+    }
+    if a.compare_seed && a.scenario != Scenario::LeaderCrash {
+        return Err(CliError::invalid("--compare-seed is defined for leader-crash only"));
+    }
+    if a.drain && a.scenario != Scenario::LeaderStepdown {
+        return Err(CliError::invalid("--drain applies to leader-stepdown only"));
+    }
+    if let Some(dir) = &a.dir {
+        // A directory `vaultnix lab` manages holds lab.json; anything else is not ours to break.
+        if crate::lab::read_state(dir).map_err(CliError::from)?.is_none() {
+            if !a.allow_destructive {
+                return Err(CliError::invalid(format!(
+                    "{} is not a lab directory; drilling anything but a lab needs --allow-destructive",
+                    dir.display()
+                )));
+            }
+            return Err(CliError::failure(
+                "drilling a cluster that is not a lab is not implemented: the faults need process control on \
+                 the hosts (use `vaultnix step-down` for a planned step-down)",
+            ));
+        }
+    }
+    let opts = DrillOptions {
+        scenario: a.scenario,
+        spec: a.spec,
+        dir: a.dir,
+        trials: a.trials as usize,
+        rate_hz: a.rate,
+        timeout: Duration::from_millis(a.timeout_ms.clamp(100, 60_000)),
+        drain: a.drain,
+        compare_seed: a.compare_seed,
+        keep: a.keep,
+        progress: !shell.quiet && a.output == OutputFormat::Text,
+    };
+    let report = crate::api::block_on(lab_target::drill(&opts, shell))?;
+    if a.output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        shell.status(report.table());
+    }
+    if !report.ok {
+        return Err(CliError::failure("acknowledged writes were lost or the history was inconsistent (see above)"));
+    }
+    Ok(())
 }

@@ -4,8 +4,9 @@
 
 use super::checker::{Op, Outcome, ReadBack};
 use super::measure::Request;
-use super::probe::Http;
+use crate::api::{ErrorKind, NodeClient};
 use anyhow::{bail, Result};
+use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,6 @@ pub const MOUNT: &str = "vaultnix-drill";
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Base URL requests go to (the load balancer).
-    pub url: String,
     /// Keys are `<prefix>/<seq>`.
     pub prefix: String,
     pub rate_hz: f64,
@@ -28,6 +27,9 @@ pub struct WriterConfig {
     pub max_requests: usize,
     pub max_duration: Duration,
 }
+
+/// What the request tasks record: the history, the timeline, and failure reasons.
+type Recorded = (Vec<Op>, Vec<Request>, BTreeMap<String, usize>);
 
 pub struct Writer {
     stop: watch::Sender<bool>,
@@ -40,15 +42,18 @@ pub struct WriterResult {
     pub requests: Vec<Request>,
     /// Sends skipped because `max_in_flight` requests were outstanding.
     pub skipped: usize,
+    /// Why requests failed: "HTTP 500", "HTTP 307", "connect", "timeout", "reset", with counts.
+    pub errors: BTreeMap<String, usize>,
     /// When the last request had settled (the checker's horizon), from the trial start.
     pub horizon: Duration,
 }
 
 impl Writer {
     /// Starts writing now; times are recorded relative to `t0`.
-    pub fn start(http: Http, cfg: WriterConfig, t0: Instant) -> Writer {
+    /// `lb` carries the token; requests go where it points (the load balancer).
+    pub fn start(lb: NodeClient, cfg: WriterConfig, t0: Instant) -> Writer {
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(run(http, cfg, t0, rx));
+        let task = tokio::spawn(run(lb, cfg, t0, rx));
         Writer { stop, task }
     }
 
@@ -60,9 +65,9 @@ impl Writer {
     }
 }
 
-async fn run(http: Http, cfg: WriterConfig, t0: Instant, stop: watch::Receiver<bool>) -> WriterResult {
+async fn run(lb: NodeClient, cfg: WriterConfig, t0: Instant, stop: watch::Receiver<bool>) -> WriterResult {
     let started = Instant::now();
-    let shared: Arc<Mutex<(Vec<Op>, Vec<Request>)>> = Arc::default();
+    let shared: Arc<Mutex<Recorded>> = Arc::default();
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cfg.rate_hz.clamp(0.1, 1000.0)));
@@ -81,13 +86,16 @@ async fn run(http: Http, cfg: WriterConfig, t0: Instant, stop: watch::Receiver<b
         let key = format!("{}/{seq:06}", cfg.prefix);
         let value = format!("v{seq}-{:x}", t0.elapsed().as_nanos());
         seq += 1;
-        let (http, url, shared, timeout) = (http.clone(), cfg.url.clone(), shared.clone(), cfg.timeout);
+        let (lb, shared, timeout) = (lb.clone(), shared.clone(), cfg.timeout);
         tasks.spawn(async move {
             let sent = t0.elapsed();
-            let outcome = write(&http, &url, &key, &value, timeout).await;
+            let (outcome, why) = write(&lb, &key, &value, timeout).await;
             let finished = t0.elapsed();
             drop(permit);
             if let Ok(mut g) = shared.lock() {
+                if let Some(why) = why {
+                    *g.2.entry(why).or_default() += 1;
+                }
                 g.1.push(Request { sent, finished, ok: outcome == Outcome::Acked });
                 g.0.push(Op { key, value, sent, outcome, finished });
             }
@@ -97,55 +105,37 @@ async fn run(http: Http, cfg: WriterConfig, t0: Instant, stop: watch::Receiver<b
     }
     while tasks.join_next().await.is_some() {}
     let horizon = t0.elapsed();
-    let (mut ops, mut requests) = match Arc::try_unwrap(shared) {
+    let (mut ops, mut requests, errors) = match Arc::try_unwrap(shared) {
         Ok(m) => m.into_inner().unwrap_or_default(),
         Err(a) => a.lock().map(|g| g.clone()).unwrap_or_default(),
     };
     ops.sort_by_key(|o| o.sent);
     requests.sort_by_key(|r| r.sent);
-    WriterResult { ops, requests, skipped, horizon }
+    WriterResult { ops, requests, skipped, errors, horizon }
 }
 
-/// One write. A connect error means the request never left: a definite failure. An HTTP error status
-/// is a definite refusal. Anything else (timeout, reset mid-request) is ambiguous.
-async fn write(http: &Http, url: &str, key: &str, value: &str, timeout: Duration) -> Outcome {
-    let r = http
-        .client
-        .put(format!("{url}/v1/{MOUNT}/{key}"))
-        .header("X-Vault-Token", &http.token)
-        .json(&json!({ "value": value }))
-        .timeout(timeout)
-        .send()
-        .await;
-    match r {
-        Ok(r) if r.status().is_success() => Outcome::Acked,
-        Ok(_) => Outcome::Failed,
-        Err(e) if e.is_connect() => Outcome::Failed,
-        Err(_) => Outcome::Ambiguous,
+/// One write. An HTTP error status is a definite refusal, and so is a refused connection (the request
+/// never left). Anything else (timeout, reset, a handshake cut by the LB) may have reached the active
+/// node: ambiguous.
+async fn write(lb: &NodeClient, key: &str, value: &str, timeout: Duration) -> (Outcome, Option<String>) {
+    let body = json!({ "value": value });
+    match lb.send(Method::PUT, &format!("{MOUNT}/{key}"), Some(&body), Some(timeout)).await {
+        Ok(r) if r.status.is_success() => (Outcome::Acked, None),
+        Ok(r) => (Outcome::Failed, Some(format!("HTTP {}", r.status.as_u16()))),
+        Err(e) => match e.kind {
+            ErrorKind::ConnectionRefused => (Outcome::Failed, Some("refused".into())),
+            ErrorKind::Timeout => (Outcome::Ambiguous, Some("timeout".into())),
+            _ => (Outcome::Ambiguous, Some("transport".into())),
+        },
     }
 }
 
-/// Enables the drill's KV mount (idempotent), retrying while the cluster settles.
-pub async fn ensure_mount(http: &Http, url: &str, deadline: Instant) -> Result<()> {
+/// Enables the drill's KV (v1) mount (idempotent), retrying while the cluster settles.
+pub async fn ensure_mount(lb: &NodeClient, deadline: Instant) -> Result<()> {
     loop {
-        let r = http
-            .client
-            .post(format!("{url}/v1/sys/mounts/{MOUNT}"))
-            .header("X-Vault-Token", &http.token)
-            .json(&json!({ "type": "kv", "description": "vaultnix drill writes" }))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        let last = match r {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                if body.contains("already in use") {
-                    return Ok(());
-                }
-                format!("HTTP {status}: {}", body.trim())
-            }
+        let last = match lb.enable_mount(MOUNT, "kv", json!({})).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("already in use") => return Ok(()),
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
@@ -156,29 +146,19 @@ pub async fn ensure_mount(http: &Http, url: &str, deadline: Instant) -> Result<(
 }
 
 /// Reads one key: Value / Missing, retried on errors until `tries` run out.
-pub async fn read(http: &Http, url: &str, key: &str, tries: usize) -> ReadBack {
+pub async fn read(n: &NodeClient, key: &str, tries: usize) -> ReadBack {
     let mut last = String::new();
     for i in 0..tries.max(1) {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(250 * i.min(8) as u64)).await;
         }
-        let r = http
-            .client
-            .get(format!("{url}/v1/{MOUNT}/{key}"))
-            .header("X-Vault-Token", &http.token)
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status().as_u16() == 404 => return ReadBack::Missing,
-            Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                Ok(v) => match v.pointer("/data/value").and_then(|x| x.as_str()) {
-                    Some(s) => return ReadBack::Value(s.to_string()),
-                    None => last = "response without data.value".into(),
-                },
-                Err(e) => last = e.to_string(),
+        match n.send(Method::GET, &format!("{MOUNT}/{key}"), None, Some(Duration::from_secs(3))).await {
+            Ok(r) if r.status.as_u16() == 404 => return ReadBack::Missing,
+            Ok(r) if r.status.is_success() => match r.body.pointer("/data/value").and_then(|x| x.as_str()) {
+                Some(s) => return ReadBack::Value(s.to_string()),
+                None => last = "response without data.value".into(),
             },
-            Ok(r) => last = format!("HTTP {}", r.status()),
+            Ok(r) => last = format!("HTTP {}", r.status.as_u16()),
             Err(e) => last = e.to_string(),
         }
     }
@@ -186,48 +166,42 @@ pub async fn read(http: &Http, url: &str, key: &str, tries: usize) -> ReadBack {
 }
 
 /// Lists the keys under `prefix` (to find keys nobody wrote). Errors are returned, not hidden.
-pub async fn list(http: &Http, url: &str, prefix: &str) -> Result<Vec<String>> {
-    let r = http
-        .client
-        .request(reqwest::Method::from_bytes(b"LIST")?, format!("{url}/v1/{MOUNT}/{prefix}/"))
-        .header("X-Vault-Token", &http.token)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await?;
-    if r.status().as_u16() == 404 {
+pub async fn list(n: &NodeClient, prefix: &str) -> Result<Vec<String>> {
+    let r =
+        n.send(Method::from_bytes(b"LIST")?, &format!("{MOUNT}/{prefix}/"), None, Some(Duration::from_secs(5))).await?;
+    if r.status.as_u16() == 404 {
         return Ok(Vec::new());
     }
-    if !r.status().is_success() {
-        bail!("LIST {prefix}: HTTP {}", r.status());
+    if !r.status.is_success() {
+        bail!("LIST {prefix}: HTTP {}", r.status);
     }
-    let v: serde_json::Value = r.json().await?;
-    Ok(v.pointer("/data/keys")
+    Ok(r.body
+        .pointer("/data/keys")
         .and_then(|k| k.as_array())
         .map(|a| a.iter().filter_map(|x| x.as_str()).map(|s| format!("{prefix}/{s}")).collect())
         .unwrap_or_default())
 }
 
 /// Reads back every key the history wrote plus any other key found under the prefix. Reads go through
-/// `url` (the LB); a key that reads Missing or different there is confirmed against `confirm_url` (the
-/// active node), because a standby behind a round-robin LB may serve a stale read.
+/// `lb`; a key that reads Missing or different there is confirmed against `confirm` (the active node),
+/// because a standby behind a round-robin LB may serve a stale read.
 pub async fn read_back(
-    http: &Http,
-    url: &str,
-    confirm_url: &str,
+    lb: &NodeClient,
+    confirm: &NodeClient,
     prefix: &str,
     ops: &[Op],
 ) -> Result<BTreeMap<String, ReadBack>> {
     let mut keys: Vec<String> = ops.iter().map(|o| o.key.clone()).collect();
-    keys.extend(list(http, url, prefix).await?);
+    keys.extend(list(lb, prefix).await?);
     keys.sort();
     keys.dedup();
     let expected: BTreeMap<&str, &str> = ops.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
     let mut out = BTreeMap::new();
     for k in keys {
-        let mut rb = read(http, url, &k, 8).await;
+        let mut rb = read(lb, &k, 8).await;
         let matches = matches!((&rb, expected.get(k.as_str())), (ReadBack::Value(v), Some(e)) if v == e);
-        if !matches && url != confirm_url {
-            rb = read(http, confirm_url, &k, 8).await;
+        if !matches {
+            rb = read(confirm, &k, 8).await;
         }
         out.insert(k, rb);
     }

@@ -3,7 +3,7 @@
 
 pub mod checker;
 pub mod client;
-pub mod haproxy_admin;
+pub mod lab_target;
 pub mod measure;
 pub mod probe;
 pub mod report;

@@ -132,13 +132,14 @@ impl DrillReport {
             for t in &c.trials {
                 let _ = writeln!(
                     s,
-                    "  #{:<2} {} -> {}: disruption {} ms, outage {}, failed {}, acked {}, ambiguous {} ({} committed){}",
+                    "  #{:<2} {} -> {}: disruption {} ms, outage {}, failed {} {:?}, acked {}, ambiguous {} ({} committed){}",
                     t.trial,
                     t.old_leader,
                     t.new_leader.as_deref().unwrap_or("-"),
                     t.figures.disruption.as_millis(),
                     t.figures.outage.map(|d| format!("{} ms", d.as_millis())).unwrap_or_else(|| "-".into()),
                     t.figures.failed,
+                    t.errors,
                     t.acked,
                     t.ambiguous,
                     t.ambiguous_committed,

@@ -3,5 +3,6 @@
 
 pub mod bootstrap;
 pub mod common;
+pub mod lb;
 pub mod status;
 pub mod unseal;
