@@ -122,19 +122,17 @@ pub async fn drill(o: &DrillOptions, shell: &Shell) -> Result<DrillReport> {
         for (name, profile) in plan_list {
             bar.phase(&format!("{name}: bringing up a fresh lab"));
             let fresh = FreshLab::up(o, profile)?;
-            shell.detail(format!(
-                "{name}: lab in {} (LB {})",
-                fresh.handle.dir().display(),
-                fresh.handle.plan().lb_url()
-            ));
-            let lab = Lab::open(fresh.handle.dir(), Some(&fresh.spec))?;
-            let mut t = LabTarget::new(lab)?;
-            let r = run::run_trials(&mut t, name, &topts, &bar).await;
-            drop(t);
-            let keep = o.keep;
+            shell.detail(format!("{name}: lab in {} (LB {})", fresh.handle.dir().display(), fresh.handle.plan().lb_url()));
+            let r = async {
+                let lab = Lab::open(fresh.handle.dir(), Some(&fresh.spec))?;
+                let mut t = LabTarget::new(lab)?;
+                run::run_trials(&mut t, name, &topts, &bar).await
+            }
+            .await;
+            // Stopped (and removed unless kept) whether the trials succeeded or not.
             let dir = fresh.dir.clone();
-            fresh.down(keep)?;
-            if keep {
+            fresh.down(o.keep)?;
+            if o.keep {
                 shell.note(format!("{name}: lab files kept in {}", dir.display()));
             }
             let mut r = r?;
@@ -180,12 +178,11 @@ impl FreshLab {
             }
         };
         if profile == HaproxyProfile::Seed {
-            // Same renderer, seed profile; HAProxy restarted on it before any trial.
-            let layout = Layout::Lab(handle.dir().to_path_buf());
-            let cfg = render_haproxy_profile(handle.plan(), &layout, HaproxyProfile::Seed);
-            crate::output::write_file_atomic(&handle.dir().join("haproxy/haproxy.cfg"), cfg.as_bytes(), false)?;
-            handle.stop_haproxy()?;
-            handle.start_haproxy()?;
+            if let Err(e) = use_seed_haproxy(&handle) {
+                drop(handle);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         }
         Ok(FreshLab { handle, dir, spec })
     }
@@ -197,6 +194,16 @@ impl FreshLab {
         }
         Ok(())
     }
+}
+
+/// Same renderer, seed profile: HAProxy restarted on it before any trial.
+fn use_seed_haproxy(handle: &LabHandle) -> Result<()> {
+    let layout = Layout::Lab(handle.dir().to_path_buf());
+    let cfg = render_haproxy_profile(handle.plan(), &layout, HaproxyProfile::Seed);
+    crate::output::write_file_atomic(&handle.dir().join("haproxy/haproxy.cfg"), cfg.as_bytes(), false)?;
+    handle.stop_haproxy()?;
+    handle.start_haproxy()?;
+    Ok(())
 }
 
 /// The spec text with `[raft] performance_multiplier` set (comments and layout kept).

@@ -92,8 +92,10 @@ impl Default for TrialOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrialReport {
     pub trial: usize,
-    pub old_leader: String,
-    pub new_leader: Option<String>,
+    /// The active node before the fault.
+    pub leader_before: String,
+    /// The active node after it (None: not observed; unchanged for follower-crash).
+    pub leader_after: Option<String>,
     #[serde(flatten)]
     pub figures: TrialFigures,
     pub acked: usize,
@@ -291,8 +293,8 @@ async fn trial<T: Target>(
     let figures = measure::figures(&tl);
     let report = TrialReport {
         trial: i + 1,
-        old_leader: old,
-        new_leader,
+        leader_before: old,
+        leader_after: new_leader,
         figures,
         acked: v.acked,
         lost: v.lost.len(),
