@@ -1,14 +1,11 @@
-# Checks of one generated machine file (nodes/<machine>.nix) evaluated with vaultnix's modules.
-# Returns a list of { name; ok; detail; } (detail is null when ok).
+# Checks of one machine (a generated nodes/<machine>.nix, or a list of test modules) evaluated
+# with vaultnix's modules. Returns a list of { name; ok; detail; } (detail is null when ok).
 {
   subset,
-  node,
+  modules,
 }:
 let
-  r = import ./eval-node.nix {
-    inherit subset;
-    modules = [ node ];
-  };
+  r = import ./eval-node.nix { inherit subset modules; };
   inherit (r) lib config;
   h = import ./helpers.nix { inherit lib; };
 
@@ -99,7 +96,7 @@ let
         !(builtins.elem v.server.apiPort (h.globalTcpPorts fw))
       ) (h.globalTcpPorts fw))
     ]
-    ++ (
+    ++ lib.optionals v.firewall.enable (
       if v.overlay.kind != "none" then
         [
           (h.check "${me}: cluster port opened on the overlay interface ${v.overlay.interface} only" (
