@@ -55,11 +55,11 @@ in
 
   config = mkIf cfg.enable (mkMerge [
     {
-      # No core dumps anywhere: the kernel hands them to /bin/false, setuid programs never
+      # No core dumps anywhere: the kernel pipes them to `false`, setuid programs never
       # dump, and the hard limit is 0 for every login.
       systemd.coredump.enable = false;
       boot.kernel.sysctl = {
-        "kernel.core_pattern" = "|/bin/false";
+        "kernel.core_pattern" = "|${pkgs.coreutils}/bin/false";
         "fs.suid_dumpable" = 0;
       };
       security.pam.loginLimits = [
