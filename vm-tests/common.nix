@@ -40,11 +40,11 @@ rec {
             from = "${name}.key";
             to = "tls.key";
           }
-          {
-            from = "seal.key";
-            to = "seal.key";
-          }
         ]
+        ++ lib.optional (builtins.pathExists (gen + "/secrets/seal.key")) {
+          from = "seal.key";
+          to = "seal.key";
+        }
         ++ lib.optional (builtins.pathExists (gen + "/secrets/${name}.wg.key")) {
           from = "${name}.wg.key";
           to = "wg.key";
