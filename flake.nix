@@ -21,10 +21,10 @@
 
       nixosModules = {
         default = ./modules;
-        provider-onprem = ./nix/profiles/onprem.nix;
-        provider-oracle = ./nix/profiles/oracle.nix;
-        provider-linode = ./nix/profiles/linode.nix;
-        provider-digitalocean = ./nix/profiles/digitalocean.nix;
+        provider-onprem = ./images/onprem.nix;
+        provider-oracle = ./images/oracle.nix;
+        provider-linode = ./images/linode.nix;
+        provider-digitalocean = ./images/digitalocean.nix;
       };
 
       lib.mkCluster = import ./nix/mk-cluster.nix { inherit self; };

@@ -9,7 +9,7 @@
 #
 # `${src}/cluster.json` lists the machines with their provider, Nix system and image variant;
 # each configuration imports vaultnix's modules, the generated `${src}/nodes/<machine>.nix`
-# and the provider profile (nix/profiles/<provider>.nix), which gives the installed system
+# and the provider profile (images/<provider>.nix), which gives the installed system
 # the same disks and boot loader as the image it was booted from.
 { self }:
 {
