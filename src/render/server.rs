@@ -32,17 +32,17 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
             })
         })
         .collect();
-    root.insert(
-        "storage".into(),
-        json!({
-            "raft": {
-                "path": layout.data_dir(plan, node),
-                "node_id": node.node_id,
-                "performance_multiplier": plan.raft.performance_multiplier,
-                "retry_join": retry_join,
-            }
-        }),
-    );
+    let mut raft = json!({
+        "path": layout.data_dir(plan, node),
+        "node_id": node.node_id,
+        "performance_multiplier": plan.raft.performance_multiplier,
+        "retry_join": retry_join,
+    });
+    if !node.voter {
+        // Without it a node the spec calls a non-voter would join as a voter and change the quorum math.
+        raft["retry_join_as_non_voter"] = json!(true);
+    }
+    root.insert("storage".into(), json!({ "raft": raft }));
 
     let mut api = json!({
         "type": "tcp",
