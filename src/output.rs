@@ -99,15 +99,32 @@ pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<
         bail!("{} exists and is not a directory", out.display());
     }
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = parent.join(format!(".{base}.vaultnix-staging-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).with_context(|| format!("cannot remove stale {}", staging.display()))?;
-    }
+    remove_stale_staging(parent, &base)?;
+    let staging = parent.join(format!("{}{}", staging_prefix(&base), std::process::id()));
     let result = build_staging(&out, &staging, files, manifest).and_then(|_| swap_in(&staging, &out));
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
     result
+}
+
+fn staging_prefix(base: &str) -> String {
+    format!(".{base}.vaultnix-staging-")
+}
+
+/// Removes staging trees left by a run that crashed (its process is gone), so they do not pile up.
+fn remove_stale_staging(parent: &Path, base: &str) -> Result<()> {
+    let prefix = staging_prefix(base);
+    let Ok(entries) = fs::read_dir(parent) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            fs::remove_dir_all(e.path()).with_context(|| format!("cannot remove stale {}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn build_staging(out: &Path, staging: &Path, files: &[OutFile], manifest: &Manifest) -> Result<()> {
