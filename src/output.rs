@@ -187,7 +187,7 @@ fn link_tree(
 /// Writes a file with its final mode from the first byte (0600 for secrets, whatever the umask).
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     if let Some(p) = path.parent() {
-        fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+        create_dirs(p)?;
     }
     let mode = if secret { 0o600 } else { 0o644 };
     let mut f = fs::OpenOptions::new()
@@ -202,10 +202,27 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// `create_dir_all` with mode 0755 whatever the umask (a world-writable pki/ would let anyone swap a
+/// certificate).
+fn create_dirs(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = p.parent() {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(p) {
+        Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        Err(e) => Err(anyhow!("cannot create {}: {e}", p.display())),
+    }
+}
+
 /// Atomically replaces one file (write to a temporary sibling, fsync, rename).
 pub fn write_file_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     let parent = path.parent().ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
-    fs::create_dir_all(parent)?;
+    create_dirs(parent)?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
         path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),

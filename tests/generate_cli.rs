@@ -350,6 +350,12 @@ fn secrets_are_private_even_with_a_permissive_umask() {
     assert!(o.status.success(), "{}", stderr(&o));
     let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&out.join("secrets")), 0o700);
+    for (k, v) in tree(&out) {
+        if v.starts_with("dir") && k != "secrets" {
+            assert_eq!(mode(&out.join(&k)), 0o755, "{k}: directories must not be writable by others");
+        }
+    }
+    assert_eq!(mode(&out), 0o755);
     for (k, _) in files(&out) {
         let m = mode(&out.join(&k));
         if k.starts_with("secrets/") {
