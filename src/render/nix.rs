@@ -119,11 +119,7 @@ struct OverlayCtx {
 pub type WgPublicKeys = BTreeMap<String, String>;
 
 fn overlay_ctx(plan: &Plan, me: &Machine, all: &[Machine], wg: &WgPublicKeys) -> OverlayCtx {
-    let kind = match plan.overlay.kind {
-        OverlayKind::Wireguard => "wireguard",
-        OverlayKind::Tailscale => "tailscale",
-        OverlayKind::None => "none",
-    };
+    let kind = plan.overlay.kind.as_str();
     let peers = if plan.overlay.kind == OverlayKind::Wireguard {
         all.iter()
             .filter(|m| m.name != me.name)

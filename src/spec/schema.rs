@@ -179,6 +179,16 @@ pub enum OverlayKind {
     None,
 }
 
+impl OverlayKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlayKind::Wireguard => "wireguard",
+            OverlayKind::Tailscale => "tailscale",
+            OverlayKind::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
