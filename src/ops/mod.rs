@@ -4,4 +4,5 @@
 pub mod bootstrap;
 pub mod common;
 pub mod status;
+pub mod step_down;
 pub mod unseal;
