@@ -3,7 +3,8 @@
 use super::{CliError, CliResult, OutputFormat, Shell};
 use crate::doctor::{self, OfflineOptions, Report, Severity};
 use crate::plan::Plan;
-use crate::render::{Layout, RenderOptions};
+use crate::recover::Target;
+use crate::render::RenderOptions;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -13,6 +14,13 @@ against the CA certificate, days left, voter count and quorum, raft performance_
 autopilot settings, node IDs, drift of the rendered files against the spec, and `bao operator validate-config` on each \
 rendered server config when bao is found ($VAULTNIX_BAO or PATH).
 
+Checks (--live, added to the offline ones): a TLS handshake to every node's API verified against pki/ca.crt and the \
+node's DNS name (and whether it serves the current pki/<node>.crt), health of each node, exactly one active node, \
+the LB hostname through HAProxy, TCP reachability of every cluster port (OpenBao's cluster port speaks its own \
+internal TLS with its own CA, so only reachability can be checked from outside), the raft configuration against the \
+plan (missing/extra peers, voter status, addresses), dead voters lowering failure tolerance (autopilot state), and \
+the age of the newest snapshot with --snapshot-dir. A directory made by `vaultnix lab` is detected (lab.json).
+
 Exit codes:
   0  no problem (only ok/info findings)
   1  at least one error
@@ -21,6 +29,8 @@ Exit codes:
 
 Examples:
   vaultnix doctor --spec cluster.toml --out out
+  vaultnix doctor --spec cluster.toml --out out --live
+  vaultnix doctor --out lab --live                      # a `vaultnix lab` directory
   vaultnix doctor --spec cluster.toml --out out --output json | jq '.findings[] | select(.severity != \"ok\")'")]
 pub struct Args {
     /// The cluster spec (default: the built-in example).
@@ -32,6 +42,12 @@ pub struct Args {
     /// Flake URL the tree was generated with (for the drift check).
     #[arg(long, default_value = "github:vaultnix/vaultnix")]
     pub vaultnix_url: String,
+    /// Also check the running cluster (TLS, health, cluster ports, raft peers, autopilot, snapshots).
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: where raft snapshots are (the newest *.snap's age is checked).
+    #[arg(long, requires = "live")]
+    pub snapshot_dir: Option<PathBuf>,
     /// Do not run `bao operator validate-config`.
     #[arg(long)]
     pub no_validate_config: bool,
@@ -43,11 +59,20 @@ pub struct Args {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     let loaded = super::load_spec(shell, a.spec.as_deref())?;
     let plan = Plan::from_loaded(&loaded);
-    let mut o = OfflineOptions::new(a.out.clone(), Layout::NixOs);
-    o.render = RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true };
+    let t = Target::open(plan, &a.out, a.spec.as_deref())?;
+    let mut o = OfflineOptions::new(t.out.clone(), t.layout.clone());
+    o.render = RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: t.render.nix };
     o.skip_validate_config = a.no_validate_config;
-    let report = doctor::offline(&plan, &o);
-    print_report(shell, &report, a.output, &plan.name);
+    if t.is_lab() {
+        shell.note(format!("{} is a lab directory: checking the lab plan (loopback addresses)", t.out.display()));
+    }
+    let mut report = doctor::offline(&t.plan, &o);
+    if a.live {
+        let mut lo = doctor::LiveOptions::new(t.out.clone());
+        lo.snapshot_dir = a.snapshot_dir.clone();
+        report.extend(crate::api::block_on(doctor::live(&t.plan, &lo)));
+    }
+    print_report(shell, &report, a.output, &t.plan.name);
     finish(&report)
 }
 

@@ -6,11 +6,13 @@
 //! running cluster. Every check yields [`Finding`]s: severity, node, what is wrong and how to fix it.
 
 pub mod bao;
+pub mod live;
 pub mod offline;
 
 use serde::Serialize;
 use std::path::PathBuf;
 
+pub use live::{live, LiveOptions};
 pub use offline::offline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
