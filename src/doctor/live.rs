@@ -76,7 +76,7 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
                         if h.state == NodeState::Active {
                             active.push(n.name.clone());
                         }
-                        r.push(Finding::ok("health", node, format!("{}", h.state.as_str())));
+                        r.push(Finding::ok("health", node, h.state.as_str()));
                     }
                     NodeState::Sealed => r.push(Finding::new(
                         Severity::Error,

@@ -215,12 +215,10 @@ pub async fn lost_quorum(t: &Target, o: &LostQuorumOptions, log: Log<'_>) -> Res
                 }
             }
             // Real hosts: the operator ran the printed commands; check that the survivors answer again.
-            (_, None) => {
-                if step == "start-survivors" {
-                    wait_reachable(&cluster, &run.st.survivors, o.wait).await.map_err(|e| {
-                        anyhow!("{e:#}\nrun the printed commands on the survivors (start the servers), then re-run")
-                    })?;
-                }
+            ("start-survivors", None) => {
+                wait_reachable(&cluster, &run.st.survivors, o.wait).await.map_err(|e| {
+                    anyhow!("{e:#}\nrun the printed commands on the survivors (start the servers), then re-run")
+                })?;
             }
             _ => {}
         }
@@ -492,4 +490,24 @@ fn print_host_instructions(run: &mut Run<'_, '_>) -> Result<()> {
         run.say(&l);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_json_lists_survivors_as_voters_at_their_cluster_address() {
+        let plan = Plan::from_loaded(&crate::spec::example());
+        let text = peers_json(&plan, &["vault-1".into(), "vault-3".into()]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                { "id": "vault-1", "address": "10.88.0.1:8201", "non_voter": false },
+                { "id": "vault-3", "address": "10.88.0.3:8201", "non_voter": false },
+            ])
+        );
+        assert!(peers_json(&plan, &["nope".into()]).is_err());
+    }
 }
