@@ -2,8 +2,6 @@
 
 use super::{CliError, CliResult, OutputFormat, Shell};
 use crate::doctor::{self, OfflineOptions, Report, Severity};
-use crate::plan::Plan;
-use crate::recover::Target;
 use crate::render::RenderOptions;
 use std::path::PathBuf;
 
@@ -57,9 +55,7 @@ pub struct Args {
 }
 
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
-    let loaded = super::load_spec(shell, a.spec.as_deref())?;
-    let plan = Plan::from_loaded(&loaded);
-    let t = Target::open(plan, &a.out, a.spec.as_deref())?;
+    let t = super::recover::target(shell, a.spec.as_deref(), &a.out)?;
     let mut o = OfflineOptions::new(t.out.clone(), t.layout.clone());
     o.render = RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: t.render.nix };
     o.skip_validate_config = a.no_validate_config;

@@ -83,7 +83,8 @@ fn keys(p: &Option<PathBuf>) -> Result<Option<Keys>, CliError> {
     p.as_deref().map(Keys::from_file).transpose().map_err(|e| CliError::invalid(format!("{e:#}")))
 }
 
-fn target(shell: &Shell, spec: Option<&std::path::Path>, out: &std::path::Path) -> Result<Target, CliError> {
+/// The target of a live command: a lab directory (it knows its spec) or the spec's hosts.
+pub(crate) fn target(shell: &Shell, spec: Option<&std::path::Path>, out: &std::path::Path) -> Result<Target, CliError> {
     let is_lab = out.join(crate::lab::STATE_FILE).is_file();
     let plan = if is_lab && spec.is_none() {
         // The lab knows its spec; the plan below is replaced by the lab's.
