@@ -443,3 +443,16 @@ fn a_failed_generation_leaves_the_previous_output_intact() {
     names.sort();
     assert_eq!(names, ["out"], "staging trees left behind");
 }
+
+#[test]
+fn a_damaged_manifest_is_drift_and_regeneration_repairs_it() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = t.path().join("out");
+    generate(None, &out, &["--quiet"]);
+    std::fs::write(out.join("manifest.json"), "not json").expect("write");
+    let (code, text) = check(None, &out);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("differs: manifest.json"), "{text}");
+    generate(None, &out, &["--quiet"]);
+    assert_eq!(check(None, &out).0, 0);
+}

@@ -5,6 +5,7 @@ use crate::generate::{generate, GenerateOptions};
 use crate::plan::Plan;
 use crate::render::{Layout, RenderOptions};
 use crate::secrets::Rotate;
+use crate::spec::Network;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -68,15 +69,21 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
+        let non_voters = plan.nodes.len() - q.voters;
         shell.status(format!(
-            "cluster {:?}: {} on Raft, {} voter(s) — quorum {}, tolerates {} failure(s); performance_multiplier {} ({:?})",
+            "cluster {:?}: {} {} on Raft, {} voter(s) — quorum {}, tolerates {} failure(s){}; performance_multiplier {} ({})",
             plan.name,
             plan.engine.as_str(),
+            plan.version_string,
             q.voters,
             q.quorum,
             q.tolerates,
+            if non_voters > 0 { format!(", plus {non_voters} non-voter(s)") } else { String::new() },
             plan.raft.performance_multiplier,
-            plan.raft.network
+            match plan.raft.network {
+                Network::Lan => "LAN",
+                Network::Wan => "WAN between voters",
+            }
         ));
         for n in &notes {
             shell.note(n);
