@@ -42,8 +42,12 @@ pub fn render_tree(
 
 pub fn generate(plan: &Plan, layout: &Layout, opts: &GenerateOptions) -> Result<Generated> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (files, manifest, material) = render_tree(plan, &opts.out, layout, opts, now)?;
-    let old_manifest = output::read_manifest(&opts.out)?;
+    let (files, manifest, mut material) = render_tree(plan, &opts.out, layout, opts, now)?;
+    // A damaged manifest is drift (--check reports it) or is rewritten, never a dead end.
+    let old_manifest = output::read_manifest(&opts.out).unwrap_or_else(|e| {
+        material.events.push(format!("ignored the previous manifest ({e:#})"));
+        None
+    });
     let mut all = files.clone();
     all.push(OutFile {
         path: output::MANIFEST.into(),

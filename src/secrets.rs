@@ -103,7 +103,7 @@ pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64)
             }
             let kp = pki::generate_key(alg)?;
             m.ca_cert = pki::new_ca_cert(&plan.name, &kp, plan.tls.ca_validity_days)?;
-            m.ca_key = kp.serialize_pem();
+            m.ca_key = pki::key_pem(&kp);
             m.events.push(if rotate.ca { "rotated the CA".into() } else { "created the CA".into() });
         }
     }
@@ -122,7 +122,7 @@ pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64)
                     return Err(missing(&format!("secrets/{}.key", n.name)));
                 }
                 m.events.push(format!("created TLS key for {}", n.name));
-                pki::generate_key(alg)?.serialize_pem()
+                pki::key_pem(&pki::generate_key(alg)?)
             }
         };
         let sans = pki::node_sans(plan, n);

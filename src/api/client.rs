@@ -279,8 +279,21 @@ fn classify(e: &reqwest::Error, expected: &str) -> ErrorKind {
         cur = err.source();
     }
     let joined = text.join(": ");
+    // hyper-rustls does not always keep the rustls error reachable by downcasting; its Debug names
+    // survive in the message.
     if joined.contains("certificate") || joined.contains("Certificate") {
-        return ErrorKind::Certificate { expected: expected.to_string(), detail: last(&text) };
+        let detail = if joined.contains("NotValidForName") {
+            format!("the server's certificate does not cover the name {expected:?}")
+        } else if joined.contains("UnknownIssuer") {
+            UNKNOWN_ISSUER.to_string()
+        } else if joined.contains("Expired") {
+            "the server's certificate has expired".to_string()
+        } else if joined.contains("NotValidYet") {
+            "the server's certificate is not valid yet (check the clock)".to_string()
+        } else {
+            last(&text)
+        };
+        return ErrorKind::Certificate { expected: expected.to_string(), detail };
     }
     if joined.contains("Connection refused") {
         return ErrorKind::ConnectionRefused;
@@ -292,6 +305,9 @@ fn last(text: &[String]) -> String {
     text.last().cloned().unwrap_or_default()
 }
 
+const UNKNOWN_ISSUER: &str =
+    "the server's certificate is not signed by the cluster CA (pki/ca.crt): wrong CA, or a certificate from another cluster";
+
 fn tls_kind(e: &rustls::Error, expected: &str) -> ErrorKind {
     use rustls::CertificateError as C;
     let detail = match e {
@@ -299,9 +315,7 @@ fn tls_kind(e: &rustls::Error, expected: &str) -> ErrorKind {
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("the server's certificate does not cover the name {expected:?} ({c:?})")
             }
-            C::UnknownIssuer => {
-                "the server's certificate is not signed by the cluster CA (pki/ca.crt): wrong CA or a certificate from another cluster".into()
-            }
+            C::UnknownIssuer => UNKNOWN_ISSUER.into(),
             C::Expired | C::ExpiredContext { .. } => format!("the server's certificate has expired ({c:?})"),
             C::NotValidYet | C::NotValidYetContext { .. } => {
                 format!("the server's certificate is not valid yet (check the clock) ({c:?})")

@@ -5,6 +5,7 @@ use crate::generate::{generate, GenerateOptions};
 use crate::plan::Plan;
 use crate::render::{Layout, RenderOptions};
 use crate::secrets::Rotate;
+use crate::spec::Network;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
     };
     let g = generate(&plan, &Layout::NixOs, &opts)?;
+    let notes = crate::render::version_notes(&plan);
     if a.output == super::OutputFormat::Json {
         let v = serde_json::json!({
             "cluster": plan.name,
@@ -62,20 +64,30 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             "removed": g.diff.removed,
             "unchanged": g.diff.unchanged,
             "events": g.events,
+            "notes": notes,
             "warnings": loaded.warnings.warnings().map(|d| d.to_string()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
+        let non_voters = plan.nodes.len() - q.voters;
         shell.status(format!(
-            "cluster {:?}: {} on Raft, {} voter(s) — quorum {}, tolerates {} failure(s); performance_multiplier {} ({:?})",
+            "cluster {:?}: {} {} on Raft, {} voter(s) — quorum {}, tolerates {} failure(s){}; performance_multiplier {} ({})",
             plan.name,
             plan.engine.as_str(),
+            plan.version_string,
             q.voters,
             q.quorum,
             q.tolerates,
+            if non_voters > 0 { format!(", plus {non_voters} non-voter(s)") } else { String::new() },
             plan.raft.performance_multiplier,
-            plan.raft.network
+            match plan.raft.network {
+                Network::Lan => "LAN",
+                Network::Wan => "WAN between voters",
+            }
         ));
+        for n in &notes {
+            shell.note(n);
+        }
         for e in &g.events {
             shell.status(format!("  {e}"));
         }

@@ -1,14 +1,21 @@
-//! `vaultnix node` (not implemented yet).
+//! `vaultnix node`: membership changes.
 
-use super::{CliError, CliResult, Shell};
+use super::{CliResult, Shell};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The cluster spec (default: the built-in example).
-    #[arg(short, long, env = "VAULTNIX_SPEC")]
-    pub spec: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
 }
 
-pub fn exec(_shell: &Shell, _a: Args) -> CliResult {
-    Err(CliError::failure("`vaultnix node` is not implemented yet"))
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Wipe a node's raft data and rejoin it (after a lost quorum, or for a removed node).
+    Replace(super::recover::ReplaceArgs),
+}
+
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    match a.command {
+        Cmd::Replace(x) => super::recover::node_replace(shell, x),
+    }
 }

@@ -5,4 +5,5 @@ pub mod bootstrap;
 pub mod common;
 pub mod lb;
 pub mod status;
+pub mod step_down;
 pub mod unseal;
