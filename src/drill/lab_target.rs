@@ -89,7 +89,14 @@ impl Target for LabTarget {
     }
     async fn step_down(&mut self, node: &str, drain: bool) -> Result<(String, usize)> {
         let socket = PathBuf::from(Layout::Lab(self.lab.dir.clone()).haproxy_admin_socket());
-        let r = crate::ops::lb::planned_step_down(&self.cluster, node, drain.then_some(socket.as_path()), 3).await?;
+        let r = crate::ops::lb::planned_step_down(
+            &self.cluster,
+            node,
+            drain.then_some(socket.as_path()),
+            3,
+            Duration::from_secs(8),
+        )
+        .await?;
         Ok((r.new_leader, r.ignored))
     }
 }
@@ -122,7 +129,11 @@ pub async fn drill(o: &DrillOptions, shell: &Shell) -> Result<DrillReport> {
         for (name, profile) in plan_list {
             bar.phase(&format!("{name}: bringing up a fresh lab"));
             let fresh = FreshLab::up(o, profile)?;
-            shell.detail(format!("{name}: lab in {} (LB {})", fresh.handle.dir().display(), fresh.handle.plan().lb_url()));
+            shell.detail(format!(
+                "{name}: lab in {} (LB {})",
+                fresh.handle.dir().display(),
+                fresh.handle.plan().lb_url()
+            ));
             let r = async {
                 let lab = Lab::open(fresh.handle.dir(), Some(&fresh.spec))?;
                 let mut t = LabTarget::new(lab)?;

@@ -245,12 +245,12 @@ async fn trial<T: Target>(
             Scenario::Partition => {
                 t.pause(&old, true)?;
                 let r = probe::wait_active_other_than(&c, Some(&old), limit).await;
+                let elected_at = t0.elapsed();
                 // Keep the old leader frozen a little past the election so it wakes up deposed.
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 t.pause(&old, false)?;
-                let n = r?;
-                tl.new_leader_at = Some(t0.elapsed());
-                new_leader = Some(n);
+                new_leader = Some(r?);
+                tl.new_leader_at = Some(elected_at);
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }

@@ -100,12 +100,14 @@ pub struct PlannedStepDown {
 
 /// Planned step-down of the active node `active`: drained at HAProxy first when `socket` is given,
 /// then `sys/step-down`, verifying that another node became active (OpenBao sometimes answers 204 and
-/// stays active: retried up to `attempts` times), then HAProxy restored. `c` must carry a token.
+/// stays active: retried up to `attempts` times, waiting up to `wait` each), then HAProxy restored. `c`
+/// must carry a token.
 pub async fn planned_step_down(
     c: &crate::api::Cluster,
     active: &str,
     socket: Option<&Path>,
     attempts: usize,
+    wait: Duration,
 ) -> Result<PlannedStepDown> {
     let node = c.node(active).with_context(|| format!("no node {active:?}"))?;
     let standbys: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).filter(|n| n != active).collect();
@@ -116,9 +118,8 @@ pub async fn planned_step_down(
     let result = async {
         for attempt in 1..=attempts.max(1) {
             node.step_down().await?;
-            // The election takes ~0.5-2 s at multiplier 1; a step-down that "took" but did nothing is
-            // told apart by waiting longer than that.
-            let wait = if attempt == 1 { Duration::from_secs(5) } else { Duration::from_secs(12) };
+            // The election takes ~0.5-2.5 s at multiplier 1 (measured); a step-down that was answered but
+            // did nothing is told apart by waiting longer than that.
             let deadline = std::time::Instant::now() + wait;
             if let Ok(new) = crate::drill::probe::wait_active_other_than(c, Some(active), deadline).await {
                 return Ok((new, attempt));

@@ -3,13 +3,11 @@
 //! OpenBao sometimes answers 204 and stays active (measured: 4 of 22 tries), so the leader change is
 //! verified and the request retried, bounded.
 
-use super::common::{find_active, health_all, poll, resolve_token};
-use crate::api::{Cluster, NodeState};
+use super::common::{find_active, resolve_token};
+use crate::api::Cluster;
 use crate::plan::Plan;
-use anyhow::{anyhow, bail, Result};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use anyhow::{anyhow, Result};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -31,17 +29,6 @@ pub struct StepDownReport {
     pub drained: bool,
 }
 
-/// Sends one command to HAProxy's admin socket and returns its answer.
-pub fn haproxy_command(socket: &Path, cmd: &str) -> Result<String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| anyhow!("HAProxy admin socket {}: {e}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    s.set_write_timeout(Some(Duration::from_secs(3)))?;
-    s.write_all(format!("{cmd}\n").as_bytes())?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    Ok(out.trim().to_string())
-}
-
 pub async fn step_down(plan: &Plan, opts: &StepDownOptions) -> Result<StepDownReport> {
     let cluster = Cluster::from_out(plan, &opts.out)?;
     let active = find_active(&cluster).await.ok_or_else(|| {
@@ -50,46 +37,15 @@ pub async fn step_down(plan: &Plan, opts: &StepDownOptions) -> Result<StepDownRe
     let token = resolve_token(&active, &opts.out).await.ok_or_else(|| {
         anyhow!("step-down needs a token: secrets/admin-token, the root token in secrets/init.json, or $BAO_TOKEN")
     })?;
-    let active = active.with_token(Some(token));
-    let old = active.name.clone();
-
-    let drained = match &opts.haproxy_socket {
-        Some(sock) if sock.exists() => {
-            let r = haproxy_command(sock, &format!("set server vault_active/{old} state drain"))?;
-            if !r.is_empty() {
-                bail!("HAProxy refused to drain {old}: {r}");
-            }
-            true
-        }
-        _ => false,
-    };
-    let result = async {
-        for attempt in 1..=opts.attempts.max(1) {
-            active.step_down().await?;
-            let new = poll(opts.wait, Duration::from_millis(200), || async {
-                health_all(&cluster).await.into_iter().find_map(|(n, h)| match h {
-                    Ok(h) if h.state == NodeState::Active && n.name != old => Some(n.name.clone()),
-                    _ => None,
-                })
-            })
-            .await;
-            if let Some(new) = new {
-                return Ok((new, attempt));
-            }
-        }
-        Err(anyhow!(
-            "{old} is still the active node after {} step-down request(s) (OpenBao answered 204 but kept \
-             leadership); try again in ~10 s",
-            opts.attempts
-        ))
-    }
-    .await;
-    if drained {
-        if let Some(sock) = &opts.haproxy_socket {
-            // Back in rotation: as a standby it fails the health check and is not routed to anyway.
-            let _ = haproxy_command(sock, &format!("set server vault_active/{old} state ready"));
-        }
-    }
-    let (new_leader, attempts) = result?;
-    Ok(StepDownReport { old_leader: old, new_leader, attempts, drained })
+    let cluster = cluster.with_token(Some(token));
+    // The drain, the verified step-down and the restore are shared with `vaultnix drill leader-stepdown
+    // --drain`, which measures them (docs/failover.md).
+    let socket = opts.haproxy_socket.as_deref().filter(|s| s.exists());
+    let r = super::lb::planned_step_down(&cluster, &active.name, socket, opts.attempts as usize, opts.wait).await?;
+    Ok(StepDownReport {
+        old_leader: r.old_leader,
+        new_leader: r.new_leader,
+        attempts: r.attempts as u32,
+        drained: !r.lb_commands.is_empty(),
+    })
 }
