@@ -38,6 +38,24 @@ fn lost_quorum_recovery_keeps_acknowledged_writes() {
 
     // Kill -9 the leader and one standby: the survivor is a follower (the harder case).
     let survivor = lab.node_names().into_iter().find(|n| *n != active.name).unwrap();
+    // Raft acknowledges a write once a majority has it: leader + ONE follower. If that follower is among
+    // the lost nodes, the write exists only there and no recovery from the survivor can bring it back —
+    // that is the limit of any single-survivor recovery, not something a tool can fix. "Writes made
+    // before the loss" therefore means writes the survivor had applied: wait (bounded) until it has
+    // applied the leader's committed index, as a follower does within milliseconds on a healthy cluster.
+    let sv = c.node(&survivor).unwrap().clone();
+    vaultnix::api::block_on(async {
+        let target = active.leader().await.unwrap().raft_committed_index;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied = sv.leader().await.map(|l| l.raft_applied_index).unwrap_or(0);
+            if applied >= target {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{survivor} applied {applied} < leader's committed {target} after 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let lost: Vec<String> = lab.node_names().into_iter().filter(|n| *n != survivor).collect();
     for l in &lost {
         assert!(lab.kill(l).unwrap(), "{l} was running");
