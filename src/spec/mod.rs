@@ -70,7 +70,13 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         Ok(s) => s,
         Err(e) => {
             let msg = e.message().trim().to_string();
-            let (message, expected) = explain_serde_error(&msg);
+            let (message, expected) = if msg.is_empty() {
+                // toml leaves the message empty for some syntax errors (a missing value, a control
+                // character); an error line must still say what is wrong.
+                explain_bare_syntax_error(text, e.span())
+            } else {
+                explain_serde_error(&msg)
+            };
             let d = Diagnostic::error(message).at(e.span());
             let d = match expected {
                 Some(x) => d.expected(x),
@@ -96,9 +102,28 @@ pub fn example() -> Loaded {
     }
 }
 
+/// A message for a syntax error toml reported without one, from the text at its place.
+fn explain_bare_syntax_error(text: &str, span: Option<std::ops::Range<usize>>) -> (String, Option<String>) {
+    let at = span.map(|s| s.start).unwrap_or(0);
+    let c = text.get(at..).and_then(|t| t.chars().next());
+    match c {
+        Some(c) if c.is_control() && c != '\n' && c != '\t' && c != '\r' => (
+            format!("control character U+{:04X} is not allowed in TOML text", c as u32),
+            Some("printable text (inside a quoted string, write it as an escape such as \\u0000)".into()),
+        ),
+        None | Some('\n') | Some('\r') | Some('#') => (
+            "incomplete TOML: a value is missing here".into(),
+            Some("a value such as \"text\", 42, true or [ ... ] after '='".into()),
+        ),
+        Some(c) => (format!("invalid TOML syntax at {c:?}"), None),
+    }
+}
+
 /// serde's messages name what it wanted ("expected ..."); lift that into the `expected` field.
 fn explain_serde_error(msg: &str) -> (String, Option<String>) {
     let first = msg.lines().next().unwrap_or(msg).to_string();
+    // toml puts what it wanted on a second line ("invalid array\nexpected `]`").
+    let second_expected = msg.lines().skip(1).find_map(|l| l.trim().strip_prefix("expected ")).map(str::to_string);
     if let Some(rest) = first.strip_prefix("unknown field ") {
         if let Some((field, exp)) = rest.split_once(", expected ") {
             return (format!("unknown key {field}"), Some(format!("one of {exp}")));
@@ -121,7 +146,7 @@ fn explain_serde_error(msg: &str) -> (String, Option<String>) {
     if let Some((what, exp)) = first.split_once(", expected ") {
         return (what.to_string(), Some(exp.to_string()));
     }
-    (first, None)
+    (first, second_expected)
 }
 
 #[cfg(test)]
@@ -144,6 +169,17 @@ mod tests {
         assert!(s.contains("t.toml:8:12"), "{s}");
         assert!(s.contains("unknown value"), "{s}");
         assert!(s.contains("onprem"), "{s}");
+    }
+
+    #[test]
+    fn bare_syntax_errors_still_say_what_is_wrong() {
+        // Found by tests/fuzz_spec.rs: toml reports these with an empty message.
+        for (text, want) in [("address =", "a value is missing"), ("#\0", "control character U+0000")] {
+            let s = load_str("t.toml", text, Path::new(".")).unwrap_err().to_string();
+            assert!(s.contains(want), "{s}");
+        }
+        let s = load_str("t.toml", "a = [1,", Path::new(".")).unwrap_err().to_string();
+        assert!(s.contains("invalid array") && s.contains("expected: `]`"), "{s}");
     }
 
     #[test]
