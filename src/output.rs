@@ -98,7 +98,7 @@ pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<
     if out.exists() && !out.is_dir() {
         bail!("{} exists and is not a directory", out.display());
     }
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    create_dirs(parent)?;
     let staging = parent.join(format!(".{base}.vaultnix-staging-{}", std::process::id()));
     if staging.exists() {
         fs::remove_dir_all(&staging).with_context(|| format!("cannot remove stale {}", staging.display()))?;
@@ -170,7 +170,7 @@ fn link_tree(
 /// Writes a file with its final mode from the first byte (0600 for secrets, whatever the umask).
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     if let Some(p) = path.parent() {
-        fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+        create_dirs(p)?;
     }
     let mode = if secret { 0o600 } else { 0o644 };
     let mut f = fs::OpenOptions::new()
@@ -185,10 +185,21 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// `mkdir -p` with mode 0755: under a permissive umask (000) `create_dir_all` would make pki/ and nodes/
+/// world-writable, letting any local user swap the CA certificate or a server config.
+fn create_dirs(p: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(p)
+        .with_context(|| format!("cannot create {}", p.display()))
+}
+
 /// Atomically replaces one file (write to a temporary sibling, fsync, rename).
 pub fn write_file_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     let parent = path.parent().ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
-    fs::create_dir_all(parent)?;
+    create_dirs(parent)?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
         path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
