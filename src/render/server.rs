@@ -32,17 +32,17 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
             })
         })
         .collect();
-    root.insert(
-        "storage".into(),
-        json!({
-            "raft": {
-                "path": layout.data_dir(plan, node),
-                "node_id": node.node_id,
-                "performance_multiplier": plan.raft.performance_multiplier,
-                "retry_join": retry_join,
-            }
-        }),
-    );
+    let mut raft = json!({
+        "path": layout.data_dir(plan, node),
+        "node_id": node.node_id,
+        "performance_multiplier": plan.raft.performance_multiplier,
+    });
+    if !retry_join.is_empty() {
+        // An empty list makes OpenBao 2.7 exit with "invalid retry_join config" (a one-node cluster has
+        // no peer to join; found by tests/tls_policy.rs starting a real server).
+        raft["retry_join"] = Value::Array(retry_join);
+    }
+    root.insert("storage".into(), json!({ "raft": raft }));
 
     let mut api = json!({
         "type": "tcp",
