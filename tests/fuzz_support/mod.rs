@@ -472,6 +472,15 @@ pub fn arb_scalar() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// Scalars without the long repeated strings: elements of huge arrays stay small.
+pub fn arb_small_scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        proptest::sample::select(WEIRD).prop_map(Value::from),
+        proptest::sample::select(EXTREME_INTS).prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+    ]
+}
+
 pub fn arb_value() -> impl Strategy<Value = Value> {
     arb_scalar().prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
@@ -562,7 +571,7 @@ pub fn arb_mutation() -> impl Strategy<Value = Mutation> {
         2 => (sel, any::<usize>()).prop_map(|(a, b)| Mutation::Swap(a, b)),
         3 => (sel, proptest::sample::select(EXTREME_INTS)).prop_map(|(s, n)| Mutation::Extreme(s, n)),
         3 => (sel, arb_weird_string()).prop_map(|(s, w)| Mutation::Weird(s, w)),
-        1 => (sel, prop_oneof![0usize..20, 1000usize..5000], arb_scalar()).prop_map(|(s, n, v)| Mutation::HugeArray(s, n, v)),
+        1 => (sel, prop_oneof![0usize..20, 1000usize..5000], arb_small_scalar()).prop_map(|(s, n, v)| Mutation::HugeArray(s, n, v)),
         1 => (sel, prop_oneof![1usize..30, 100usize..3000], any::<bool>()).prop_map(|(s, d, b)| Mutation::DeepNest(s, d, b)),
         1 => prop_oneof![0usize..8, 90usize..130, 240usize..300].prop_map(Mutation::CloneNodes),
         2 => sel.prop_map(Mutation::DuplicateLine),
