@@ -3,6 +3,10 @@
 //! Data flows one way: [`spec`] (parse + validate) → [`plan`] (derived model) → [`render`] (pure
 //! functions) → [`output`] (atomic writes). The live side ([`api`], [`lab`], [`drill`]) reads the plan.
 
+// No panics on user input: unwrap/expect only in tests (see docs/security.md, "No panic on any CLI path").
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod cli;
 pub mod doctor;

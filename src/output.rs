@@ -98,7 +98,7 @@ pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<
     if out.exists() && !out.is_dir() {
         bail!("{} exists and is not a directory", out.display());
     }
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    create_dirs(parent)?;
     remove_stale_staging(parent, &base)?;
     let staging = parent.join(format!("{}{}", staging_prefix(&base), std::process::id()));
     let result = build_staging(&out, &staging, files, manifest).and_then(|_| swap_in(&staging, &out));

@@ -64,12 +64,20 @@ pub fn new_ca_cert(cluster: &str, key: &KeyPair, validity_days: u32) -> Result<S
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::hours(1);
-    p.not_after = now + Duration::days(validity_days as i64);
+    (p.not_before, p.not_after) = validity(validity_days)?;
     p.serial_number = Some(random_serial()?);
     p.use_authority_key_identifier_extension = false;
     Ok(p.self_signed(key)?.pem())
+}
+
+/// notBefore an hour ago (clock skew between hosts), notAfter `days` from now. `OffsetDateTime + Duration`
+/// panics past year 9999, so the sum is checked (validation caps the days; this keeps the library safe).
+fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime)> {
+    let now = OffsetDateTime::now_utc();
+    let after = now
+        .checked_add(Duration::days(i64::from(days)))
+        .ok_or_else(|| anyhow!("a validity of {days} days ends after the year 9999"))?;
+    Ok((now - Duration::hours(1), after))
 }
 
 /// The CA, loaded from its key and certificate; checks that they belong together.
@@ -113,9 +121,7 @@ impl Ca {
             names.push(SanType::IpAddress(*ip));
         }
         p.subject_alt_names = names;
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now - Duration::hours(1);
-        p.not_after = now + Duration::days(validity_days as i64);
+        (p.not_before, p.not_after) = validity(validity_days)?;
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
         Ok(p.signed_by(&key, &self.issuer, &self.key)?.pem())
@@ -181,18 +187,13 @@ pub fn inspect(pem: &str) -> Result<CertInfo> {
                 x509_parser::extensions::GeneralName::DNSName(d) => {
                     sans.dns.insert(d.to_string());
                 }
-                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
-                    4 => {
-                        let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        sans.ips.insert(IpAddr::from(a));
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
                         sans.ips.insert(IpAddr::from(a));
                     }
-                    16 => {
-                        let mut a = [0u8; 16];
-                        a.copy_from_slice(b);
-                        sans.ips.insert(IpAddr::from(a));
-                    }
-                    _ => {}
-                },
+                }
                 _ => {}
             }
         }
@@ -328,6 +329,14 @@ mod tests {
         let c1 = new_ca_cert("x", &k1, 10).unwrap();
         let err = Ca::load(&k2.serialize_pem(), &c1).err().unwrap().to_string();
         assert!(err.contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn absurd_validity_is_an_error_not_a_panic() {
+        // Found by tests/fuzz_spec.rs: `now + Duration::days(u32::MAX)` panicked in the time crate.
+        let k = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let err = new_ca_cert("x", &k, u32::MAX).unwrap_err().to_string();
+        assert!(err.contains("year 9999"), "{err}");
     }
 
     #[test]

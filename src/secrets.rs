@@ -127,21 +127,24 @@ pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64)
         };
         let sans = pki::node_sans(plan, n);
         let existing = read_opt(&pki_dir.join(format!("{}.crt", n.name)))?;
-        let reason = match (&existing, rotate.certs) {
-            (_, true) => Some("renewal requested".to_string()),
-            (None, _) => Some("new".to_string()),
-            (Some(c), _) => pki::reissue_reason(c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now),
+        // Keep the existing certificate only when nothing asks for a new one.
+        let keep_or_reason = match existing {
+            _ if rotate.certs => Err("renewal requested".to_string()),
+            None => Err("new".to_string()),
+            Some(c) => match pki::reissue_reason(&c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now) {
+                None => Ok(c),
+                Some(why) => Err(why),
+            },
         };
-        let cert = match (reason, existing) {
-            (None, Some(c)) => c,
-            (Some(why), _) => {
+        let cert = match keep_or_reason {
+            Ok(c) => c,
+            Err(why) => {
                 if !create {
                     bail!("pki/{}.crt must be reissued ({why}): run `vaultnix generate`", n.name);
                 }
                 m.events.push(format!("issued certificate for {} ({why})", n.name));
                 ca.issue(&n.fqdn, &key, &sans, plan.tls.node_validity_days)?
             }
-            (None, None) => unreachable!("no reason to reissue implies an existing certificate"),
         };
         m.node_keys.insert(n.name.clone(), key);
         m.node_certs.insert(n.name.clone(), cert);

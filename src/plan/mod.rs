@@ -260,9 +260,11 @@ impl Plan {
     /// the lab runs what production runs.
     pub fn for_lab(&self, base: Ipv4Addr) -> Plan {
         let mut p = self.clone();
-        let o = base.octets();
+        let base_n = u32::from(base);
         for (i, n) in p.nodes.iter_mut().enumerate() {
-            n.ip = IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add(1 + i as u8)));
+            // Carry into the next octet rather than overflow (validation caps the node count anyway).
+            let off = u32::try_from(i).unwrap_or(u32::MAX - 1).saturating_add(1);
+            n.ip = IpAddr::V4(Ipv4Addr::from(base_n.wrapping_add(off)));
             n.public_address = None;
         }
         p.lb.ip = IpAddr::V4(base);

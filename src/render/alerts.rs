@@ -56,7 +56,7 @@ pub fn render_alerts(plan: &Plan) -> String {
             expr: format!("vaultnix_cert_not_after_timestamp_seconds{{cert=\"ca\"}} - time() < {}", cert_secs * 4),
             for_: "1h",
             severity: "warning",
-            summary: format!("the cluster CA expires within {} days", m.cert_expiry_days * 4),
+            summary: format!("the cluster CA expires within {} days", u64::from(m.cert_expiry_days) * 4),
             description: "Plan a CA rotation (`vaultnix generate --rotate-ca`) before node certificates can no longer be issued.".into(),
         },
         Rule {

@@ -75,8 +75,12 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         // cluster wait up to 10 s beyond server_stabilization_time. 2 s costs a few cheap in-memory checks
         // on the leader.
         "autopilot_reconcile_interval": "2s",
-        "retry_join": retry_join,
     });
+    if !retry_join.is_empty() {
+        // An empty list makes OpenBao 2.7 exit with "invalid retry_join config" (a one-node cluster has
+        // no peer to join; found by tests/tls_policy.rs starting a real server).
+        raft["retry_join"] = Value::Array(retry_join);
+    }
     if !node.voter {
         // Without it a node the spec calls a non-voter would join as a voter and change the quorum math.
         raft["retry_join_as_non_voter"] = json!(true);

@@ -71,7 +71,13 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         Err(e) => {
             let msg = e.message().trim().to_string();
             let offending = e.span().and_then(|r| text.get(r)).unwrap_or("");
-            let (message, expected) = explain_serde_error(&msg, offending);
+            let (message, expected) = if msg.is_empty() {
+                // toml leaves the message empty for some syntax errors (a missing value, a control
+                // character); an error line must still say what is wrong.
+                explain_bare_syntax_error(text, e.span())
+            } else {
+                explain_serde_error(&msg, offending)
+            };
             let d = Diagnostic::error(message).at(e.span());
             let d = match expected {
                 Some(x) => d.expected(x),
@@ -94,6 +100,23 @@ pub fn example() -> Loaded {
         Ok(l) => l,
         // The example is tested; this cannot fail in a released binary.
         Err(e) => unreachable!("built-in example spec is invalid: {e}"),
+    }
+}
+
+/// A message for a syntax error toml reported without one, from the text at its place.
+fn explain_bare_syntax_error(text: &str, span: Option<std::ops::Range<usize>>) -> (String, Option<String>) {
+    let at = span.map(|s| s.start).unwrap_or(0);
+    let c = text.get(at..).and_then(|t| t.chars().next());
+    match c {
+        Some(c) if c.is_control() && c != '\n' && c != '\t' && c != '\r' => (
+            format!("control character U+{:04X} is not allowed in TOML text", c as u32),
+            Some("printable text (inside a quoted string, write it as an escape such as \\u0000)".into()),
+        ),
+        None | Some('\n') | Some('\r') | Some('#') => (
+            "incomplete TOML: a value is missing here".into(),
+            Some("a value such as \"text\", 42, true or [ ... ] after '='".into()),
+        ),
+        Some(c) => (format!("invalid TOML syntax at {c:?}"), None),
     }
 }
 
@@ -226,6 +249,17 @@ mod tests {
         assert!(!s.contains("one of one of"), "{s}");
         assert_eq!(closest("zzzzzz", &["engine", "name"]), None);
         assert_eq!(edit_distance("overlay_adress", "overlay_address"), 1);
+    }
+
+    #[test]
+    fn bare_syntax_errors_still_say_what_is_wrong() {
+        // Found by tests/fuzz_spec.rs: toml reports these with an empty message.
+        for (text, want) in [("address =", "a value is missing"), ("#\0", "control character U+0000")] {
+            let s = load_str("t.toml", text, Path::new(".")).unwrap_err().to_string();
+            assert!(s.contains(want), "{s}");
+        }
+        let s = load_str("t.toml", "a = [1,", Path::new(".")).unwrap_err().to_string();
+        assert!(s.contains("invalid array") && s.contains("expected: `]`"), "{s}");
     }
 
     #[test]

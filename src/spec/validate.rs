@@ -31,6 +31,11 @@ impl Ctx<'_> {
 
 use Seg::{Index as I, Key as K};
 
+/// Every machine peers with every other over WireGuard and the lab gives each node its own loopback
+/// address after the base: beyond this many nodes neither stays sane (found by fuzzing: 250 nodes
+/// overflowed the lab's address arithmetic).
+pub const MAX_NODES: usize = 100;
+
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -165,6 +170,22 @@ pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
     Some((a, b, p))
 }
 
+/// True when an absolute path lies in the Nix store once "//", "." and ".." are resolved lexically
+/// ("/nix//store/x" and "/var/../nix/store/x" are the store too; found by fuzzing).
+pub fn is_in_nix_store(p: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.starts_with(&["nix", "store"])
+}
+
 fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
     if !value.starts_with('/') {
         c.err(
@@ -172,7 +193,7 @@ fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
             format!("{what} {value:?} is not an absolute path"),
             "an absolute path on the hosts, e.g. /var/lib/vaultnix/secrets",
         );
-    } else if value.starts_with("/nix/store") {
+    } else if is_in_nix_store(value) {
         c.err(
             path,
             format!("{what} {value:?} is in the Nix store, which is world-readable"),
@@ -185,6 +206,13 @@ fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
     if spec.nodes.is_empty() {
         c.err(&[K("cluster")], "the spec has no [[nodes]]", "at least one [[nodes]] table (3 or 5 voters for HA)");
         return;
+    }
+    if spec.nodes.len() > MAX_NODES {
+        c.err(
+            &[K("nodes"), I(MAX_NODES)],
+            format!("{} nodes: vaultnix supports at most {MAX_NODES}", spec.nodes.len()),
+            format!("at most {MAX_NODES} [[nodes]] (3 or 5 voters, plus non-voters for reads)"),
+        );
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut addrs: HashMap<IpAddr, String> = HashMap::new();
@@ -682,6 +710,9 @@ pub fn effective_network(spec: &Spec) -> Network {
     }
 }
 
+/// Certificates cannot end after 9999-12-31 (X.509 GeneralizedTime); a century is plenty.
+pub const MAX_VALIDITY_DAYS: u32 = 36_500;
+
 fn check_tls(c: &mut Ctx<'_>, spec: &Spec) {
     let t = &spec.tls;
     for (key, days) in [("ca_validity_days", t.ca_validity_days), ("node_validity_days", t.node_validity_days)] {
@@ -692,6 +723,13 @@ fn check_tls(c: &mut Ctx<'_>, spec: &Spec) {
                 "a positive number of days",
             );
         }
+    }
+    if t.ca_validity_days > MAX_VALIDITY_DAYS {
+        c.err(
+            &[K("tls"), K("ca_validity_days")],
+            format!("ca_validity_days {} is more than {MAX_VALIDITY_DAYS} days (100 years)", t.ca_validity_days),
+            "a CA lifetime such as 3650 days; rotate the CA rather than make it eternal",
+        );
     }
     if t.node_validity_days > t.ca_validity_days {
         c.err(
@@ -776,6 +814,17 @@ mod tests {
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("x"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn store_paths_are_recognised_however_spelled() {
+        for p in ["/nix/store", "/nix/store/x", "/nix//store/x", "/./nix/./store", "/var/../nix/store/k", "//nix/store"]
+        {
+            assert!(is_in_nix_store(p), "{p}");
+        }
+        for p in ["/nix", "/nix/var/store", "/nix/storex", "/var/lib/vaultnix/secrets", "/run/agenix/x"] {
+            assert!(!is_in_nix_store(p), "{p}");
+        }
     }
 
     #[test]
