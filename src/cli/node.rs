@@ -1,14 +1,115 @@
-//! `vaultnix node` (not implemented yet).
+//! `vaultnix node`: add or remove a node (the spec file is edited in place, comments kept).
 
-use super::{CliError, CliResult, Shell};
+use super::{CliResult, Shell};
+use crate::generate::{generate, GenerateOptions};
+use crate::ops::membership::{self, NewNode};
+use crate::plan::Plan;
+use crate::render::{Layout, RenderOptions};
+use crate::secrets::Rotate;
+use crate::spec::{Arch, Provider};
+use std::net::IpAddr;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The cluster spec (default: the built-in example).
-    #[arg(short, long, env = "VAULTNIX_SPEC")]
-    pub spec: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
 }
 
-pub fn exec(_shell: &Shell, _a: Args) -> CliResult {
-    Err(CliError::failure("`vaultnix node` is not implemented yet"))
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Append a node to the spec and regenerate (certificate, configs, retry_join on every node).
+    #[command(
+        after_help = "Example:\n  vaultnix node add vault-4 --provider linode --address 203.0.113.40 --overlay-address 10.88.0.4 --spec cluster.toml\nThen deploy the new host and the updated peers; it joins through retry_join, `vaultnix unseal` unseals it, and autopilot promotes it to voter after server_stabilization_time."
+    )]
+    Add(AddArgs),
+    /// Remove a node from the spec and regenerate. Remove it from Raft first (remove-peer) on a live cluster.
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    pub name: String,
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Provider,
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    #[arg(long)]
+    pub overlay_address: Option<IpAddr>,
+    /// Add it as a non-voter.
+    #[arg(long)]
+    pub non_voter: bool,
+    /// The cluster spec to edit.
+    #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
+    pub spec: PathBuf,
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    pub name: String,
+    #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
+    pub spec: PathBuf,
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    toml::Value::String(s.into())
+        .try_into()
+        .map_err(|_| format!("unknown provider {s:?} (onprem, oracle, linode, digitalocean)"))
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    toml::Value::String(s.into()).try_into().map_err(|_| format!("unknown arch {s:?} (x86_64, aarch64)"))
+}
+
+fn regenerate(shell: &Shell, loaded: &crate::spec::Loaded, out: &std::path::Path) -> CliResult {
+    let plan = Plan::from_loaded(loaded);
+    let opts = GenerateOptions {
+        out: out.to_path_buf(),
+        check: false,
+        rotate: Rotate::default(),
+        render: RenderOptions::default(),
+    };
+    let g = generate(&plan, &Layout::NixOs, &opts)?;
+    for e in &g.events {
+        shell.status(format!("  {e}"));
+    }
+    shell.status(format!(
+        "{}: {} added, {} changed, {} removed",
+        out.display(),
+        g.diff.added.len(),
+        g.diff.changed.len(),
+        g.diff.removed.len()
+    ));
+    Ok(())
+}
+
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    match a.command {
+        Cmd::Add(x) => {
+            let n = NewNode {
+                name: x.name.clone(),
+                provider: x.provider,
+                arch: x.arch,
+                address: x.address,
+                overlay_address: x.overlay_address,
+                voter: !x.non_voter,
+            };
+            let loaded = membership::edit_spec_file(&x.spec, |t| membership::add_node_text(t, &n))
+                .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
+            shell.status(format!("{}: added node {}", x.spec.display(), x.name));
+            regenerate(shell, &loaded, &x.out)
+        }
+        Cmd::Remove(x) => {
+            let loaded = membership::edit_spec_file(&x.spec, |t| membership::remove_node_text(t, &x.name))
+                .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
+            shell.status(format!("{}: removed node {}", x.spec.display(), x.name));
+            regenerate(shell, &loaded, &x.out)
+        }
+    }
 }
