@@ -2,6 +2,7 @@
 //! Each takes plain option structs so tests call them without the CLI.
 
 pub mod certs;
+pub mod live;
 pub mod membership;
 pub mod snapshot;
 pub mod upgrade;

@@ -2,10 +2,12 @@
 //! recording what is needed to trust and restore it (checksum, size, which cluster and seal produced
 //! it). Verification always happens before anything is sent to a server.
 
+use crate::ops::live::{health, Http};
 use crate::output;
 use crate::plan::Plan;
 use crate::spec::SealKind;
 use anyhow::{anyhow, bail, Context, Result};
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -89,48 +91,84 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
-/// Writes a snapshot from `reader` into `dir` atomically (temporary file, fsync, rename), then its
-/// sidecar. `meta.file`, `sha256` and `size` are filled in here. Returns the snapshot's path.
-pub fn write_snapshot(dir: &Path, reader: &mut dyn Read, mut meta: Sidecar, at: OffsetDateTime) -> Result<PathBuf> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = file_name(&meta.cluster, at);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let res = (|| -> Result<(String, u64)> {
+/// A snapshot being written: a 0600 temporary file in the target directory, hashed as it is written;
+/// `finish` fsyncs it, renames it into place and writes the sidecar. Dropped unfinished, it removes
+/// the temporary file.
+pub struct SnapWriter {
+    dir: PathBuf,
+    name: String,
+    tmp: PathBuf,
+    file: Option<fs::File>,
+    hash: Sha256,
+    size: u64,
+}
+
+impl SnapWriter {
+    pub fn create(dir: &Path, cluster: &str, at: OffsetDateTime) -> Result<SnapWriter> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let name = file_name(cluster, at);
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
         // Snapshots hold the whole (barrier-encrypted) store: owner-only like every other secret.
-        let mut f = fs::OpenOptions::new()
+        let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        let (sha, size) = copy_hashing(reader, &mut f)?;
-        f.sync_all()?;
-        Ok((sha, size))
-    })();
-    let (sha, size) = match res {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    if size == 0 {
-        let _ = fs::remove_file(&tmp);
-        bail!("the server sent an empty snapshot");
+        Ok(SnapWriter { dir: dir.to_path_buf(), name, tmp, file: Some(f), hash: Sha256::new(), size: 0 })
     }
-    meta.file = name;
-    meta.sha256 = sha;
-    meta.size = size;
-    meta.created_at = rfc3339(at);
-    meta.format = 1;
-    fs::rename(&tmp, &path).with_context(|| format!("cannot move the snapshot into {}", path.display()))?;
-    let mut text = serde_json::to_string_pretty(&meta)?;
-    text.push('\n');
-    output::write_file_atomic(&sidecar_path(&path), text.as_bytes(), false)?;
-    Ok(path)
+
+    pub fn write(&mut self, chunk: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().ok_or_else(|| anyhow!("snapshot already finished"))?;
+        f.write_all(chunk).context("writing the snapshot")?;
+        self.hash.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub fn finish(mut self, mut meta: Sidecar, at: OffsetDateTime) -> Result<PathBuf> {
+        let f = self.file.take().ok_or_else(|| anyhow!("snapshot already finished"))?;
+        if self.size == 0 {
+            bail!("the server sent an empty snapshot");
+        }
+        f.sync_all()?;
+        drop(f);
+        meta.format = 1;
+        meta.file = self.name.clone();
+        meta.sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+        meta.size = self.size;
+        meta.created_at = rfc3339(at);
+        let path = self.dir.join(&self.name);
+        fs::rename(&self.tmp, &path).with_context(|| format!("cannot move the snapshot into {}", path.display()))?;
+        let mut text = serde_json::to_string_pretty(&meta)?;
+        text.push('\n');
+        output::write_file_atomic(&sidecar_path(&path), text.as_bytes(), false)?;
+        Ok(path)
+    }
+}
+
+impl Drop for SnapWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() || !self.dir.join(&self.name).exists() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes a snapshot read from `reader` into `dir` (see [`SnapWriter`]). Returns its path.
+pub fn write_snapshot(dir: &Path, reader: &mut dyn Read, meta: Sidecar, at: OffsetDateTime) -> Result<PathBuf> {
+    let mut w = SnapWriter::create(dir, &meta.cluster, at)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = reader.read(&mut buf).context("reading the snapshot stream")?;
+        if k == 0 {
+            break;
+        }
+        w.write(&buf[..k])?;
+    }
+    w.finish(meta, at)
 }
 
 fn copy_hashing(r: &mut dyn Read, w: &mut dyn Write) -> Result<(String, u64)> {
@@ -315,6 +353,141 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
         }
     }
     Ok(best.map(|b| b.1))
+}
+
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// Any node (a standby redirects to the active node) or the load balancer.
+    pub address: String,
+    pub token: String,
+    pub ca_pem: Vec<u8>,
+    pub dir: PathBuf,
+    pub cluster: String,
+    pub seal: SealInfo,
+    pub engine: String,
+    /// (base URL, node name) pairs, to record the source node by name.
+    pub node_names: Vec<(String, String)>,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    pub path: PathBuf,
+    pub meta: Sidecar,
+    /// True when the node asked was a standby and the snapshot came from the active node.
+    pub redirected: bool,
+    pub seconds: f64,
+}
+
+fn name_of(names: &[(String, String)], base: &str) -> String {
+    names.iter().find(|(u, _)| u.trim_end_matches('/') == base).map(|(_, n)| n.clone()).unwrap_or(base.to_string())
+}
+
+/// Streams a snapshot from the cluster into `dir` with its sidecar.
+pub async fn save(o: &SaveOptions) -> Result<SaveReport> {
+    let t0 = std::time::Instant::now();
+    let http = Http::new(&o.ca_pem, o.timeout)?;
+    let h = health(&http, &o.address).await?;
+    if !h.initialized || h.sealed {
+        bail!(
+            "{} is {}: a snapshot needs an unsealed node",
+            o.address,
+            if h.sealed { "sealed" } else { "not initialized" }
+        );
+    }
+    let (mut resp, answered) =
+        http.send(Method::GET, &o.address, "/v1/sys/storage/raft/snapshot", Some(&o.token), None).await?;
+    if !resp.status().is_success() {
+        let s = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("snapshot save: {answered} answered {s}: {}", body.trim());
+    }
+    let at = OffsetDateTime::now_utc();
+    let mut w = SnapWriter::create(&o.dir, &o.cluster, at)?;
+    while let Some(chunk) = resp.chunk().await.context("reading the snapshot stream")? {
+        w.write(&chunk)?;
+    }
+    let meta = Sidecar {
+        format: 1,
+        file: String::new(),
+        sha256: String::new(),
+        size: 0,
+        created_at: String::new(),
+        cluster: o.cluster.clone(),
+        cluster_id: h.cluster_id.clone(),
+        seal: o.seal.clone(),
+        engine: o.engine.clone(),
+        version: h.version.clone().unwrap_or_default(),
+        source_node: name_of(&o.node_names, &answered),
+    };
+    let path = w.finish(meta, at)?;
+    let meta = read_sidecar(&path)?;
+    Ok(SaveReport {
+        path,
+        meta,
+        redirected: answered != o.address.trim_end_matches('/'),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub address: String,
+    pub token: String,
+    pub ca_pem: Vec<u8>,
+    pub file: PathBuf,
+    pub force: bool,
+    /// The target's seal, from its spec and key material.
+    pub target_seal: SealInfo,
+    pub target_cluster: String,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub forced: bool,
+    pub meta: Sidecar,
+    pub answered_by: String,
+    pub seconds: f64,
+}
+
+/// Verifies the file, checks that the target can open it, then restores it. Nothing is sent unless the
+/// bytes sent are exactly the bytes the sidecar describes.
+pub async fn restore(o: &RestoreOptions) -> Result<RestoreReport> {
+    let t0 = std::time::Instant::now();
+    let meta = verify(&o.file)?;
+    let bytes = fs::read(&o.file).with_context(|| format!("cannot read {}", o.file.display()))?;
+    if bytes.len() as u64 != meta.size || output::sha256_hex(&bytes) != meta.sha256 {
+        bail!("{} changed while it was being verified; refusing to restore it", o.file.display());
+    }
+    let http = Http::new(&o.ca_pem, o.timeout)?;
+    let h = health(&http, &o.address).await?;
+    if !h.initialized || h.sealed {
+        bail!(
+            "{} is {}: restore onto an initialized, unsealed cluster (a fresh one: `bootstrap` it first)",
+            o.address,
+            if h.sealed { "sealed" } else { "not initialized" }
+        );
+    }
+    let target =
+        TargetInfo { cluster: o.target_cluster.clone(), cluster_id: h.cluster_id.clone(), seal: o.target_seal.clone() };
+    let mode = check_restore(&meta, &target, o.force)?;
+    let path = match mode {
+        RestoreMode::Normal => "/v1/sys/storage/raft/snapshot",
+        RestoreMode::Force => "/v1/sys/storage/raft/snapshot-force",
+    };
+    let (resp, answered) = http.send(Method::POST, &o.address, path, Some(&o.token), Some(&bytes)).await?;
+    let s = resp.status();
+    if !s.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("restore: {answered} answered {s}: {}", body.trim());
+    }
+    Ok(RestoreReport {
+        forced: mode == RestoreMode::Force,
+        meta,
+        answered_by: answered,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]
