@@ -147,3 +147,28 @@ where
     }
     bail!("timed out waiting for {what} ({tries} tries, {:?} apart; last error: {last})", every)
 }
+
+/// sha256 (hex) of the leaf certificate `base` serves, over a fresh connection (a pooled one would
+/// show the certificate of an earlier handshake).
+pub async fn served_leaf_sha256(ca_pem: &[u8], base: &str) -> Result<String> {
+    use sha2::Digest;
+    let ca = reqwest::Certificate::from_pem(ca_pem).context("the CA certificate is not PEM")?;
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .tls_info(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let resp = client.get(format!("{}/v1/sys/health?standbyok=true", base.trim_end_matches('/'))).send().await?;
+    let der = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| anyhow!("{base}: no peer certificate in the TLS session"))?;
+    Ok(hex::encode(sha2::Sha256::digest(&der)))
+}
