@@ -24,9 +24,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! command -v deadnix >/dev/null && [ ! -x "$tools/bin/deadnix" ]; then
+# deadnix goes to cargo's own bin directory so later clones reuse it.
+if ! command -v deadnix >/dev/null && [ ! -x "$tools/bin/deadnix" ] && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/deadnix" ]; then
   echo "install-tools: cargo install deadnix"
-  cargo install --quiet --locked --root "$tools" deadnix
+  cargo install --quiet --locked deadnix
 fi
 
 # name version sha256-of-wheel

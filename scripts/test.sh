@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 ./scripts/install-tools.sh
-export PATH="$root/.tools/bin:$PATH"
+export PATH="$root/.tools/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export VAULTNIX_BAO="$root/.tools/bao-2.7.2/bao"
 export VAULTNIX_BAO_2_6="$root/.tools/bao-2.6.2/bao"
 export NIXPKGS_SUBSET="${NIXPKGS_SUBSET:-$root/../shared/nixpkgs-subset}"

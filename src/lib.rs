@@ -13,6 +13,7 @@ pub mod ops;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod recover;
 pub mod render;
 pub mod secrets;
 pub mod spec;

@@ -99,15 +99,32 @@ pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<
         bail!("{} exists and is not a directory", out.display());
     }
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = parent.join(format!(".{base}.vaultnix-staging-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).with_context(|| format!("cannot remove stale {}", staging.display()))?;
-    }
+    remove_stale_staging(parent, &base)?;
+    let staging = parent.join(format!("{}{}", staging_prefix(&base), std::process::id()));
     let result = build_staging(&out, &staging, files, manifest).and_then(|_| swap_in(&staging, &out));
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
     result
+}
+
+fn staging_prefix(base: &str) -> String {
+    format!(".{base}.vaultnix-staging-")
+}
+
+/// Removes staging trees left by a run that crashed (its process is gone), so they do not pile up.
+fn remove_stale_staging(parent: &Path, base: &str) -> Result<()> {
+    let prefix = staging_prefix(base);
+    let Ok(entries) = fs::read_dir(parent) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let alive = pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            fs::remove_dir_all(e.path()).with_context(|| format!("cannot remove stale {}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn build_staging(out: &Path, staging: &Path, files: &[OutFile], manifest: &Manifest) -> Result<()> {
@@ -170,7 +187,7 @@ fn link_tree(
 /// Writes a file with its final mode from the first byte (0600 for secrets, whatever the umask).
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     if let Some(p) = path.parent() {
-        fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+        create_dirs(p)?;
     }
     let mode = if secret { 0o600 } else { 0o644 };
     let mut f = fs::OpenOptions::new()
@@ -185,10 +202,27 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     Ok(())
 }
 
+/// `create_dir_all` with mode 0755 whatever the umask (a world-writable pki/ would let anyone swap a
+/// certificate).
+fn create_dirs(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = p.parent() {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(p) {
+        Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        Err(e) => Err(anyhow!("cannot create {}: {e}", p.display())),
+    }
+}
+
 /// Atomically replaces one file (write to a temporary sibling, fsync, rename).
 pub fn write_file_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     let parent = path.parent().ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
-    fs::create_dir_all(parent)?;
+    create_dirs(parent)?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
         path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),

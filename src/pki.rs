@@ -4,6 +4,7 @@
 use crate::plan::{NodePlan, Plan};
 use crate::spec::KeyAlgorithm;
 use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -19,6 +20,32 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<KeyPair> {
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
     };
     KeyPair::generate_for(a).context("generating a private key")
+}
+
+/// The private key as PEM that OpenSSL, Go (OpenBao/Vault) and rcgen all read. ring writes Ed25519
+/// keys as PKCS#8 v2 (RFC 5958, with the public key appended), which OpenSSL 3.0 refuses to load; those
+/// are re-encoded as PKCS#8 v1 (RFC 8410 §7: the 32-byte seed only).
+pub fn key_pem(key: &KeyPair) -> String {
+    // RFC 8410 v1 prefix: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING(32) } }
+    const V1_PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    // ring's v2 layout: SEQUENCE(0x51) { INTEGER 1, SEQUENCE { OID }, OCTET STRING { OCTET STRING(32) }, [1] pub }
+    const V2_PREFIX: [u8; 16] =
+        [0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let der = key.serialize_der();
+    if key.algorithm() != &rcgen::PKCS_ED25519 || der.len() < 48 || der[..16] != V2_PREFIX {
+        return key.serialize_pem();
+    }
+    let mut v1 = V1_PREFIX.to_vec();
+    v1.extend_from_slice(&der[16..48]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&v1);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 fn random_serial() -> Result<SerialNumber> {
@@ -74,7 +101,8 @@ impl Ca {
         dn.push(DnType::CommonName, cn);
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        // ECDSA and Ed25519 keys only sign (RFC 5480 §3, RFC 8410 §5): no keyEncipherment.
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Raft's cluster port uses mutual TLS: each node is both server and client.
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let mut names = Vec::new();
@@ -307,8 +335,13 @@ mod tests {
         for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519] {
             let k = generate_key(alg).unwrap();
             let c = new_ca_cert("x", &k, 10).unwrap();
-            let ca = Ca::load(&k.serialize_pem(), &c).unwrap();
-            let nk = generate_key(alg).unwrap().serialize_pem();
+            let ca = Ca::load(&key_pem(&k), &c).unwrap();
+            let nk = key_pem(&generate_key(alg).unwrap());
+            // What is written to secrets/ loads back as the same key.
+            assert_eq!(
+                KeyPair::from_pem(&nk).unwrap().public_key_raw(),
+                inspect(&ca.issue("n", &nk, &Sans::default(), 5).unwrap()).unwrap().public_key
+            );
             let cert = ca.issue("n", &nk, &Sans::default(), 5).unwrap();
             assert!(verify_signed_by(&cert, &c), "{alg:?}");
         }

@@ -116,7 +116,7 @@ pub fn prepare_renewing(
             }
             let kp = pki::generate_key(alg)?;
             m.ca_cert = pki::new_ca_cert(&plan.name, &kp, plan.tls.ca_validity_days)?;
-            m.ca_key = kp.serialize_pem();
+            m.ca_key = pki::key_pem(&kp);
             m.events.push(if rotate.ca { "rotated the CA".into() } else { "created the CA".into() });
         }
     }
@@ -135,7 +135,7 @@ pub fn prepare_renewing(
                     return Err(missing(&format!("secrets/{}.key", n.name)));
                 }
                 m.events.push(format!("created TLS key for {}", n.name));
-                pki::generate_key(alg)?.serialize_pem()
+                pki::key_pem(&pki::generate_key(alg)?)
             }
         };
         let sans = pki::node_sans(plan, n);

@@ -46,6 +46,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
     };
     let g = generate(&plan, &Layout::NixOs, &opts)?;
+    let notes = crate::render::version_notes(&plan);
     if a.output == super::OutputFormat::Json {
         let v = serde_json::json!({
             "cluster": plan.name,
@@ -62,6 +63,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             "removed": g.diff.removed,
             "unchanged": g.diff.unchanged,
             "events": g.events,
+            "notes": notes,
             "warnings": loaded.warnings.warnings().map(|d| d.to_string()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -76,6 +78,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             plan.raft.performance_multiplier,
             plan.raft.network
         ));
+        for n in &notes {
+            shell.note(n);
+        }
         for e in &g.events {
             shell.status(format!("  {e}"));
         }

@@ -1,14 +1,118 @@
-//! `vaultnix lab` (not implemented yet).
+//! `vaultnix lab up|down|status|env`: a real cluster on loopback.
 
 use super::{CliError, CliResult, Shell};
+use crate::lab::{Lab, LabOptions};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  vaultnix lab up --spec tests/specs/lab.toml\n  eval \"$(vaultnix lab env)\"; bao kv get secret/hello\n  vaultnix lab status\n  vaultnix lab down --purge"
+)]
 pub struct Args {
-    /// The cluster spec (default: the built-in example).
-    #[arg(short, long, env = "VAULTNIX_SPEC")]
-    pub spec: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: LabCommand,
 }
 
-pub fn exec(_shell: &Shell, _a: Args) -> CliResult {
-    Err(CliError::failure("`vaultnix lab` is not implemented yet"))
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// The cluster spec (default: the one the lab was created from, else the built-in example).
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// The lab directory.
+    #[arg(short, long, default_value = "lab", env = "VAULTNIX_LAB_DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Generate, start the nodes and HAProxy, bootstrap (idempotent).
+    Up {
+        #[command(flatten)]
+        common: Common,
+        /// Loopback base address: the LB gets it, node i gets base+1+i (default: a random free 127.X.Y.10).
+        #[arg(long)]
+        base: Option<Ipv4Addr>,
+        /// Start the processes only; do not bootstrap.
+        #[arg(long)]
+        no_bootstrap: bool,
+        /// Also create an admin policy and token (secrets/admin-token).
+        #[arg(long)]
+        admin_token: bool,
+    },
+    /// Stop the lab's processes (only those its pid files name). Data is kept unless --purge.
+    Down {
+        #[command(flatten)]
+        common: Common,
+        /// Also delete the lab's data, keys and logs.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show the lab cluster's status (same as `vaultnix status` for the lab).
+    Status {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value = "text")]
+        output: super::OutputFormat,
+    },
+    /// Print shell exports (BAO_ADDR, BAO_CACERT, BAO_TOKEN, VAULT_*) for the lab's load balancer.
+    Env {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    match a.command {
+        LabCommand::Up { common, base, no_bootstrap, admin_token } => {
+            let mut o = LabOptions::new(common.spec.clone(), &common.dir);
+            o.base = base;
+            o.bootstrap = !no_bootstrap;
+            o.admin_token = admin_token;
+            o.progress = !shell.quiet;
+            let (lab, rep) = super::status::runtime()?.block_on(Lab::up(&o))?;
+            shell.status(format!(
+                "lab {:?} in {}: load balancer https://{}:{} ({}), nodes {}",
+                lab.plan.name,
+                lab.dir.display(),
+                lab.plan.lb.hostname,
+                lab.plan.lb.port,
+                lab.plan.lb.bind,
+                lab.plan.nodes.iter().map(|n| format!("{} {}", n.name, n.ip)).collect::<Vec<_>>().join(", ")
+            ));
+            if !rep.started.is_empty() {
+                shell.status(format!("started: {}", rep.started.join(", ")));
+            }
+            if let Some(b) = &rep.bootstrap {
+                super::bootstrap::print_report(shell, b);
+            }
+            shell.status(format!("next: eval \"$(vaultnix lab env --dir {})\"", common.dir.display()));
+            Ok(())
+        }
+        LabCommand::Down { common, purge } => {
+            let lab = Lab::open(&common.dir, common.spec.as_deref())?;
+            let stopped = lab.down(purge)?;
+            if stopped.is_empty() {
+                shell.status("nothing was running");
+            } else {
+                shell.status(format!("stopped: {}", stopped.join(", ")));
+            }
+            if purge {
+                shell.status(format!("purged {}", lab.dir.display()));
+            } else {
+                shell.status(format!("data kept in {} (`vaultnix lab up` resumes it)", lab.dir.display()));
+            }
+            Ok(())
+        }
+        LabCommand::Status { common, output } => {
+            let lab = Lab::open(&common.dir, common.spec.as_deref())?;
+            super::status::show(shell, &lab.plan, &lab.dir, output)
+        }
+        LabCommand::Env { common } => {
+            let lab =
+                Lab::open(&common.dir, common.spec.as_deref()).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            print!("{}", lab.env()?);
+            Ok(())
+        }
+    }
 }

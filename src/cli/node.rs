@@ -25,6 +25,8 @@ pub enum Cmd {
     Add(AddArgs),
     /// Remove a node from the spec and regenerate. Remove it from Raft first (remove-peer) on a live cluster.
     Remove(RemoveArgs),
+    /// Wipe a node's raft data and rejoin it (after a lost quorum, or for a removed node).
+    Replace(super::recover::ReplaceArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +107,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             shell.status(format!("{}: added node {}", x.spec.display(), x.name));
             regenerate(shell, &loaded, &x.out)
         }
+        Cmd::Replace(x) => super::recover::node_replace(shell, x),
         Cmd::Remove(x) => {
             let loaded = membership::edit_spec_file(&x.spec, |t| membership::remove_node_text(t, &x.name))
                 .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;

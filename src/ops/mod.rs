@@ -1,8 +1,15 @@
-//! Day-2 operations: snapshots and restore, certificate renewal, membership, rolling upgrades.
-//! Each takes plain option structs so tests call them without the CLI.
+//! Live and day-2 operations: bootstrap, status, unseal, step-down; snapshots and restore, certificate
+//! renewal, membership, rolling upgrades. Each takes the plan and a plain options struct, so tests call
+//! them without the CLI.
 
+pub mod bootstrap;
 pub mod certs;
+pub mod common;
 pub mod live;
 pub mod membership;
+pub mod restore_drill;
 pub mod snapshot;
+pub mod status;
+pub mod step_down;
+pub mod unseal;
 pub mod upgrade;

@@ -57,9 +57,13 @@ impl Layout {
             None => format!("/var/lib/{}", Self::unit(plan.engine)),
         }
     }
-    pub fn audit_file(&self, plan: &Plan, n: &NodePlan) -> String {
+    /// The same path on every node: config-declared audit devices are replicated through raft, and a
+    /// standby whose declared options differ from the table refuses to finish unsealing ("modifications
+    /// to audit devices are not allowed", seen with per-node lab paths on OpenBao 2.7.2). In the lab the
+    /// nodes therefore share one append-only file.
+    pub fn audit_file(&self, plan: &Plan, _n: &NodePlan) -> String {
         match self.lab() {
-            Some(d) => path(d.join(format!("logs/{}-audit.log", n.name))),
+            Some(d) => path(d.join("logs/audit.log")),
             None => format!("/var/log/{}/audit.log", Self::unit(plan.engine)),
         }
     }

@@ -9,7 +9,7 @@ pub mod server;
 pub use alerts::render_alerts;
 pub use haproxy::render_haproxy;
 pub use layout::Layout;
-pub use server::{render_server_config, to_json_text};
+pub use server::{render_server_config, to_json_text, version_notes};
 
 use crate::plan::Plan;
 use crate::secrets::Material;

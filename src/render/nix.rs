@@ -2,6 +2,7 @@
 //! templates in templates/. Values are turned into Nix literals by the `nix` filter; no logic lives in
 //! the templates beyond loops and presence checks.
 
+use super::Layout;
 use crate::plan::{Machine, Plan, Role};
 use crate::spec::OverlayKind;
 use anyhow::{Context, Result};
@@ -118,11 +119,7 @@ struct OverlayCtx {
 pub type WgPublicKeys = BTreeMap<String, String>;
 
 fn overlay_ctx(plan: &Plan, me: &Machine, all: &[Machine], wg: &WgPublicKeys) -> OverlayCtx {
-    let kind = match plan.overlay.kind {
-        OverlayKind::Wireguard => "wireguard",
-        OverlayKind::Tailscale => "tailscale",
-        OverlayKind::None => "none",
-    };
+    let kind = plan.overlay.kind.as_str();
     let peers = if plan.overlay.kind == OverlayKind::Wireguard {
         all.iter()
             .filter(|m| m.name != me.name)
@@ -161,6 +158,10 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
     api_allowed.extend(plan.firewall.client_cidrs.iter().map(|c| c.to_string()));
     let ssh_allowed: Vec<String> = plan.firewall.ssh_cidrs.iter().map(|c| c.to_string()).collect();
     let scrape_targets: Vec<String> = plan.nodes.iter().map(|n| crate::plan::sock(n.ip, plan.api_port)).collect();
+    // OpenBao 2.5+ serves metrics without a token on a loopback-only metrics listener.
+    let local_metrics: Option<String> = plan
+        .openbao_at_least((2, 5, 0))
+        .then(|| crate::plan::sock(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), Layout::NixOs.metrics_port()));
     for m in &machines {
         let mctx = MachineCtx {
             name: &m.name,
@@ -189,7 +190,12 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         cluster_port => plan.cluster_port,
                     },
                     overlay => overlay,
-                    firewall => minijinja::context! { api_allowed_cidrs => api_allowed, ssh_allowed_cidrs => ssh_allowed },
+                    firewall => minijinja::context! {
+                        api_allowed_cidrs => api_allowed,
+                        ssh_allowed_cidrs => ssh_allowed,
+                        // Without an overlay, raft's cluster port is opened to the other servers only.
+                        cluster_allowed_cidrs => cluster_allowed(plan, &m.name),
+                    },
                     backup => minijinja::context! {
                         enable => plan.backup.enabled,
                         on_calendar => plan.backup.schedule,
@@ -203,6 +209,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         enable => plan.monitoring.enabled,
                         alert_rules_file => "../monitoring/alerts.yml",
                         scrape_targets => scrape_targets,
+                        local_metrics_address => local_metrics,
                     },
                 };
                 env.get_template("node.nix.j2")?
@@ -230,6 +237,17 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
         out.push((format!("nodes/{}.nix", m.name), text));
     }
     Ok(out)
+}
+
+fn cluster_allowed(plan: &Plan, me: &str) -> Vec<String> {
+    if plan.overlay.kind != OverlayKind::None {
+        return vec![];
+    }
+    plan.nodes
+        .iter()
+        .filter(|n| n.name != me)
+        .map(|n| format!("{}/{}", n.ip, if n.ip.is_ipv4() { 32 } else { 128 }))
+        .collect()
 }
 
 /// The small flake written into the output directory.

@@ -6,6 +6,41 @@ use crate::plan::{sock, NodePlan, Plan};
 use crate::spec::{Engine, SealKind};
 use serde_json::{json, Map, Value};
 
+/// OpenBao versions that introduced what the server config uses (validate-config of 2.6.2 rejects
+/// `tls_auto_reload_interval` as unknown; 2.7.2 accepts it).
+pub const DECLARED_AUDIT: (u32, u32, u32) = (2, 4, 0);
+pub const METRICS_ONLY_LISTENER: (u32, u32, u32) = (2, 5, 0);
+pub const TLS_AUTO_RELOAD: (u32, u32, u32) = (2, 7, 0);
+
+/// What the rendering left out or chose because of the engine and its version, for the summary.
+pub fn version_notes(plan: &Plan) -> Vec<String> {
+    let v = &plan.version_string;
+    let mut notes = Vec::new();
+    if plan.engine == Engine::Vault {
+        notes
+            .push(format!("Vault {v}: audit devices are not declared in the server config (enable them over the API)"));
+        return notes;
+    }
+    let kind = plan.seal.kind;
+    match &plan.seal.plugin {
+        Some(p) => notes.push(format!("{} seal: rendered as an external KMS plugin ({})", kind.as_str(), p.command)),
+        None if kind.is_cloud_kms() => notes.push(format!(
+            "{} seal: rendered as OpenBao {v}'s built-in seal; OpenBao 2.7 removed it (set unseal.plugin_command and plugin_sha256 before upgrading)",
+            kind.as_str()
+        )),
+        None => {}
+    }
+    if !plan.openbao_at_least(METRICS_ONLY_LISTENER) {
+        notes.push(format!(
+            "OpenBao {v}: no metrics_only listener (2.5+); Prometheus needs a token for /v1/sys/metrics"
+        ));
+    }
+    if !plan.openbao_at_least(TLS_AUTO_RELOAD) {
+        notes.push(format!("OpenBao {v}: no tls_auto_reload_interval (2.7+); send SIGHUP after renewing certificates"));
+    }
+    notes
+}
+
 pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Value {
     let mut root = Map::new();
     root.insert("cluster_name".into(), json!(plan.name));
@@ -32,17 +67,21 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
             })
         })
         .collect();
-    root.insert(
-        "storage".into(),
-        json!({
-            "raft": {
-                "path": layout.data_dir(plan, node),
-                "node_id": node.node_id,
-                "performance_multiplier": plan.raft.performance_multiplier,
-                "retry_join": retry_join,
-            }
-        }),
-    );
+    let mut raft = json!({
+        "path": layout.data_dir(plan, node),
+        "node_id": node.node_id,
+        "performance_multiplier": plan.raft.performance_multiplier,
+        // Autopilot promotes stabilized servers on its reconcile tick (default 10 s), which made a fresh
+        // cluster wait up to 10 s beyond server_stabilization_time. 2 s costs a few cheap in-memory checks
+        // on the leader.
+        "autopilot_reconcile_interval": "2s",
+        "retry_join": retry_join,
+    });
+    if !node.voter {
+        // Without it a node the spec calls a non-voter would join as a voter and change the quorum math.
+        raft["retry_join_as_non_voter"] = json!(true);
+    }
+    root.insert("storage".into(), json!({ "raft": raft }));
 
     let mut api = json!({
         "type": "tcp",
@@ -52,13 +91,13 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         "tls_key_file": layout.key_file(plan, node),
         "tls_min_version": plan.tls.min_version,
     });
-    if plan.openbao_at_least((2, 3, 0)) {
+    if plan.openbao_at_least(TLS_AUTO_RELOAD) {
         // Renewed certificates are picked up without a restart (a restart would seal a Shamir node).
         api["tls_auto_reload_interval"] = json!("1m");
     }
     let mut listeners = Map::new();
     listeners.insert("api".into(), api);
-    if plan.openbao_at_least((2, 5, 0)) {
+    if plan.openbao_at_least(METRICS_ONLY_LISTENER) {
         // 2.5+: a metrics-only listener on loopback for the node's Prometheus, no token needed, no API.
         listeners.insert(
             "metrics".into(),
@@ -73,7 +112,7 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
     root.insert("listener".into(), Value::Object(listeners));
     root.insert("telemetry".into(), json!({ "prometheus_retention_time": "30s", "disable_hostname": true }));
 
-    if plan.audit && plan.openbao_at_least((2, 4, 0)) {
+    if plan.audit && plan.openbao_at_least(DECLARED_AUDIT) {
         // Since 2.3.2 audit devices cannot be created over the API by default; since 2.4 they are
         // declared here and applied by the active node on start and SIGHUP.
         root.insert(

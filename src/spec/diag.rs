@@ -24,6 +24,9 @@ pub struct Diagnostic {
     pub location: Option<String>,
     /// The offending text, once located.
     pub snippet: Option<String>,
+    /// The source line, 1-based column and width of the underline (for display).
+    #[serde(skip)]
+    pub context: Option<(usize, String, usize, usize)>,
 }
 
 impl Diagnostic {
@@ -35,6 +38,7 @@ impl Diagnostic {
             span: None,
             location: None,
             snippet: None,
+            context: None,
         }
     }
     pub fn warning(message: impl Into<String>) -> Self {
@@ -61,8 +65,10 @@ impl Diagnostic {
             let end = span.end.min(src.text.len()).max(span.start);
             let text = src.text.get(span.start..end).unwrap_or("");
             let first = text.lines().next().unwrap_or("").trim_end();
-            self.snippet =
-                Some(if first.is_empty() { src.line_text(line).trim_end().to_string() } else { first.to_string() });
+            let line_text = src.line_text(line).trim_end().to_string();
+            self.snippet = Some(if first.is_empty() { line_text.clone() } else { first.to_string() });
+            let width = first.chars().count().max(1);
+            self.context = Some((line, line_text, col, width));
         }
         self
     }
@@ -78,11 +84,18 @@ impl fmt::Display for Diagnostic {
             Some(loc) => write!(f, "{loc}: {sev}: {}", self.message)?,
             None => write!(f, "{sev}: {}", self.message)?,
         }
-        if let Some(s) = &self.snippet {
-            write!(f, "\n    | {s}")?;
+        let mut pad = "   ".to_string();
+        if let Some((line, text, col, width)) = &self.context {
+            // rustc-style: the source line, then a caret under the offending text.
+            let n = line.to_string();
+            pad = " ".repeat(n.len());
+            let lead: String = text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            write!(f, "\n{pad} |\n{n} | {text}\n{pad} | {lead}{}", "^".repeat(*width))?;
+        } else if let Some(s) = &self.snippet {
+            write!(f, "\n{pad} | {s}")?;
         }
         if let Some(e) = &self.expected {
-            write!(f, "\n    = expected: {e}")?;
+            write!(f, "\n{pad} = expected: {e}")?;
         }
         Ok(())
     }
@@ -178,7 +191,8 @@ mod tests {
             .locate(&s);
         let text = d.to_string();
         assert!(text.starts_with("c.toml:2:8: error: invalid cluster name"), "{text}");
-        assert!(text.contains("| \"Bad Name\""), "{text}");
+        assert!(text.contains("2 | name = \"Bad Name\""), "{text}");
+        assert!(text.contains("  |        ^^^^^^^^^^\n"), "{text}");
         assert!(text.contains("expected: lowercase"), "{text}");
     }
 }

@@ -70,7 +70,8 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         Ok(s) => s,
         Err(e) => {
             let msg = e.message().trim().to_string();
-            let (message, expected) = explain_serde_error(&msg);
+            let offending = e.span().and_then(|r| text.get(r)).unwrap_or("");
+            let (message, expected) = explain_serde_error(&msg, offending);
             let d = Diagnostic::error(message).at(e.span());
             let d = match expected {
                 Some(x) => d.expected(x),
@@ -96,12 +97,33 @@ pub fn example() -> Loaded {
     }
 }
 
-/// serde's messages name what it wanted ("expected ..."); lift that into the `expected` field.
-fn explain_serde_error(msg: &str) -> (String, Option<String>) {
-    let first = msg.lines().next().unwrap_or(msg).to_string();
+/// serde's and toml's messages name what they wanted ("expected ..."): lift that into the `expected`
+/// field, in words a spec author uses (`u16` → "a whole number from 0 to 65535"), and suggest the
+/// closest known key for a misspelled one.
+fn explain_serde_error(msg: &str, offending: &str) -> (String, Option<String>) {
+    let first = msg.lines().next().unwrap_or(msg).trim().to_string();
+    // toml's syntax errors: "invalid table header\nexpected `.`, `]`".
+    if let Some(exp) = msg.lines().nth(1).and_then(|l| l.trim().strip_prefix("expected ")) {
+        return (format!("TOML syntax: {first}"), Some(exp.to_string()));
+    }
+    if let Some(detail) = msg.lines().nth(1).map(str::trim).filter(|l| !l.is_empty()) {
+        return (format!("TOML syntax: {first}: {detail}"), None);
+    }
+    if first == "invalid basic string" {
+        return ("TOML syntax: unterminated string".into(), Some("a closing `\"` on the same line".into()));
+    }
+    if first.starts_with("duplicate key") {
+        return (format!("TOML syntax: {first}"), Some("each key once per table".into()));
+    }
     if let Some(rest) = first.strip_prefix("unknown field ") {
         if let Some((field, exp)) = rest.split_once(", expected ") {
-            return (format!("unknown key {field}"), Some(format!("one of {exp}")));
+            let exp = exp.strip_prefix("one of ").unwrap_or(exp);
+            let known: Vec<&str> = exp.split(", ").map(|k| k.trim_matches('`')).collect();
+            let message = match closest(field.trim_matches('`'), &known) {
+                Some(k) => format!("unknown key {field} (did you mean `{k}`?)"),
+                None => format!("unknown key {field}"),
+            };
+            return (message, Some(format!("one of {exp}")));
         }
         return (format!("unknown key {rest}"), None);
     }
@@ -115,13 +137,63 @@ fn explain_serde_error(msg: &str) -> (String, Option<String>) {
     }
     if let Some(rest) = first.strip_prefix("invalid type: ") {
         if let Some((got, exp)) = rest.split_once(", expected ") {
-            return (format!("wrong type: {got}"), Some(exp.to_string()));
+            return (format!("wrong type: {got}"), Some(human_type(exp)));
         }
+    }
+    if let Some(rest) = first.strip_prefix("invalid value: ") {
+        if let Some((got, exp)) = rest.split_once(", expected ") {
+            return (format!("invalid value: {got}"), Some(human_type(exp)));
+        }
+    }
+    if first == "invalid IP address syntax" {
+        return if offending.contains('/') {
+            ("invalid network".into(), Some("a network in CIDR notation such as \"10.0.0.0/24\"".into()))
+        } else {
+            ("invalid IP address".into(), Some("an IPv4 or IPv6 address such as \"192.0.2.10\"".into()))
+        };
     }
     if let Some((what, exp)) = first.split_once(", expected ") {
         return (what.to_string(), Some(exp.to_string()));
     }
     (first, None)
+}
+
+/// serde's Rust type names in words.
+fn human_type(exp: &str) -> String {
+    let range = |t: &str| -> Option<&'static str> {
+        Some(match t {
+            "u8" => "a whole number from 0 to 255",
+            "u16" => "a whole number from 0 to 65535 (a port)",
+            "u32" => "a whole number from 0 to 4294967295",
+            "u64" => "a whole number, 0 or more",
+            "a string" => "a string in double quotes",
+            _ => return None,
+        })
+    };
+    range(exp).map(str::to_string).unwrap_or_else(|| exp.to_string())
+}
+
+/// The known key closest to a misspelled one (at most 2 edits, or one is a prefix of the other).
+fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), *k))
+        .filter(|(d, k)| *d <= 2 || (unknown.len() >= 4 && (k.starts_with(unknown) || unknown.starts_with(k))))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -144,6 +216,16 @@ mod tests {
         assert!(s.contains("t.toml:8:12"), "{s}");
         assert!(s.contains("unknown value"), "{s}");
         assert!(s.contains("onprem"), "{s}");
+    }
+
+    #[test]
+    fn misspelled_key_gets_a_suggestion() {
+        let text = "[cluster]\nname = \"a\"\nengnie = \"vault\"\n";
+        let s = load_str("t.toml", text, Path::new(".")).unwrap_err().to_string();
+        assert!(s.contains("t.toml:3:1: error: unknown key `engnie` (did you mean `engine`?)"), "{s}");
+        assert!(!s.contains("one of one of"), "{s}");
+        assert_eq!(closest("zzzzzz", &["engine", "name"]), None);
+        assert_eq!(edit_distance("overlay_adress", "overlay_address"), 1);
     }
 
     #[test]

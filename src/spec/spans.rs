@@ -22,7 +22,20 @@ impl SpanIndex {
 
     /// The span of the value at `path`, or of the nearest enclosing item that exists.
     pub fn span(&self, path: &[Seg<'_>]) -> Option<Range<usize>> {
-        let doc = self.doc.as_ref()?;
+        self.lookup(path).0
+    }
+
+    /// The span of the value at `path` only if the spec spells it out (not a default).
+    pub fn exact(&self, path: &[Seg<'_>]) -> Option<Range<usize>> {
+        match self.lookup(path) {
+            (s, true) => s,
+            _ => None,
+        }
+    }
+
+    /// The best span for `path` and whether the whole path exists in the text.
+    fn lookup(&self, path: &[Seg<'_>]) -> (Option<Range<usize>>, bool) {
+        let Some(doc) = self.doc.as_ref() else { return (None, false) };
         let mut best: Option<Range<usize>> = None;
         let mut cur = Cursor::Table(doc.as_table());
         for seg in path {
@@ -38,7 +51,7 @@ impl SpanIndex {
                     }
                     match t.get(k) {
                         Some(item) => Cursor::from_item(item),
-                        None => return best.or_else(|| t.span()),
+                        None => return (best.or_else(|| t.span()), false),
                     }
                 }
                 (Cursor::InlineTable(t), Seg::Key(k)) => {
@@ -49,30 +62,25 @@ impl SpanIndex {
                     }
                     match t.get(k) {
                         Some(v) => Cursor::Value(v),
-                        None => return best.or_else(|| t.span()),
+                        None => return (best.or_else(|| t.span()), false),
                     }
                 }
                 (Cursor::ArrayOfTables(a), Seg::Index(i)) => match a.get(*i) {
                     Some(t) => Cursor::Table(t),
-                    None => return best,
+                    None => return (best, false),
                 },
                 (Cursor::Value(Value::Array(a)), Seg::Index(i)) => match a.get(*i) {
                     Some(v) => Cursor::Value(v),
-                    None => return best.or_else(|| a.span()),
+                    None => return (best.or_else(|| a.span()), false),
                 },
-                _ => return best,
+                _ => return (best, false),
             };
             if let Some(s) = next.span() {
                 best = Some(s);
             }
             cur = next;
         }
-        best
-    }
-
-    /// The span of a table header such as `[overlay]` or the n-th `[[nodes]]`.
-    pub fn table_span(&self, path: &[Seg<'_>]) -> Option<Range<usize>> {
-        self.span(path)
+        (best, true)
     }
 }
 
@@ -122,6 +130,8 @@ mod tests {
         // missing key: falls back to the key/table that exists
         let s = idx.span(&[Seg::Key("nodes"), Seg::Index(0), Seg::Key("address")]);
         assert!(s.is_some());
+        assert_eq!(idx.exact(&[Seg::Key("nodes"), Seg::Index(0), Seg::Key("address")]), None);
+        assert!(idx.exact(&[Seg::Key("nodes"), Seg::Index(1), Seg::Key("address")]).is_some());
     }
 
     #[test]

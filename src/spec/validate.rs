@@ -17,6 +17,12 @@ impl Ctx<'_> {
         let span = self.idx.span(path);
         self.report.push(Diagnostic::error(msg).expected(expected).at(span));
     }
+    /// Reports at the first of `paths` the spec spells out (a defaulted key has no place), else at the
+    /// last one's nearest enclosing item.
+    fn err_first(&mut self, paths: &[&[Seg<'_>]], msg: impl Into<String>, expected: impl Into<String>) {
+        let span = paths.iter().find_map(|p| self.idx.exact(p)).or_else(|| paths.last().and_then(|p| self.idx.span(p)));
+        self.report.push(Diagnostic::error(msg).expected(expected).at(span));
+    }
     fn warn(&mut self, path: &[Seg<'_>], msg: impl Into<String>) {
         let span = self.idx.span(path);
         self.report.push(Diagnostic::warning(msg).at(span));
@@ -117,8 +123,8 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
         _ => {}
     }
     if cl.api_port == cl.cluster_port {
-        c.err(
-            &[K("cluster"), K("cluster_port")],
+        c.err_first(
+            &[&[K("cluster"), K("cluster_port")], &[K("cluster"), K("api_port")]],
             "api_port and cluster_port are the same",
             "two different ports (defaults 8200 and 8201)",
         );
@@ -251,7 +257,7 @@ fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
         if spec.overlay.kind != OverlayKind::None && n.overlay_address.is_none() {
             c.err(
                 &[K("nodes"), I(i)],
-                format!("node {:?} has no overlay_address (overlay kind is {:?})", n.name, spec.overlay.kind),
+                format!("node {:?} has no overlay_address (the overlay is {})", n.name, spec.overlay.kind.as_str()),
                 "overlay_address = \"<address inside the overlay subnet>\"",
             );
         }
@@ -281,22 +287,36 @@ fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
     let voters = spec.nodes.iter().filter(|n| n.voter).count();
     let q = Quorum::of(voters);
     if voters == 0 {
-        c.err(
-            &[K("nodes")],
-            "no voting node: a raft cluster needs voters",
+        c.err_first(
+            &[&[K("nodes"), I(0), K("voter")], &[K("nodes")]],
+            "no voting node: a raft cluster needs voters (every node has voter = false)",
             "at least 3 nodes with voter = true (the default)",
         );
     } else if voters == 1 && !spec.cluster.allow_single_node {
+        let i = spec.nodes.iter().position(|n| n.voter).unwrap_or(0);
         c.err(
-            &[K("nodes")],
-            "one voter tolerates no failure",
+            &[K("nodes"), I(i), K("name")],
+            format!("{:?} is the only voter: a 1-voter cluster tolerates no failure", spec.nodes[i].name),
             "3 or 5 voters, or [cluster] allow_single_node = true for a test cluster",
         );
     } else if voters % 2 == 0 {
-        c.warn(&[K("nodes")], format!(
-            "{voters} voters need {} for quorum and tolerate {} failure(s), no more than {} voters would: use an odd count",
-            q.quorum, q.tolerates, voters - 1
-        ));
+        let fewer = Quorum::of(voters - 1);
+        c.warn(
+            &[K("nodes")],
+            format!(
+                "{voters} voters need {} for quorum and tolerate {} failure(s), as {} voters would: use an odd count",
+                q.quorum, q.tolerates, fewer.voters
+            ),
+        );
+    }
+    if spec.cluster.engine == Engine::Vault {
+        for (i, n) in spec.nodes.iter().enumerate().filter(|(_, n)| !n.voter) {
+            c.err(
+                &[K("nodes"), I(i), K("voter")],
+                format!("node {:?}: non-voting raft nodes are a Vault Enterprise feature", n.name),
+                "voter = true with engine = \"vault\" (or engine = \"openbao\")",
+            );
+        }
     }
     if voters > 7 {
         c.warn(&[K("nodes")], format!("{voters} voters: raft latency grows with voters; 5 is the usual maximum (add non-voters for read scaling)"));
@@ -352,8 +372,10 @@ fn check_lb(c: &mut Ctx<'_>, spec: &Spec) {
         );
     }
     if lb.port == 0 || lb.stats_port == 0 || lb.port == lb.stats_port {
-        c.err(
-            &[K("load_balancer"), K("stats_port")],
+        let port_first = lb.port == 0;
+        let (a, b) = if port_first { ("port", "stats_port") } else { ("stats_port", "port") };
+        c.err_first(
+            &[&[K("load_balancer"), K(a)], &[K("load_balancer"), K(b)], &[K("load_balancer")]],
             "load balancer ports must be non-zero and different",
             "port = 8200, stats_port = 8404",
         );
@@ -390,20 +412,18 @@ fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
                             format!("{name}: overlay address {a} is outside the overlay subnet {subnet}"),
                             format!("an address inside {subnet}"),
                         );
-                    } else if a == subnet.network()
-                        || (subnet.prefix_len() < subnet.max_prefix_len() - 1 && a == subnet.broadcast())
-                    {
+                    } else if let Some(which) = reserved_address(subnet, a) {
                         c.err(
                             &path,
-                            format!("{name}: {a} is the network or broadcast address of {subnet}"),
+                            format!("{name}: overlay address {a} is the {which} address of {subnet}"),
                             format!("a host address inside {subnet}"),
                         );
                     }
                 }
             }
             if o.auth_key_file.is_some() || o.tailnet.is_some() {
-                c.err(
-                    &[K("overlay"), K("auth_key_file")],
+                c.err_first(
+                    &[&[K("overlay"), K("auth_key_file")], &[K("overlay"), K("tailnet")]],
                     "auth_key_file/tailnet are tailscale settings",
                     "remove them, or set kind = \"tailscale\"",
                 );
@@ -443,8 +463,8 @@ fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
         }
         OverlayKind::None => {
             if o.subnet.is_some() || o.auth_key_file.is_some() {
-                c.err(
-                    &[K("overlay"), K("kind")],
+                c.err_first(
+                    &[&[K("overlay"), K("subnet")], &[K("overlay"), K("auth_key_file")], &[K("overlay"), K("kind")]],
                     "overlay settings given but kind = \"none\"",
                     "kind = \"wireguard\" or \"tailscale\", or remove the settings",
                 );
@@ -459,6 +479,20 @@ fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
                 "at most 15 letters, digits, '-' or '_', e.g. \"wg0\"",
             );
         }
+    }
+}
+
+/// "network" or "broadcast" when `a` is one of the two addresses of `subnet` no host may use (/31 and
+/// /32 have none).
+fn reserved_address(subnet: ipnet::IpNet, a: IpAddr) -> Option<&'static str> {
+    if subnet.prefix_len() + 1 >= subnet.max_prefix_len() {
+        None
+    } else if a == subnet.network() {
+        Some("network")
+    } else if a == subnet.broadcast() {
+        Some("broadcast")
+    } else {
+        None
     }
 }
 
@@ -650,8 +684,14 @@ pub fn effective_network(spec: &Spec) -> Network {
 
 fn check_tls(c: &mut Ctx<'_>, spec: &Spec) {
     let t = &spec.tls;
-    if t.ca_validity_days == 0 || t.node_validity_days == 0 {
-        c.err(&[K("tls")], "validity of 0 days", "positive numbers of days");
+    for (key, days) in [("ca_validity_days", t.ca_validity_days), ("node_validity_days", t.node_validity_days)] {
+        if days == 0 {
+            c.err(
+                &[K("tls"), K(key)],
+                format!("{key} is 0: the certificate would already be expired"),
+                "a positive number of days",
+            );
+        }
     }
     if t.node_validity_days > t.ca_validity_days {
         c.err(

@@ -1,0 +1,128 @@
+# Who may reach what. With an overlay, the API and cluster ports are open on the overlay
+# interface only (servers join and forward over it); the API port is additionally open to
+# the load balancer and the configured client networks, the cluster port to nobody else.
+# Without an overlay, peers are admitted by address (clusterAllowedCIDRs).
+# Uses the nftables backend of the NixOS firewall (networking.firewall.extraInputRules).
+{
+  config,
+  lib,
+  ...
+}:
+let
+  inherit (lib)
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    optional
+    types
+    ;
+  vlib = import ./lib.nix { inherit lib; };
+
+  cfg = config.vaultnix.firewall;
+  server = config.vaultnix.server;
+  lb = config.vaultnix.loadBalancer;
+  overlay = config.vaultnix.overlay;
+
+  # The port `apiAllowedCIDRs` applies to: the server API, or a closed load-balancer frontend.
+  apiPorts =
+    optional server.enable server.apiPort ++ optional (lb.enable && !lb.openFirewall) lb.frontendPort;
+
+  rules = lib.filter (r: r != "") [
+    (lib.optionalString (cfg.apiAllowedCIDRs != [ ] && apiPorts != [ ]) (
+      vlib.nftAcceptFrom {
+        cidrs = cfg.apiAllowedCIDRs;
+        ports = apiPorts;
+        comment = "vaultnix: API from load balancer and clients";
+      }
+    ))
+    (lib.optionalString (server.enable && cfg.clusterAllowedCIDRs != [ ]) (
+      vlib.nftAcceptFrom {
+        cidrs = cfg.clusterAllowedCIDRs;
+        ports = [
+          server.apiPort
+          server.clusterPort
+        ];
+        comment = "vaultnix: raft peers without overlay";
+      }
+    ))
+    (lib.optionalString (cfg.sshAllowedCIDRs != [ ]) (
+      vlib.nftAcceptFrom {
+        cidrs = cfg.sshAllowedCIDRs;
+        ports = [ cfg.sshPort ];
+        comment = "vaultnix: ssh";
+      }
+    ))
+  ];
+in
+{
+  options.vaultnix.firewall = {
+    enable = mkEnableOption "vaultnix's firewall rules (nftables)";
+
+    apiAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "10.88.0.10/32"
+        "192.0.2.0/24"
+      ];
+      description = ''
+        Source networks admitted to the API port of a server (the load balancer's overlay
+        address and the spec's client networks), or to the frontend of a load balancer whose
+        {option}`vaultnix.loadBalancer.openFirewall` is `false`.
+      '';
+    };
+
+    clusterAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "192.168.1.1/32"
+        "192.168.1.2/32"
+      ];
+      description = ''
+        Source networks admitted to both the API and the cluster port of a server, on any
+        interface. Only needed when `vaultnix.overlay.kind = "none"`: the other servers'
+        addresses. With an overlay leave it empty; the overlay interface is trusted for both.
+      '';
+    };
+
+    sshAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = ''
+        Source networks admitted to SSH. Empty: SSH stays open to everyone (key-only login,
+        see {option}`vaultnix.hardening.enable`), which keeps cloud consoles usable.
+      '';
+    };
+
+    sshPort = mkOption {
+      type = types.port;
+      default = 22;
+      description = "SSH port restricted by {option}`sshAllowedCIDRs`.";
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        {
+          assertion = server.enable && overlay.kind == "none" -> cfg.clusterAllowedCIDRs != [ ];
+          message = "vaultnix.firewall: without an overlay, list the other servers in clusterAllowedCIDRs or raft cannot form.";
+        }
+      ];
+
+      networking.firewall.enable = true;
+      networking.nftables.enable = true;
+      networking.firewall.extraInputRules = mkIf (rules != [ ]) (lib.concatStringsSep "\n" rules);
+      services.openssh.openFirewall = mkIf (cfg.sshAllowedCIDRs != [ ]) (lib.mkDefault false);
+    }
+
+    (mkIf (server.enable && overlay.kind != "none") {
+      networking.firewall.interfaces.${overlay.interface}.allowedTCPPorts = [
+        server.apiPort
+        server.clusterPort
+      ];
+    })
+  ]);
+}

@@ -1,0 +1,288 @@
+# The OpenBao (default) or HashiCorp Vault server of a vaultnix cluster, plus the options
+# every vaultnix machine shares (cluster name, machine identity, secrets directory, CA).
+#
+# The server configuration is rendered once, in Rust, as JSON (`nodes/<node>.server.json`)
+# and deployed unchanged: this module never adds, drops or rewrites a key of it. It only
+# puts the files that JSON refers to where it expects them:
+#   /etc/vaultnix/ca.crt, /etc/vaultnix/tls.crt        public, from the store
+#   /run/credentials/<unit>/tls.key, .../seal.key      systemd LoadCredential, from secretsDir
+#   /var/lib/<engine>                                  raft data (StateDirectory)
+#   /var/log/<engine>/audit.log                        audit log (LogsDirectory)
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    literalExpression
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    types
+    ;
+  vlib = import ./lib.nix { inherit lib; };
+
+  top = config.vaultnix;
+  cfg = config.vaultnix.server;
+
+  unit = vlib.unitOf cfg.engine;
+  credentialsDir = "/run/credentials/${unit}.service";
+  settings = lib.importJSON cfg.settingsFile;
+
+  listeners = lib.attrValues (settings.listener or { });
+  keyFilesInJson = lib.filter (k: k != null) (map (l: l.tls_key_file or null) listeners);
+  usesStaticSeal = settings ? seal && (settings.seal ? static);
+
+  envPrefix = if cfg.engine == "vault" then "VAULT" else "BAO";
+in
+{
+  options.vaultnix = {
+    clusterName = mkOption {
+      type = types.strMatching "[a-z0-9][a-z0-9-]*";
+      example = "hybrid";
+      description = "Name of the cluster this machine belongs to (the spec's `cluster.name`).";
+    };
+
+    machine = {
+      name = mkOption {
+        type = types.strMatching "[a-zA-Z0-9][a-zA-Z0-9-]*";
+        example = "vault-1";
+        description = "Name of this machine in the spec; also its host name.";
+      };
+      role = mkOption {
+        type = types.enum [
+          "server"
+          "lb"
+        ];
+        description = "Whether this machine runs a server (`server`) or the load balancer (`lb`).";
+      };
+      provider = mkOption {
+        type = types.enum [
+          "onprem"
+          "oracle"
+          "linode"
+          "digitalocean"
+        ];
+        description = "Where the machine runs; selects the image profile in `lib.mkCluster`.";
+      };
+      system = mkOption {
+        type = types.enum [
+          "x86_64-linux"
+          "aarch64-linux"
+        ];
+        default = "x86_64-linux";
+        description = "Nix system of the machine.";
+      };
+      fqdn = mkOption {
+        type = types.str;
+        example = "vault-1.vault.internal";
+        description = "Fully qualified name of the machine, as it appears in its certificate.";
+      };
+    };
+
+    secretsDir = mkOption {
+      type = vlib.secretPath;
+      default = "/var/lib/vaultnix/secrets";
+      description = ''
+        Root-only directory holding this machine's secrets (`tls.key`, `seal.key`, `wg.key`,
+        `backup-token`). vaultnix never copies them anywhere: put them in place with agenix,
+        sops-nix or by hand. Secrets are referenced by path strings only, never via the store.
+      '';
+    };
+
+    pki = {
+      caCertFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = literalExpression "../pki/ca.crt";
+        description = ''
+          The cluster CA certificate (public). Installed as {file}`/etc/vaultnix/ca.crt`,
+          where the server configuration, HAProxy and the backup job expect it.
+        '';
+      };
+      trustCA = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether to add the cluster CA to the system trust store ({option}`security.pki.certificateFiles`).";
+      };
+    };
+
+    server = {
+      enable = mkEnableOption "the vaultnix OpenBao/Vault server on this machine";
+
+      engine = mkOption {
+        type = types.enum [
+          "openbao"
+          "vault"
+        ];
+        default = "openbao";
+        description = ''
+          Which server to run. `openbao` (MPL-2.0) uses {option}`services.openbao`.
+          `vault` uses {option}`services.vault` and is unfree (BUSL-1.1): allow it with
+          `nixpkgs.config.allowUnfreePredicate`.
+        '';
+      };
+
+      settingsFile = mkOption {
+        type = types.path;
+        example = literalExpression "./vault-1.server.json";
+        description = ''
+          The server configuration rendered by `vaultnix generate` (JSON). It is the single
+          source of truth and is deployed unchanged.
+        '';
+      };
+
+      certFile = mkOption {
+        type = types.path;
+        example = literalExpression "../pki/vault-1.crt";
+        description = "This node's TLS certificate (public). Installed as {file}`/etc/vaultnix/tls.crt`.";
+      };
+
+      keyFile = mkOption {
+        type = vlib.secretPath;
+        default = "${top.secretsDir}/tls.key";
+        defaultText = literalExpression ''"''${config.vaultnix.secretsDir}/tls.key"'';
+        description = ''
+          This node's TLS private key on the host. Passed to the server with systemd
+          `LoadCredential` as {file}`/run/credentials/<unit>/tls.key`; never copied to the store.
+        '';
+      };
+
+      sealKeyFile = mkOption {
+        type = types.nullOr vlib.secretPath;
+        default = null;
+        example = "/var/lib/vaultnix/secrets/seal.key";
+        description = ''
+          Key of OpenBao's static seal (auto-unseal without a KMS), when the configuration uses
+          one. Passed as credential {file}`/run/credentials/<unit>/seal.key`. `null` for Shamir.
+        '';
+      };
+
+      apiPort = mkOption {
+        type = types.port;
+        default = 8200;
+        description = "Port of the API listener (clients, the load balancer, raft joins).";
+      };
+
+      clusterPort = mkOption {
+        type = types.port;
+        default = 8201;
+        description = "Port of the cluster listener (raft and request forwarding between servers).";
+      };
+    };
+  };
+
+  config = mkMerge [
+    (mkIf (cfg.enable || top.loadBalancer.enable) {
+      assertions = [
+        {
+          assertion = top.pki.caCertFile != null;
+          message = "vaultnix: set vaultnix.pki.caCertFile on ${top.machine.name} (servers and the load balancer verify TLS with it).";
+        }
+      ];
+      environment.etc."vaultnix/ca.crt" = mkIf (top.pki.caCertFile != null) { source = top.pki.caCertFile; };
+      security.pki.certificateFiles = mkIf (top.pki.trustCA && top.pki.caCertFile != null) [
+        top.pki.caCertFile
+      ];
+      # Above mkDefault: cloud profiles (digital-ocean) set an empty mkDefault host name.
+      networking.hostName = lib.mkOverride 900 top.machine.name;
+      systemd.tmpfiles.rules = [ "d ${top.secretsDir} 0700 root root -" ];
+    })
+
+    (mkIf cfg.enable (mkMerge [
+      {
+        assertions = [
+          {
+            assertion = top.machine.role == "server";
+            message = "vaultnix.server.enable is set on ${top.machine.name}, whose role is ${top.machine.role}.";
+          }
+          {
+            assertion = lib.all (k: k == "${credentialsDir}/tls.key") keyFilesInJson && keyFilesInJson != [ ];
+            message = ''
+              vaultnix: ${toString cfg.settingsFile} must read its TLS key from ${credentialsDir}/tls.key
+              (systemd LoadCredential), found: ${builtins.toJSON keyFilesInJson}. Was it rendered for engine ${cfg.engine}?
+            '';
+          }
+          {
+            assertion = (settings.storage.raft.path or null) == "/var/lib/${unit}";
+            message = "vaultnix: raft path in ${toString cfg.settingsFile} must be /var/lib/${unit} (the unit's StateDirectory).";
+          }
+          {
+            assertion = usesStaticSeal -> cfg.sealKeyFile != null;
+            message = "vaultnix: ${toString cfg.settingsFile} uses a static seal; set vaultnix.server.sealKeyFile.";
+          }
+          {
+            assertion = cfg.sealKeyFile != null -> cfg.engine == "openbao";
+            message = "vaultnix: the static seal (vaultnix.server.sealKeyFile) is an OpenBao feature.";
+          }
+        ];
+
+        environment.etc."vaultnix/tls.crt".source = cfg.certFile;
+
+        # For operators on the host: `bao status` works without flags.
+        environment.variables = {
+          "${envPrefix}_ADDR" = settings.api_addr or "https://127.0.0.1:${toString cfg.apiPort}";
+          "${envPrefix}_CACERT" = "/etc/vaultnix/ca.crt";
+        };
+
+        systemd.services.${unit} = {
+          # The upstream units set restartIfChanged = false (a restart seals a Shamir node), so
+          # `nixos-rebuild switch` leaves them alone. A new certificate or CA only needs a
+          # SIGHUP (ExecReload upstream), which reloads the listener's TLS material; the
+          # triggers make switch-to-configuration reload the unit when they change.
+          reloadTriggers = [
+            "${cfg.certFile}"
+          ]
+          ++ lib.optional (top.pki.caCertFile != null) "${top.pki.caCertFile}";
+          wants = top.overlay.readyUnits;
+          after = top.overlay.readyUnits;
+          serviceConfig = {
+            # Credentials are read by PID 1 as root and exposed to the (dynamic) service user
+            # only; the key files stay root-only in secretsDir and never enter the store.
+            LoadCredential = [
+              "tls.key:${cfg.keyFile}"
+            ]
+            ++ lib.optional (cfg.sealKeyFile != null) "seal.key:${cfg.sealKeyFile}";
+            LogsDirectory = unit;
+            LogsDirectoryMode = "0700";
+            MemorySwapMax = 0;
+            LimitCORE = 0;
+          };
+        };
+      }
+
+      (mkIf (cfg.engine == "openbao") {
+        services.openbao = {
+          enable = true;
+          inherit settings;
+        };
+      })
+
+      (mkIf (cfg.engine == "vault") {
+        # services.vault builds its configuration from HCL strings and always writes its own
+        # `listener "tcp"` and `storage` blocks; passing our JSON via extraSettingsPaths would
+        # give the server two listeners and two storage stanzas. So the module keeps providing
+        # the user, StateDirectory (/var/lib/vault via storagePath), hardening and ExecReload,
+        # and ExecStart is replaced to read only our JSON, byte for byte (writeText of the
+        # file's contents: the `.json` suffix is what makes Vault parse it as JSON).
+        services.vault = {
+          enable = true;
+          storageBackend = "raft";
+          storagePath = "/var/lib/vault";
+        };
+        environment.systemPackages = [ config.services.vault.package ];
+        systemd.services.vault.serviceConfig.ExecStart = lib.mkForce (
+          lib.escapeShellArgs [
+            (lib.getExe' config.services.vault.package "vault")
+            "server"
+            "-config"
+            (pkgs.writeText "vault.json" (builtins.readFile cfg.settingsFile))
+          ]
+        );
+      })
+    ]))
+  ];
+}

@@ -1,0 +1,423 @@
+//! `vaultnix bootstrap`: initialize, unseal and configure a cluster described by the plan.
+//!
+//! Idempotent and resumable: every step starts from what the nodes report on /v1/sys/health, so a run
+//! killed at any point finishes the job when re-run, and a run on a healthy cluster changes nothing.
+
+use super::common::{self, health_all, poll, read_init, resolve_token, write_secret_new};
+use super::unseal::{unseal_node, Keys};
+use crate::api::{AutopilotConfig, Cluster, Health, InitRequest, NodeClient, NodeState};
+use crate::plan::Plan;
+use crate::spec::SealKind;
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// The generated output directory (pki/ca.crt in, secrets/init.json out).
+    pub out: PathBuf,
+    /// Mount kv-v2 at secret/.
+    pub kv: bool,
+    /// Create the admin policy and a token for it (secrets/admin-token).
+    pub admin_token: bool,
+    /// Revoke the root token at the end (needs an admin token).
+    pub revoke_root: bool,
+    /// Show the progress display (it is hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Upper bound for each wait (nodes reachable, unsealed, active).
+    pub wait: Duration,
+}
+
+impl BootstrapOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        BootstrapOptions {
+            out: out.into(),
+            kv: false,
+            admin_token: false,
+            revoke_root: false,
+            progress: false,
+            wait: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BootstrapReport {
+    /// What this run changed, in order. Empty: the cluster was already bootstrapped.
+    pub changes: Vec<String>,
+    pub notes: Vec<String>,
+    /// Set when this run initialized the cluster and saved the root material.
+    pub init_saved: Option<PathBuf>,
+}
+
+impl BootstrapReport {
+    pub fn nothing_to_do(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// The policy `--admin-token` creates: everything except the root-only sudo paths it does not need.
+pub const ADMIN_POLICY: &str = r#"# vaultnix admin: full control for day-2 operations (created by `vaultnix bootstrap --admin-token`).
+path "*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"]
+}
+"#;
+
+pub const ROOT_WARNING: &str = "secrets/init.json holds the unseal/recovery keys and the root token: ROOT MATERIAL. \
+Copy the shares to their holders offline, then remove it from this machine; anyone with it controls the cluster.";
+
+struct Progress(ProgressBar);
+
+impl Progress {
+    fn new(show: bool, steps: u64) -> Progress {
+        let pb = if show {
+            ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(s) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})") {
+            pb.set_style(s);
+        }
+        pb.enable_steady_tick(Duration::from_millis(120));
+        Progress(pb)
+    }
+    fn step(&self, msg: impl Into<String>) {
+        self.0.inc(1);
+        self.0.set_message(msg.into());
+    }
+    fn msg(&self, msg: impl Into<String>) {
+        self.0.set_message(msg.into());
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<BootstrapReport> {
+    let mut rep = BootstrapReport::default();
+    let cluster = Cluster::from_out(plan, &opts.out)?;
+    let pb = Progress::new(opts.progress, 7);
+    let auto = plan.seal.kind != SealKind::Shamir;
+
+    // 1. Every node reachable (just-started processes take a moment to listen).
+    pb.step("waiting for every node to answer /v1/sys/health");
+    let mut health = wait_reachable(&cluster, opts.wait).await?;
+
+    // 2. Initialize the bootstrap node unless some node already is.
+    pb.step(format!("initializing {}", plan.bootstrap_node));
+    let boot = cluster
+        .node(&plan.bootstrap_node)
+        .ok_or_else(|| anyhow!("bootstrap node {:?} is not in the plan", plan.bootstrap_node))?
+        .clone();
+    let any_initialized = health.iter().any(|(_, h)| h.state != NodeState::Uninitialized);
+    let init_path = common::init_json_path(&opts.out);
+    if !any_initialized {
+        if init_path.exists() {
+            bail!(
+                "no node is initialized, but {} exists from an earlier initialization: it belongs to a cluster \
+                 whose data is gone. Move it somewhere safe and re-run (it is never overwritten)",
+                init_path.display()
+            );
+        }
+        let req = init_request(plan)?;
+        let resp = boot.init(&req).await.context("initializing the cluster")?;
+        let mut text = serde_json::to_string_pretty(&resp)?;
+        text.push('\n');
+        write_secret_new(&init_path, text.as_bytes()).with_context(|| {
+            format!("the cluster IS initialized but its root material could not be saved to {}", init_path.display())
+        })?;
+        pb.0.suspend(|| {
+            eprintln!("\n!!! WARNING: {ROOT_WARNING}\n!!! saved to {} (0600)\n", init_path.display());
+        });
+        rep.init_saved = Some(init_path.clone());
+        rep.changes.push(format!(
+            "initialized {} ({} {} shares, threshold {})",
+            boot.name,
+            if auto { "recovery" } else { "unseal" },
+            req.secret_shares.or(req.recovery_shares).unwrap_or(0),
+            req.secret_threshold.or(req.recovery_threshold).unwrap_or(0)
+        ));
+        health = wait_reachable(&cluster, opts.wait).await?;
+    }
+
+    // 3./4. Unseal: the bootstrap node first (followers join it), then everyone else in parallel.
+    pb.step("unsealing");
+    if !auto {
+        let sealed: Vec<&NodeClient> = health
+            .iter()
+            .filter(|(_, h)| matches!(h.state, NodeState::Sealed | NodeState::Uninitialized))
+            .map(|(n, _)| n)
+            .collect();
+        if !sealed.is_empty() {
+            let keys = unseal_keys(plan, &opts.out)?;
+            let nobody_up = !health.iter().any(|(_, h)| h.state.is_up());
+            let boot_sealed = sealed.iter().any(|n| n.name == boot.name);
+            // Fresh cluster: only the bootstrap node holds data; the others join it once it is active.
+            let leader_first =
+                nobody_up && boot_sealed && health.iter().filter(|(_, h)| h.body.initialized).count() == 1;
+            if leader_first {
+                pb.msg(format!("unsealing the leader {}", boot.name));
+                unseal_node(&boot, &keys, opts.wait).await?;
+                rep.changes.push(format!("unsealed {}", boot.name));
+                wait_active(&boot, opts.wait).await?;
+            }
+            let mut rest: Vec<NodeClient> = sealed.into_iter().cloned().collect();
+            if leader_first {
+                rest.retain(|n| n.name != boot.name);
+            }
+            pb.msg(format!("unsealing {}", rest.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")));
+            let mut set = tokio::task::JoinSet::new();
+            for n in rest {
+                let keys = keys.clone();
+                let limit = opts.wait;
+                set.spawn(async move {
+                    let r = unseal_node(&n, &keys, limit).await;
+                    (n.name.clone(), r)
+                });
+            }
+            let mut failed = Vec::new();
+            let mut done = Vec::new();
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok((name, Ok(_))) => done.push(name),
+                    Ok((name, Err(e))) => failed.push(format!("{name}: {e:#}")),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            done.sort();
+            for d in done {
+                rep.changes.push(format!("unsealed {d}"));
+            }
+            if !failed.is_empty() {
+                bail!("could not unseal every node:\n  {}", failed.join("\n  "));
+            }
+        }
+    }
+
+    // 5. Everyone up, one active.
+    pb.step("waiting for one active node and unsealed standbys");
+    let active = wait_all_up(&cluster, opts.wait).await?;
+
+    // 6. Checks and configuration that need a token.
+    pb.step("checking audit devices");
+    let Some(token) = resolve_token(&active, &opts.out).await else {
+        rep.notes.push(format!(
+            "no usable token (secrets/admin-token, the root token in {}, $BAO_TOKEN or $VAULT_TOKEN): audit and \
+             autopilot checks skipped",
+            init_path.display()
+        ));
+        return Ok(rep);
+    };
+    let active = active.with_token(Some(token.clone()));
+    if plan.audit && plan.openbao_at_least((2, 4, 0)) {
+        // The active node applies config-declared audit devices as it takes over; give it a moment.
+        let found = poll(Duration::from_secs(15), Duration::from_millis(250), || async {
+            active.audit_devices().await.ok().filter(|d| !d.is_empty())
+        })
+        .await;
+        match found {
+            Some(d) => rep.notes.push(format!(
+                "audit: {} active ({})",
+                d.len(),
+                d.iter().map(|(p, a)| format!("{p} {}", a.kind)).collect::<Vec<_>>().join(", ")
+            )),
+            None => bail!(
+                "no audit device is active on {} although the rendered config declares one: check the node's log \
+                 and that its audit file path is writable",
+                active.name
+            ),
+        }
+    }
+
+    pb.step("applying the autopilot configuration");
+    let want = autopilot_config(plan);
+    let have = active.autopilot_config().await?;
+    if !autopilot_matches(&have, &want) {
+        active.set_autopilot_config(&want).await?;
+        rep.changes.push(format!(
+            "autopilot: cleanup_dead_servers={} dead_server_last_contact_threshold={} server_stabilization_time={} min_quorum={}",
+            want.cleanup_dead_servers, want.dead_server_last_contact_threshold, want.server_stabilization_time, want.min_quorum
+        ));
+    }
+
+    pb.step("optional: kv, admin token, root revocation");
+    if opts.kv {
+        let mounts = active.mounts().await?;
+        if !mounts.contains_key("secret/") {
+            active.enable_mount("secret", "kv", json!({ "version": "2" })).await?;
+            rep.changes.push("mounted kv-v2 at secret/".into());
+        }
+    }
+    let admin_path = common::admin_token_path(&opts.out);
+    if opts.admin_token && !admin_path.exists() {
+        if active.get_policy("admin").await?.as_deref() != Some(ADMIN_POLICY) {
+            active.put_policy("admin", ADMIN_POLICY).await?;
+            rep.changes.push("wrote policy admin".into());
+        }
+        let t = active
+            .create_token(
+                &json!({
+                    "policies": ["admin"],
+                    "display_name": "vaultnix-admin",
+                    // Periodic: renewable forever while used, expires 32 days after the last renewal.
+                    "period": "768h",
+                    "no_default_policy": false,
+                }),
+                true,
+            )
+            .await?;
+        write_secret_new(&admin_path, format!("{}\n", t.client_token).as_bytes())?;
+        rep.changes.push(format!("created an admin token ({}, 0600)", admin_path.display()));
+    }
+    if opts.revoke_root {
+        if let Some(init) = read_init(&opts.out)? {
+            let root = active.clone().with_token(Some(init.root_token.clone()));
+            if root.lookup_self().await.is_ok() {
+                let admin_ok = match std::fs::read_to_string(&admin_path) {
+                    Ok(t) => active.clone().with_token(Some(t.trim().to_string())).lookup_self().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !admin_ok {
+                    bail!(
+                        "refusing to revoke the root token without a working admin token: add --admin-token \
+                         (a new root token needs a quorum of unseal key holders)"
+                    );
+                }
+                root.revoke_self().await?;
+                rep.changes.push("revoked the root token".into());
+            }
+        }
+    }
+    Ok(rep)
+}
+
+/// The init request from the plan: shares/threshold, PGP keys (base64 of each key file), recovery
+/// shares instead with an auto-unseal seal.
+pub fn init_request(plan: &Plan) -> Result<InitRequest> {
+    let b64 = |p: &PathBuf| -> Result<String> {
+        let raw = std::fs::read(p).with_context(|| format!("cannot read PGP key {}", p.display()))?;
+        let text = String::from_utf8_lossy(&raw);
+        if text.contains("-----BEGIN PGP") {
+            bail!(
+                "{} is ASCII-armored; OpenBao wants the binary public key: `gpg --export KEYID > key.gpg` (or \
+                 `gpg --dearmor`)",
+                p.display()
+            );
+        }
+        Ok(base64::engine::general_purpose::STANDARD.encode(raw))
+    };
+    let pgp: Vec<String> = plan.seal.pgp_keys.iter().map(b64).collect::<Result<_>>()?;
+    let root_pgp = plan.seal.root_token_pgp_key.as_ref().map(b64).transpose()?;
+    let mut r = InitRequest { root_token_pgp_key: root_pgp, ..Default::default() };
+    if plan.seal.kind == SealKind::Shamir {
+        r.secret_shares = Some(plan.seal.shares);
+        r.secret_threshold = Some(plan.seal.threshold);
+        r.pgp_keys = pgp;
+    } else {
+        r.recovery_shares = Some(plan.seal.shares);
+        r.recovery_threshold = Some(plan.seal.threshold);
+        r.recovery_pgp_keys = pgp;
+    }
+    Ok(r)
+}
+
+fn unseal_keys(plan: &Plan, out: &std::path::Path) -> Result<Keys> {
+    let Some(init) = read_init(out)? else {
+        bail!(
+            "nodes are sealed and {} is missing: unseal them with `vaultnix unseal` (keys from their holders)",
+            common::init_json_path(out).display()
+        );
+    };
+    if !plan.seal.pgp_keys.is_empty() {
+        bail!(
+            "the unseal shares are PGP-encrypted: their holders decrypt them, then run `vaultnix unseal` \
+             (bootstrap resumes afterwards)"
+        );
+    }
+    let keys = if !init.keys_base64.is_empty() { init.keys_base64 } else { init.keys };
+    if keys.is_empty() {
+        bail!("{} has no unseal keys", common::init_json_path(out).display());
+    }
+    Ok(Keys(keys))
+}
+
+/// The autopilot configuration the plan asks for.
+pub fn autopilot_config(plan: &Plan) -> AutopilotConfig {
+    let a = &plan.raft.autopilot;
+    AutopilotConfig {
+        cleanup_dead_servers: a.cleanup_dead_servers,
+        dead_server_last_contact_threshold: a.dead_server_last_contact_threshold.clone(),
+        last_contact_threshold: a.last_contact_threshold.clone(),
+        max_trailing_logs: a.max_trailing_logs,
+        min_quorum: plan.raft.min_quorum as u64,
+        server_stabilization_time: a.server_stabilization_time.clone(),
+    }
+}
+
+/// Compares durations by value: the server prints "10m0s" for "10m".
+pub fn autopilot_matches(have: &AutopilotConfig, want: &AutopilotConfig) -> bool {
+    let d = |a: &str, b: &str| {
+        common::go_duration_ms(a).is_some() && common::go_duration_ms(a) == common::go_duration_ms(b)
+    };
+    have.cleanup_dead_servers == want.cleanup_dead_servers
+        && d(&have.dead_server_last_contact_threshold, &want.dead_server_last_contact_threshold)
+        && d(&have.last_contact_threshold, &want.last_contact_threshold)
+        && d(&have.server_stabilization_time, &want.server_stabilization_time)
+        && have.max_trailing_logs == want.max_trailing_logs
+        && have.min_quorum == want.min_quorum
+}
+
+/// Waits until every node answers sys/health; fails naming the ones that never did.
+async fn wait_reachable(c: &Cluster, limit: Duration) -> Result<Vec<(NodeClient, Health)>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = health_all(c).await;
+        let errs: Vec<String> = all.iter().filter_map(|(_, h)| h.as_ref().err().map(|e| e.to_string())).collect();
+        if errs.is_empty() {
+            return Ok(all.into_iter().filter_map(|(n, h)| h.ok().map(|h| (n, h))).collect());
+        }
+        if Instant::now() >= deadline {
+            bail!("not every node answered within {limit:?}:\n  {}", errs.join("\n  "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_active(n: &NodeClient, limit: Duration) -> Result<()> {
+    poll(limit, Duration::from_millis(100), || async {
+        matches!(n.health().await, Ok(h) if h.state == NodeState::Active).then_some(())
+    })
+    .await
+    .ok_or_else(|| anyhow!("{} ({}) did not become active within {limit:?}", n.name, n.addr()))
+}
+
+/// Waits until every node is unsealed and one is active; returns the active node.
+pub async fn wait_all_up(c: &Cluster, limit: Duration) -> Result<NodeClient> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = health_all(c).await;
+        let all_up = all.iter().all(|(_, h)| matches!(h, Ok(h) if h.state.is_up()));
+        let active =
+            all.iter().find(|(_, h)| matches!(h, Ok(h) if h.state == NodeState::Active)).map(|(n, _)| n.clone());
+        if let (true, Some(a)) = (all_up, active) {
+            return Ok(a);
+        }
+        if Instant::now() >= deadline {
+            let states: Vec<String> = all
+                .iter()
+                .map(|(n, h)| match h {
+                    Ok(h) => format!("{}: {}", n.name, h.state.as_str()),
+                    Err(e) => e.to_string(),
+                })
+                .collect();
+            bail!("the cluster did not settle within {limit:?} (one active, the rest standby): {}", states.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! Every spec under tests/bad-specs/ is refused by the real binary: exit code 2, every error reported
+//! at once at its file:line:col with the expected message, and the output directory untouched (both a
+//! previous good generation and a directory that does not exist yet).
+//!
+//! `NN-name.expect` holds `exit <code>` and one `<line>:<col> <message substring>` line per error;
+//! `#` lines are comments.
+
+mod common;
+
+use common::{tree, vaultnix};
+use std::path::{Path, PathBuf};
+
+struct Expect {
+    exit: i32,
+    errors: Vec<(String, String)>,
+}
+
+fn read_expect(p: &Path) -> Expect {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut exit = None;
+    let mut errors = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some(code) = line.strip_prefix("exit ") {
+            exit = Some(code.parse().expect("exit code"));
+        } else {
+            let (loc, msg) = line.split_once(' ').unwrap_or_else(|| panic!("{}: bad line {line:?}", p.display()));
+            errors.push((loc.to_string(), msg.to_string()));
+        }
+    }
+    Expect { exit: exit.unwrap_or_else(|| panic!("{}: no `exit` line", p.display())), errors }
+}
+
+fn bad_specs() -> Vec<PathBuf> {
+    let dir = common::root().join("tests/bad-specs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/bad-specs")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `(line:col, message)` of every error the binary printed for `spec`.
+fn printed_errors(stderr: &str, spec: &Path) -> Vec<(String, String)> {
+    let prefix = format!("{}:", spec.display());
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (loc, msg) = rest.split_once(": error: ")?;
+            Some((loc.to_string(), msg.to_string()))
+        })
+        .collect()
+}
+
+/// Problems with one spec's run, as text (empty: it behaved).
+fn check_one(spec: &Path, good_out: &Path, missing_out: &Path) -> Vec<String> {
+    let name = spec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let want = read_expect(&spec.with_extension("expect"));
+    let mut problems = Vec::new();
+    let before = tree(good_out);
+    for out in [good_out, missing_out] {
+        let o = vaultnix().arg("generate").arg("--spec").arg(spec).arg("--out").arg(out).output().expect("run");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(want.exit) {
+            problems.push(format!("{name}: exit {:?}, expected {}\n{stderr}", o.status.code(), want.exit));
+        }
+        if !o.stdout.is_empty() {
+            problems.push(format!("{name}: printed on stdout: {}", String::from_utf8_lossy(&o.stdout)));
+        }
+        let got = printed_errors(&stderr, spec);
+        // One printed error per expected line, at that place, with that text; nothing more.
+        let mut unmatched = got.clone();
+        for (loc, msg) in &want.errors {
+            match unmatched.iter().position(|(l, m)| l == loc && m.contains(msg.as_str())) {
+                Some(i) => {
+                    unmatched.remove(i);
+                }
+                None => problems.push(format!("{name}: no error `{loc}: ... {msg}` in:\n{stderr}")),
+            }
+        }
+        for (loc, msg) in unmatched {
+            problems.push(format!("{name}: unexpected error {loc}: {msg}"));
+        }
+        let n = want.errors.len();
+        let summary = format!("{n} error{} in spec; nothing was written", if n == 1 { "" } else { "s" });
+        if !stderr.contains(&summary) {
+            problems.push(format!("{name}: stderr lacks {summary:?}:\n{stderr}"));
+        }
+        // Each error shows the offending source line under the location.
+        if !stderr.contains(" | ") {
+            problems.push(format!("{name}: no source excerpt in:\n{stderr}"));
+        }
+    }
+    if tree(good_out) != before {
+        problems.push(format!("{name}: the existing output directory changed"));
+    }
+    if missing_out.exists() {
+        problems.push(format!("{name}: created {}", missing_out.display()));
+    }
+    problems
+}
+
+#[test]
+fn every_bad_spec_is_refused_with_located_errors_and_nothing_written() {
+    let specs = bad_specs();
+    assert!(specs.len() >= 30, "only {} bad specs", specs.len());
+    let multi = specs.iter().filter(|s| read_expect(&s.with_extension("expect")).errors.len() >= 3).count();
+    assert!(multi >= 3, "only {multi} specs with 3 or more errors (all must be reported at once)");
+
+    let t = tempfile::tempdir().expect("tempdir");
+    let good = t.path().join("good");
+    common::generate(None, &good, &["--quiet"]);
+    // A user's file and the previous generation's files must all survive a refused run.
+    std::fs::write(good.join("notes.md"), "mine").expect("write");
+    let missing = t.path().join("missing");
+
+    let mut problems = Vec::new();
+    for s in &specs {
+        problems.extend(check_one(s, &good, &missing));
+    }
+    // Nothing was left beside the output directories either (no staging directory).
+    let mut names: Vec<String> = std::fs::read_dir(t.path())
+        .expect("read")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["good"], "stray files next to the output directory");
+    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n---\n"));
+}
+
+#[test]
+fn every_bad_spec_has_an_expectation_with_exit_code_2() {
+    for s in bad_specs() {
+        let e = read_expect(&s.with_extension("expect"));
+        assert_eq!(e.exit, 2, "{}", s.display());
+        assert!(!e.errors.is_empty(), "{}: no expected error", s.display());
+    }
+}
+
+#[test]
+fn a_spec_that_cannot_be_read_is_a_failure_not_a_crash() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let o = vaultnix()
+        .arg("generate")
+        .arg("--spec")
+        .arg(t.path().join("nope.toml"))
+        .arg("--out")
+        .arg(t.path().join("out"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot read spec") && stderr.contains("nope.toml"), "{stderr}");
+    assert!(!t.path().join("out").exists());
+}
+
+#[test]
+fn a_spec_that_is_not_utf8_is_located() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let p = t.path().join("latin1.toml");
+    std::fs::write(&p, b"[cluster]\nname = \"caf\xe9\"\n").expect("write");
+    let o =
+        vaultnix().arg("generate").arg("--spec").arg(&p).arg("--out").arg(t.path().join("out")).output().expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:2:12: error: the spec is not valid UTF-8", p.display())), "{stderr}");
+    assert!(!t.path().join("out").exists());
+}

@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: the real binary, output-tree fingerprints, required tools.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The built `vaultnix` binary.
+pub fn vaultnix() -> Command {
+    let mut c = Command::cargo_bin("vaultnix").expect("vaultnix binary is built");
+    c.env_remove("VAULTNIX_SPEC").env_remove("VAULTNIX_OUT");
+    c
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A spec under tests/specs/.
+pub fn spec(name: &str) -> PathBuf {
+    root().join("tests/specs").join(name)
+}
+
+/// Runs `vaultnix --quiet generate` and fails the test on a non-zero exit.
+pub fn generate(spec: Option<&Path>, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = vaultnix();
+    c.arg("generate").arg("--out").arg(out).args(extra);
+    if let Some(s) = spec {
+        c.arg("--spec").arg(s);
+    }
+    let o = c.output().expect("run vaultnix");
+    assert!(
+        o.status.success(),
+        "vaultnix generate failed ({:?}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Every entry under `dir` (relative path → kind, mode and sha256 of the contents), so two trees, or
+/// one tree before and after a command, can be compared in full.
+pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    walk(dir, dir, &mut m);
+    m
+}
+
+fn walk(root: &Path, dir: &Path, m: &mut BTreeMap<String, String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry")).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+        let md = std::fs::symlink_metadata(&p).expect("metadata");
+        let mode = md.permissions().mode() & 0o7777;
+        if md.is_dir() {
+            m.insert(rel, format!("dir {mode:o}"));
+            walk(root, &p, m);
+        } else {
+            let bytes = std::fs::read(&p).expect("read file");
+            m.insert(rel, format!("file {mode:o} {}", hex::encode(Sha256::digest(&bytes))));
+        }
+    }
+}
+
+/// Only the files' contents (relative path → bytes).
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(dir)
+        .into_iter()
+        .filter(|(_, v)| v.starts_with("file"))
+        .map(|(k, _)| {
+            let b = std::fs::read(dir.join(&k)).expect("read");
+            (k, b)
+        })
+        .collect()
+}
+
+/// A required external tool: `$ENV` if set, else `default` (a path or a name on PATH). A missing tool
+/// fails the test loudly: these checks are the proof that the generated files work.
+pub fn tool(env: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+    let found = if p.components().count() > 1 {
+        p.is_file()
+    } else {
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).any(|d| d.join(&p).is_file())).unwrap_or(false)
+    };
+    assert!(found, "required tool {} not found (set ${env} or install it; scripts/install-tools.sh does)", p.display());
+    p
+}
+
+/// The real OpenBao 2.7.2 binary.
+pub fn bao() -> PathBuf {
+    tool("VAULTNIX_BAO", "/work/main/.tools/bao-2.7.2/bao")
+}
+
+/// OpenBao 2.6.2 (built-in cloud KMS seals still exist there).
+pub fn bao_2_6() -> PathBuf {
+    tool("VAULTNIX_BAO_2_6", "/work/main/.tools/bao-2.6.2/bao")
+}

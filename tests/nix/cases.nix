@@ -1,0 +1,151 @@
+# One evaluation case per module concern: name -> list of modules added to vaultnix's
+# modules. Each must evaluate with no failed assertions (tests/nix/eval.sh).
+let
+  contract = ../../docs/contract;
+
+  machine = role: {
+    vaultnix = {
+      clusterName = "fixture";
+      machine = {
+        name = if role == "lb" then "lb" else "node1";
+        inherit role;
+        provider = "onprem";
+        fqdn = "node1.vault.test";
+      };
+      pki.caCertFile = contract + "/pki/ca.crt";
+    };
+  };
+
+  server = {
+    vaultnix.server = {
+      enable = true;
+      settingsFile = ./fixtures/openbao-static.server.json;
+      certFile = contract + "/pki/vault-1.crt";
+      sealKeyFile = "/var/lib/vaultnix/secrets/seal.key";
+    };
+  };
+
+  wireguard = {
+    vaultnix.overlay = {
+      kind = "wireguard";
+      address = "10.77.0.1";
+      peers = [
+        {
+          name = "node2";
+          publicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+          endpoint = "192.168.1.2:51820";
+          allowedIPs = [ "10.77.0.2/32" ];
+        }
+      ];
+    };
+  };
+in
+{
+  node-openbao-static-seal = [
+    (machine "server")
+    server
+  ];
+
+  node-vault-engine = [
+    (machine "server")
+    {
+      vaultnix.server = {
+        enable = true;
+        engine = "vault";
+        settingsFile = ./fixtures/vault.server.json;
+        certFile = contract + "/pki/vault-1.crt";
+      };
+    }
+  ];
+
+  haproxy = [
+    (machine "lb")
+    {
+      vaultnix.loadBalancer = {
+        enable = true;
+        configFile = contract + "/haproxy/haproxy.cfg";
+      };
+    }
+  ];
+
+  overlay-wireguard = [
+    (machine "server")
+    server
+    wireguard
+  ];
+
+  overlay-tailscale = [
+    (machine "server")
+    server
+    {
+      vaultnix.overlay = {
+        kind = "tailscale";
+        authKeyFile = "/var/lib/vaultnix/secrets/tailscale-authkey";
+        hostname = "node1";
+      };
+    }
+  ];
+
+  firewall-no-overlay = [
+    (machine "server")
+    server
+    {
+      vaultnix.firewall = {
+        enable = true;
+        apiAllowedCIDRs = [
+          "192.168.1.4/32"
+          "2001:db8::/64"
+        ];
+        clusterAllowedCIDRs = [
+          "192.168.1.2/32"
+          "192.168.1.3/32"
+        ];
+        sshAllowedCIDRs = [ "192.0.2.0/24" ];
+      };
+    }
+  ];
+
+  firewall-wireguard = [
+    (machine "server")
+    server
+    wireguard
+    {
+      vaultnix.firewall = {
+        enable = true;
+        apiAllowedCIDRs = [ "10.77.0.4/32" ];
+      };
+    }
+  ];
+
+  backup = [
+    (machine "server")
+    server
+    {
+      vaultnix.backup = {
+        enable = true;
+        apiAddr = "https://192.168.1.1:8200";
+        tlsServerName = "node1.vault.test";
+      };
+    }
+  ];
+
+  monitoring = [
+    (machine "server")
+    server
+    {
+      vaultnix.monitoring = {
+        enable = true;
+        alertRulesFile = contract + "/monitoring/alerts.yml";
+        scrapeTargets = [ "192.168.1.1:8200" ];
+        localMetricsAddress = "127.0.0.1:9102";
+        tokenFile = "/var/lib/vaultnix/secrets/metrics-token";
+      };
+    }
+  ];
+
+  hardening = [
+    (machine "server")
+    server
+    { vaultnix.hardening.enable = true; }
+  ];
+}

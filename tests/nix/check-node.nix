@@ -1,0 +1,150 @@
+# Checks of one machine (a generated nodes/<machine>.nix, or a list of test modules) evaluated
+# with vaultnix's modules. Returns a list of { name; ok; detail; } (detail is null when ok).
+{
+  subset,
+  modules,
+}:
+let
+  r = import ./eval-node.nix { inherit subset modules; };
+  inherit (r) lib config;
+  h = import ./helpers.nix { inherit lib; };
+
+  v = config.vaultnix;
+  me = v.machine.name;
+  fw = config.networking.firewall;
+  services = config.systemd.services;
+  unit = if v.server.engine == "vault" then "vault" else "openbao";
+  svc = services.${unit};
+  json = lib.importJSON v.server.settingsFile;
+
+  secretPaths = [
+    v.secretsDir
+    v.server.keyFile
+    v.server.sealKeyFile
+    v.overlay.privateKeyFile
+    v.overlay.authKeyFile
+    v.backup.tokenFile
+    v.monitoring.tokenFile
+  ]
+  ++ lib.optionals (v.overlay.kind == "wireguard") (
+    lib.mapAttrsToList (_: i: i.privateKeyFile) config.networking.wireguard.interfaces
+  )
+  ++ lib.optional (v.overlay.kind == "tailscale") config.services.tailscale.authKeyFile
+  ++ h.allCredentialSources services;
+
+  otherInterfacePorts = lib.filterAttrs (n: _: n != v.overlay.interface) (h.interfaceTcpPorts fw);
+
+  common = [
+    (h.check "${me}: no failed assertions" (r.failedAssertions == [ ]) r.failedAssertions)
+    (h.check "${me}: every secret path is absolute and outside the Nix store" (
+      h.secretPathProblems secretPaths == [ ]
+    ) (h.secretPathProblems secretPaths))
+    (h.check "${me}: CA deployed at /etc/vaultnix/ca.crt" (
+      config.environment.etc ? "vaultnix/ca.crt"
+    ) (builtins.attrNames config.environment.etc))
+    (h.check "${me}: config evaluates (vaultnix, systemd, networking, services)" (
+      builtins.deepSeq [
+        (lib.filterAttrs (
+          n: o:
+          !(builtins.elem n [
+            "server"
+            "loadBalancer"
+            "backup"
+            "monitoring"
+          ])
+          || o.enable
+        ) config.vaultnix)
+        config.systemd
+        config.networking
+        config.services
+        config.environment.etc
+      ] true
+    ) null)
+  ];
+
+  serverChecks = lib.optionals v.server.enable (
+    [
+      (h.check "${me}: server JSON deployed unchanged (services.${unit} settings == importJSON settingsFile)" (
+        if unit == "openbao" then
+          config.services.openbao.settings == json
+        else
+          lib.hasInfix "vault.json" svc.serviceConfig.ExecStart
+          && !(lib.hasInfix "vault.hcl" svc.serviceConfig.ExecStart)
+      ) (if unit == "openbao" then config.services.openbao.settings else svc.serviceConfig.ExecStart))
+      (h.check "${me}: TLS key (and seal key) via LoadCredential" (
+        builtins.elem "tls.key:${v.server.keyFile}" svc.serviceConfig.LoadCredential
+        && (
+          v.server.sealKeyFile != null
+          -> builtins.elem "seal.key:${v.server.sealKeyFile}" svc.serviceConfig.LoadCredential
+        )
+      ) svc.serviceConfig.LoadCredential)
+      (h.check "${me}: listener key paths point at /run/credentials, not the store" (
+        lib.all (
+          l: (l ? tls_key_file) -> lib.hasPrefix "/run/credentials/${unit}.service/" l.tls_key_file
+        ) (lib.attrValues json.listener)
+      ) json.listener)
+      (h.check "${me}: no swap, no core dumps for the server unit" (
+        svc.serviceConfig.MemorySwapMax == 0 && svc.serviceConfig.LimitCORE == 0
+      ) svc.serviceConfig)
+      (h.check "${me}: reload (SIGHUP) on certificate change" (
+        svc.reloadTriggers != [ ] && svc.serviceConfig ? ExecReload
+      ) svc)
+      (h.check "${me}: cluster port ${toString v.server.clusterPort} not opened on every interface" (
+        !(builtins.elem v.server.clusterPort (h.globalTcpPorts fw))
+      ) (h.globalTcpPorts fw))
+      (h.check "${me}: API port ${toString v.server.apiPort} not opened on every interface" (
+        !(builtins.elem v.server.apiPort (h.globalTcpPorts fw))
+      ) (h.globalTcpPorts fw))
+    ]
+    ++ lib.optionals v.firewall.enable (
+      if v.overlay.kind != "none" then
+        [
+          (h.check "${me}: cluster port opened on the overlay interface ${v.overlay.interface} only" (
+            builtins.elem v.server.clusterPort (h.interfaceTcpPorts fw).${v.overlay.interface} or [ ]
+            && lib.all (ps: !(builtins.elem v.server.clusterPort ps)) (lib.attrValues otherInterfacePorts)
+            && !(h.rulesMentionPort (fw.extraInputRules or "") v.server.clusterPort)
+          ) fw)
+        ]
+      else
+        [
+          (h.check "${me}: without overlay, cluster port admitted only from clusterAllowedCIDRs" (
+            v.firewall.clusterAllowedCIDRs != [ ]
+            && lib.all (ps: !(builtins.elem v.server.clusterPort ps)) (
+              lib.attrValues (h.interfaceTcpPorts fw)
+            )
+          ) fw)
+        ]
+    )
+    ++ lib.optionals v.backup.enable [
+      (h.check "${me}: backup service + timer with token via LoadCredential" (
+        config.systemd.timers ? vaultnix-backup
+        && services.vaultnix-backup.serviceConfig.LoadCredential == [ "token:${v.backup.tokenFile}" ]
+      ) services.vaultnix-backup)
+    ]
+    ++ lib.optionals v.monitoring.enable [
+      (h.check "${me}: Prometheus scrapes /v1/sys/metrics over TLS with the CA" (
+        let
+          job = lib.findFirst (j: j.job_name == "vaultnix") null config.services.prometheus.scrapeConfigs;
+        in
+        job != null
+        && job.metrics_path == "/v1/sys/metrics"
+        && job.params.format == [ "prometheus" ]
+        && job.tls_config.ca_file == "/etc/vaultnix/ca.crt"
+      ) config.services.prometheus.scrapeConfigs)
+    ]
+  );
+
+  lbChecks = lib.optionals v.loadBalancer.enable [
+    (h.check "${me}: haproxy.cfg deployed unchanged after the module's global section" (
+      lib.hasSuffix (builtins.readFile v.loadBalancer.configFile + "\n")
+        config.environment.etc."haproxy.cfg".source.text
+    ) config.environment.etc."haproxy.cfg".source.text)
+    (h.check "${me}: haproxy reloads when its configuration changes" (
+      services.haproxy.reloadTriggers != [ ]
+    ) services.haproxy)
+    (h.check "${me}: frontend port open" (builtins.elem v.loadBalancer.frontendPort (
+      h.globalTcpPorts fw
+    )) fw)
+  ];
+in
+map (c: c // { detail = if c.ok then null else c.detail; }) (common ++ serverChecks ++ lbChecks)

@@ -1,0 +1,55 @@
+# Evaluates vaultnix's modules plus `modules` against the nixpkgs-subset fixture. Undeclared
+# names below vaultnix.<group> are rejected like those below services.openbao & co., and near
+# misses of a group name (vaultnix.servr) too; without this the fixture's free-form catch-all
+# would accept them silently.
+{
+  subset,
+  modules,
+  system ? "x86_64-linux",
+}:
+let
+  vaultnixGroups = [
+    "clusterName"
+    "machine"
+    "secretsDir"
+    "pki"
+    "server"
+    "loadBalancer"
+    "overlay"
+    "firewall"
+    "backup"
+    "monitoring"
+    "hardening"
+  ];
+in
+import (subset + "/eval.nix") {
+  inherit system;
+  modules = [ ../../modules ] ++ modules;
+  extraPackageNames = [ "prometheus" ];
+  strictPrefixes = [
+    [
+      "services"
+      "openbao"
+    ]
+    [
+      "services"
+      "vault"
+    ]
+    [
+      "services"
+      "haproxy"
+    ]
+    [
+      "services"
+      "tailscale"
+    ]
+    [
+      "networking"
+      "wireguard"
+    ]
+  ]
+  ++ map (g: [
+    "vaultnix"
+    g
+  ]) vaultnixGroups;
+}
