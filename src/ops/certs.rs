@@ -149,19 +149,15 @@ pub struct Served {
 /// Checks, over fresh TLS handshakes, that each node's listener serves the certificate in
 /// `<out>/pki/<node>.crt`. Reloads are asynchronous (SIGHUP, or tls_auto_reload_interval), so each
 /// node is retried up to `tries` times `every` apart.
-pub async fn verify_served(
-    plan: &Plan,
-    out: &Path,
-    tries: usize,
-    every: std::time::Duration,
-) -> Result<Vec<Served>> {
+pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::time::Duration) -> Result<Vec<Served>> {
     let ca = std::fs::read(out.join("pki/ca.crt")).context("pki/ca.crt")?;
     let mut res = Vec::new();
     for n in &plan.nodes {
         let pem = std::fs::read_to_string(out.join(format!("pki/{}.crt", n.name)))?;
         let expected = pki::inspect(&pem)?.sha256_fingerprint;
         let address = plan.api_url(n);
-        let mut s = Served { node: n.name.clone(), address: address.clone(), expected, served: None, attempts: 0, ok: false };
+        let mut s =
+            Served { node: n.name.clone(), address: address.clone(), expected, served: None, attempts: 0, ok: false };
         for _ in 0..tries.max(1) {
             s.attempts += 1;
             if let Ok(fp) = crate::ops::live::served_leaf_sha256(&ca, &address).await {

@@ -91,6 +91,128 @@ pub fn edit_spec_file(path: &Path, edit: impl FnOnce(&str) -> Result<String>) ->
     Ok(loaded)
 }
 
+// ---- Live, on the lab: start + join + unseal + voter; remove-peer + stop.
+
+/// What `node add`/`node remove` did on the lab.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveReport {
+    pub node: String,
+    pub seconds: f64,
+    pub voters: Vec<String>,
+    pub peers: usize,
+}
+
+fn regenerate_lab(lab: &crate::lab::Lab) -> Result<()> {
+    use crate::generate::{generate, GenerateOptions};
+    use crate::render::{Layout, RenderOptions};
+    generate(
+        &lab.plan,
+        &Layout::Lab(lab.dir.clone()),
+        &GenerateOptions {
+            out: lab.dir.clone(),
+            check: false,
+            rotate: crate::secrets::Rotate::default(),
+            render: RenderOptions { nix: false, ..RenderOptions::default() },
+        },
+    )?;
+    Ok(())
+}
+
+fn lab_spec(dir: &Path) -> Result<std::path::PathBuf> {
+    let st = crate::lab::read_state(dir)?.ok_or_else(|| anyhow!("{} is not a lab directory", dir.display()))?;
+    st.spec.ok_or_else(|| {
+        anyhow!(
+            "this lab runs the built-in example; membership changes need a spec file (`vaultnix lab up --spec FILE`)"
+        )
+    })
+}
+
+/// Adds `n` to a running lab: spec edited, tree regenerated, process started, joined through retry_join,
+/// unsealed, and waited for until autopilot reports it a healthy voter (bounded by `wait`).
+pub async fn lab_add_node(dir: &Path, n: &NewNode, wait: std::time::Duration) -> Result<LiveReport> {
+    use crate::ops::common;
+    let t0 = std::time::Instant::now();
+    let spec_file = lab_spec(dir)?;
+    edit_spec_file(&spec_file, |t| add_node_text(t, n))?;
+    let lab = crate::lab::Lab::open(dir, None)?;
+    regenerate_lab(&lab)?;
+    let data = dir.join(format!("data/{}", n.name));
+    std::fs::create_dir_all(&data)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+    }
+    lab.start(&n.name)?;
+    let init = common::read_init(dir)?.ok_or_else(|| anyhow!("the lab has no secrets/init.json"))?;
+    let keys = crate::ops::unseal::Keys(if init.keys_base64.is_empty() {
+        init.keys.clone()
+    } else {
+        init.keys_base64.clone()
+    });
+    let c = lab.cluster()?.with_token(Some(init.root_token.clone()));
+    let node = c.node(&n.name).ok_or_else(|| anyhow!("no client for {}", n.name))?.clone();
+    crate::ops::unseal::unseal_node(&node, &keys, wait).await?;
+    let name = n.name.clone();
+    let voters = common::poll(wait, std::time::Duration::from_millis(500), || async {
+        let a = common::find_active(&c).await?;
+        let st = a.autopilot_state().await.ok()?;
+        let s = st.servers.get(&name)?;
+        (s.healthy && s.status == "voter").then(|| st.voters.clone())
+    })
+    .await
+    .ok_or_else(|| anyhow!("{name} did not become a healthy voter within {wait:?}"))?;
+    let peers = match common::find_active(&c).await {
+        Some(a) => a.raft_configuration().await.map(|r| r.servers.len()).unwrap_or(0),
+        None => 0,
+    };
+    Ok(LiveReport { node: name, seconds: t0.elapsed().as_secs_f64(), voters, peers })
+}
+
+/// Removes `name` from a running lab: raft remove-peer through the active node, process stopped, spec
+/// edited and the tree regenerated.
+pub async fn lab_remove_node(dir: &Path, name: &str, wait: std::time::Duration) -> Result<LiveReport> {
+    use crate::ops::common;
+    let t0 = std::time::Instant::now();
+    let spec_file = lab_spec(dir)?;
+    let lab = crate::lab::Lab::open(dir, None)?;
+    if lab.plan.node(name).is_none() {
+        bail!("node {name:?} is not in this lab");
+    }
+    let c = lab.cluster()?;
+    let init = common::read_init(dir)?.ok_or_else(|| anyhow!("the lab has no secrets/init.json"))?;
+    let c = c.with_token(Some(init.root_token.clone()));
+    let mut active = common::find_active(&c).await.ok_or_else(|| anyhow!("no active node"))?;
+    if active.name == name {
+        // Removing the leader: hand leadership over first.
+        let _ = active.step_down().await;
+        active = common::poll(wait, std::time::Duration::from_millis(250), || async {
+            common::find_active(&c).await.filter(|a| a.name != name)
+        })
+        .await
+        .ok_or_else(|| anyhow!("{name} is active and did not step down"))?;
+    }
+    active
+        .call(reqwest::Method::POST, "sys/storage/raft/remove-peer", Some(&serde_json::json!({ "server_id": name })))
+        .await?;
+    lab.stop(name)?;
+    edit_spec_file(&spec_file, |t| remove_node_text(t, name))?;
+    let lab = crate::lab::Lab::open(dir, None)?;
+    regenerate_lab(&lab)?;
+    // Its raft data would make it rejoin as the old member: gone with it.
+    let _ = std::fs::remove_dir_all(dir.join(format!("data/{name}")));
+    let c = lab.cluster()?.with_token(Some(init.root_token.clone()));
+    let want = lab.plan.nodes.len();
+    let (peers, voters) = common::poll(wait, std::time::Duration::from_millis(500), || async {
+        let a = common::find_active(&c).await?;
+        let r = a.raft_configuration().await.ok()?;
+        let st = a.autopilot_state().await.ok()?;
+        (r.servers.len() == want).then(|| (r.servers.len(), st.voters.clone()))
+    })
+    .await
+    .ok_or_else(|| anyhow!("raft did not settle at {want} peers within {wait:?}"))?;
+    Ok(LiveReport { node: name.to_string(), seconds: t0.elapsed().as_secs_f64(), voters, peers })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

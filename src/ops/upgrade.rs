@@ -39,6 +39,165 @@ pub fn plan(nodes: &[(String, bool)]) -> Vec<Step> {
     steps
 }
 
+// ---- Running it on the lab.
+
+use crate::api::{Cluster, NodeClient, NodeState};
+use crate::lab::{process, Lab};
+use crate::ops::common;
+use crate::ops::unseal::{unseal_node, Keys};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct UpgradeOptions {
+    pub lab_dir: PathBuf,
+    pub to_bao: PathBuf,
+    /// Per node: how long to wait for it to be unsealed, healthy and a voter again.
+    pub node_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: Step,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeReport {
+    pub from_version: String,
+    pub to_version: String,
+    pub steps: Vec<StepReport>,
+    pub seconds: f64,
+}
+
+/// `bao version` of a binary (e.g. "2.7.2").
+pub fn binary_version(bao: &Path) -> Result<String> {
+    let o = std::process::Command::new(bao)
+        .arg("version")
+        .output()
+        .with_context(|| format!("cannot run {} version", bao.display()))?;
+    let s = String::from_utf8_lossy(&o.stdout);
+    // "OpenBao v2.7.2 (9e0a0d3c...), built ..."
+    s.split_whitespace()
+        .find_map(|w| w.strip_prefix('v').filter(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit())))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{}: unexpected `version` output {:?}", bao.display(), s.trim()))
+}
+
+/// The active node and the ordered steps for a lab.
+pub async fn plan_for(c: &Cluster) -> Result<Vec<Step>> {
+    let hs = common::health_all(c).await;
+    let nodes: Vec<(String, bool)> =
+        hs.iter().map(|(n, h)| (n.name.clone(), matches!(h, Ok(h) if h.state == NodeState::Active))).collect();
+    if !nodes.iter().any(|(_, a)| *a) {
+        bail!("no active node: the cluster must be healthy before an upgrade (`vaultnix status`)");
+    }
+    Ok(plan(&nodes))
+}
+
+/// One command to HAProxy's admin socket (`set server vault_active/<node> state drain`).
+pub fn haproxy_cmd(socket: &Path, cmd: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to HAProxy's admin socket {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Ok(out)
+}
+
+async fn wait_node_ready(c: &Cluster, n: &NodeClient, version: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match n.health().await {
+            Ok(h) if h.state.is_up() && h.body.version == version => {
+                // Voter and healthy in autopilot, asked of whichever node is active now.
+                if let Some(a) = common::find_active(c).await {
+                    match a.autopilot_state().await {
+                        Ok(st) => {
+                            if let Some(s) = st.servers.get(&n.name) {
+                                if s.healthy && (s.status == "voter" || s.status == "leader") {
+                                    return Ok(());
+                                }
+                                last = format!("autopilot: {} healthy={}", s.status, s.healthy);
+                            }
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            }
+            Ok(h) => last = format!("{} version {}", h.state.as_str(), h.body.version),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("{} not healthy + voter on {version} within {limit:?} (last: {last})", n.name)
+}
+
+/// Step-down of `node` (drained at the LB first), retried (bounded) until another node leads: a
+/// step-down is sometimes acknowledged without effect.
+async fn step_down(lab: &Lab, c: &Cluster, node: &str) -> Result<String> {
+    let sock = lab.dir.join("run/haproxy.sock");
+    haproxy_cmd(&sock, &format!("set server vault_active/{node} state drain"))?;
+    let n = c.node(node).ok_or_else(|| anyhow!("no node {node}"))?;
+    for attempt in 1..=5 {
+        let _ = n.step_down().await;
+        let moved = common::poll(Duration::from_secs(15), Duration::from_millis(200), || async {
+            match common::find_active(c).await {
+                Some(a) if a.name != node => Some(a.name),
+                _ => None,
+            }
+        })
+        .await;
+        if let Some(new) = moved {
+            return Ok(format!("leader moved to {new} (attempt {attempt})"));
+        }
+    }
+    bail!("{node} stayed active after 5 step-down attempts")
+}
+
+/// Runs the rolling upgrade on a lab: standbys first, then step-down, then the old leader.
+pub async fn run_lab_upgrade(o: &UpgradeOptions) -> Result<UpgradeReport> {
+    let t0 = Instant::now();
+    let mut lab = Lab::open(&o.lab_dir, None)?;
+    let to_version = binary_version(&o.to_bao)?;
+    let from_version = binary_version(&lab.state.bao)?;
+    let init = common::read_init(&lab.dir)?.ok_or_else(|| anyhow!("the lab has no secrets/init.json"))?;
+    let keys = Keys(if init.keys_base64.is_empty() { init.keys.clone() } else { init.keys_base64.clone() });
+    let c = lab.cluster()?.with_token(Some(init.root_token.clone()));
+    let steps = plan_for(&c).await?;
+    let mut rep = UpgradeReport { from_version, to_version: to_version.clone(), steps: Vec::new(), seconds: 0.0 };
+    let sock = lab.dir.join("run/haproxy.sock");
+    for step in steps {
+        let t = Instant::now();
+        let detail = match &step {
+            Step::StepDown { node } => step_down(&lab, &c, node).await?,
+            Step::Upgrade { node } => {
+                let n = c.node(node).ok_or_else(|| anyhow!("no node {node}"))?;
+                lab.stop(node)?;
+                process::start(&lab.dir, &process::node_spec(&lab.dir, &o.to_bao, node))?;
+                unseal_node(n, &keys, o.node_wait).await?;
+                wait_node_ready(&c, n, &to_version, o.node_wait).await?;
+                // Back in rotation (it was drained if it had been the leader).
+                let _ = haproxy_cmd(&sock, &format!("set server vault_active/{node} state ready"));
+                format!("{node} on {to_version}, unsealed, healthy voter")
+            }
+        };
+        rep.steps.push(StepReport { step, seconds: t.elapsed().as_secs_f64(), detail });
+    }
+    // From now on the lab starts the new binary.
+    lab.state.bao = o.to_bao.clone();
+    let mut text = serde_json::to_string_pretty(&lab.state)?;
+    text.push('\n');
+    crate::output::write_file_atomic(&lab.dir.join(crate::lab::STATE_FILE), text.as_bytes(), false)?;
+    rep.seconds = t0.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
