@@ -24,6 +24,20 @@ nodes stay unsealed. The CA and keys are never created here.",
         after_help = "Examples:\n  vaultnix certs renew --spec cluster.toml --out out --within 30d\n  vaultnix certs renew --spec cluster.toml --all --dry-run"
     )]
     Renew(RenewArgs),
+    /// Check over TLS that every listener serves the certificate in <out>/pki/<node>.crt.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// The output directory, or a `vaultnix lab` directory.
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+    /// Tries per node (2 s apart): reloads are asynchronous.
+    #[arg(long, default_value_t = 30)]
+    pub tries: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +45,8 @@ pub struct RenewArgs {
     /// The cluster spec (default: the built-in example).
     #[arg(short, long, env = "VAULTNIX_SPEC")]
     pub spec: Option<PathBuf>,
-    /// Output directory written by `vaultnix generate`.
+    /// Output directory written by `vaultnix generate`; on a `vaultnix lab` directory the nodes are also
+    /// sent SIGHUP and the served certificates verified.
     #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
     pub out: PathBuf,
     /// Renew certificates expiring within this duration (e.g. 30d, 12h).
@@ -53,12 +68,54 @@ pub struct RenewArgs {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
         Cmd::Renew(r) => renew(shell, r),
+        Cmd::Verify(v) => {
+            let plan = super::status::live_plan(shell, v.spec.as_deref(), &v.out)?;
+            verify(shell, &plan, &v.out, v.tries)
+        }
     }
 }
 
+fn verify(shell: &Shell, plan: &Plan, out: &std::path::Path, tries: usize) -> CliResult {
+    let rt = super::status::runtime()?;
+    let served = rt.block_on(certs::verify_served(plan, out, tries, std::time::Duration::from_secs(2)))?;
+    let mut bad = Vec::new();
+    for s in &served {
+        if s.ok {
+            shell.status(format!(
+                "{}: serves pki/{}.crt (sha256 {}…, {} handshake(s))",
+                s.node,
+                s.node,
+                &s.expected[..16],
+                s.attempts
+            ));
+        } else {
+            bad.push(s.node.clone());
+            shell.status(format!(
+                "{}: serves {} instead of pki/{}.crt ({}…) after {} handshake(s)",
+                s.node,
+                s.served
+                    .as_deref()
+                    .map(|f| format!("sha256 {}…", &f[..16]))
+                    .unwrap_or_else(|| "nothing (unreachable)".into()),
+                s.node,
+                &s.expected[..16],
+                s.attempts
+            ));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(CliError::failure(format!(
+            "{} still serve(s) another certificate: reload them (`systemctl reload {}` sends SIGHUP) or restart and unseal",
+            bad.join(", "),
+            plan.engine.as_str()
+        )));
+    }
+    Ok(())
+}
+
 fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
-    let loaded = super::load_spec(shell, a.spec.as_deref())?;
-    let plan = Plan::from_loaded(&loaded);
+    let lab = crate::lab::read_state(&a.out)?.is_some();
+    let plan = super::status::live_plan(shell, a.spec.as_deref(), &a.out)?;
     let within_secs = match &a.within {
         Some(w) => crate::spec::parse_duration(w)
             .ok_or_else(|| CliError::invalid(format!("--within {w:?}: expected a duration such as 30d or 12h")))?,
@@ -70,8 +127,8 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
         within_secs,
         all: a.all,
         dry_run: a.dry_run,
-        layout: Layout::NixOs,
-        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
+        layout: if lab { Layout::Lab(crate::output::absolute(&a.out)?) } else { Layout::NixOs },
+        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: !lab },
         now,
     };
     let r = certs::renew(&plan, &o)?;
@@ -96,6 +153,18 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
         shell.status(format!("kept {}: {} days left", k.node, k.days_left));
     }
     shell.status(format!("CA: {} days left", r.ca_days_left));
+    if lab && !a.dry_run && !r.renewed.is_empty() {
+        // The lab's processes read the files in place: SIGHUP reloads the listener certificates.
+        let l = crate::lab::Lab::open(&a.out, None)?;
+        for n in &plan.nodes {
+            if let Some(pid) = l.pid(&n.name) {
+                // SAFETY: kill(2) with a pid this lab started and just checked (process::running).
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+                shell.status(format!("sent SIGHUP to {} (pid {pid})", n.name));
+            }
+        }
+        return verify(shell, &plan, &a.out, 30);
+    }
     if !a.dry_run && !r.renewed.is_empty() {
         shell.status(format!(
             "{}: {} file(s) changed; deploy it — listeners reload the certificate within a minute or on SIGHUP (`systemctl reload {}`)",

@@ -9,6 +9,7 @@ use crate::secrets::Rotate;
 use crate::spec::{Arch, Provider};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,7 +24,7 @@ pub enum Cmd {
         after_help = "Example:\n  vaultnix node add vault-4 --provider linode --address 203.0.113.40 --overlay-address 10.88.0.4 --spec cluster.toml\nThen deploy the new host and the updated peers; it joins through retry_join, `vaultnix unseal` unseals it, and autopilot promotes it to voter after server_stabilization_time."
     )]
     Add(AddArgs),
-    /// Remove a node from the spec and regenerate. Remove it from Raft first (remove-peer) on a live cluster.
+    /// Remove a node: raft remove-peer (on a lab directory), then the spec and the output tree.
     Remove(RemoveArgs),
     /// Wipe a node's raft data and rejoin it (after a lost quorum, or for a removed node).
     Replace(super::recover::ReplaceArgs),
@@ -46,6 +47,8 @@ pub struct AddArgs {
     /// The cluster spec to edit.
     #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
     pub spec: PathBuf,
+    /// The output directory; a `vaultnix lab` directory also starts, joins, unseals the node and waits
+    /// until autopilot reports it a voter (its spec is the lab's).
     #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
     pub out: PathBuf,
 }
@@ -102,6 +105,21 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 overlay_address: x.overlay_address,
                 voter: !x.non_voter,
             };
+            if crate::lab::read_state(&x.out)?.is_some() {
+                let r = super::status::runtime()?.block_on(membership::lab_add_node(
+                    &x.out,
+                    &n,
+                    Duration::from_secs(120),
+                ))?;
+                shell.status(format!(
+                    "{} joined, unsealed and is a voter after {:.1} s; voters: {}; raft peers: {}",
+                    r.node,
+                    r.seconds,
+                    r.voters.join(", "),
+                    r.peers
+                ));
+                return Ok(());
+            }
             let loaded = membership::edit_spec_file(&x.spec, |t| membership::add_node_text(t, &n))
                 .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
             shell.status(format!("{}: added node {}", x.spec.display(), x.name));
@@ -109,6 +127,21 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         }
         Cmd::Replace(x) => super::recover::node_replace(shell, x),
         Cmd::Remove(x) => {
+            if crate::lab::read_state(&x.out)?.is_some() {
+                let r = super::status::runtime()?.block_on(membership::lab_remove_node(
+                    &x.out,
+                    &x.name,
+                    Duration::from_secs(120),
+                ))?;
+                shell.status(format!(
+                    "{} removed from raft and the spec in {:.1} s; voters: {}; raft peers: {}",
+                    r.node,
+                    r.seconds,
+                    r.voters.join(", "),
+                    r.peers
+                ));
+                return Ok(());
+            }
             let loaded = membership::edit_spec_file(&x.spec, |t| membership::remove_node_text(t, &x.name))
                 .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
             shell.status(format!("{}: removed node {}", x.spec.display(), x.name));

@@ -46,7 +46,7 @@ pub struct Target {
     /// The cluster spec (default: the built-in example).
     #[arg(short, long, env = "VAULTNIX_SPEC")]
     pub spec: Option<PathBuf>,
-    /// Output directory of `generate` (CA, seal key, tokens in secrets/).
+    /// Output directory of `generate` (CA, seal key, tokens in secrets/), or a `vaultnix lab` directory.
     #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
     pub out: PathBuf,
     /// The node to talk to (default: the first node of the plan that answers).
@@ -132,8 +132,8 @@ struct Resolved {
 }
 
 fn resolve(shell: &Shell, t: &Target) -> Result<Resolved, CliError> {
-    let loaded = super::load_spec(shell, t.spec.as_deref())?;
-    let plan = Plan::from_loaded(&loaded);
+    // A `vaultnix lab` directory as --out: its loopback plan.
+    let plan = super::status::live_plan(shell, t.spec.as_deref(), &t.out)?;
     resolve_plan(plan, t)
 }
 
@@ -180,10 +180,7 @@ pub fn token_from_env_or_out(out: &std::path::Path) -> Option<String> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))
+    super::status::runtime()
 }
 
 pub fn exec(shell: &Shell, a: Args) -> CliResult {

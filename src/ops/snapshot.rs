@@ -141,7 +141,18 @@ impl SnapWriter {
         meta.size = self.size;
         meta.created_at = rfc3339(at);
         let path = self.dir.join(&self.name);
-        fs::rename(&self.tmp, &path).with_context(|| format!("cannot move the snapshot into {}", path.display()))?;
+        // link + unlink instead of rename: never replaces an existing snapshot of the same second.
+        fs::hard_link(&self.tmp, &path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow!("{} already exists (one snapshot per second): try again", path.display())
+            } else {
+                anyhow!("cannot move the snapshot into {}: {e}", path.display())
+            }
+        })?;
+        let _ = fs::remove_file(&self.tmp);
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
         let mut text = serde_json::to_string_pretty(&meta)?;
         text.push('\n');
         output::write_file_atomic(&sidecar_path(&path), text.as_bytes(), false)?;
@@ -151,9 +162,7 @@ impl SnapWriter {
 
 impl Drop for SnapWriter {
     fn drop(&mut self) {
-        if self.file.is_some() || !self.dir.join(&self.name).exists() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

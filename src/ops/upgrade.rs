@@ -97,18 +97,6 @@ pub async fn plan_for(c: &Cluster) -> Result<Vec<Step>> {
     Ok(plan(&nodes))
 }
 
-/// One command to HAProxy's admin socket (`set server vault_active/<node> state drain`).
-pub fn haproxy_cmd(socket: &Path, cmd: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("cannot connect to HAProxy's admin socket {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("{cmd}\n").as_bytes())?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    Ok(out)
-}
-
 async fn wait_node_ready(c: &Cluster, n: &NodeClient, version: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
@@ -138,28 +126,6 @@ async fn wait_node_ready(c: &Cluster, n: &NodeClient, version: &str, limit: Dura
     bail!("{} not healthy + voter on {version} within {limit:?} (last: {last})", n.name)
 }
 
-/// Step-down of `node` (drained at the LB first), retried (bounded) until another node leads: a
-/// step-down is sometimes acknowledged without effect.
-async fn step_down(lab: &Lab, c: &Cluster, node: &str) -> Result<String> {
-    let sock = lab.dir.join("run/haproxy.sock");
-    haproxy_cmd(&sock, &format!("set server vault_active/{node} state drain"))?;
-    let n = c.node(node).ok_or_else(|| anyhow!("no node {node}"))?;
-    for attempt in 1..=5 {
-        let _ = n.step_down().await;
-        let moved = common::poll(Duration::from_secs(15), Duration::from_millis(200), || async {
-            match common::find_active(c).await {
-                Some(a) if a.name != node => Some(a.name),
-                _ => None,
-            }
-        })
-        .await;
-        if let Some(new) = moved {
-            return Ok(format!("leader moved to {new} (attempt {attempt})"));
-        }
-    }
-    bail!("{node} stayed active after 5 step-down attempts")
-}
-
 /// Runs the rolling upgrade on a lab: standbys first, then step-down, then the old leader.
 pub async fn run_lab_upgrade(o: &UpgradeOptions) -> Result<UpgradeReport> {
     let t0 = Instant::now();
@@ -175,15 +141,31 @@ pub async fn run_lab_upgrade(o: &UpgradeOptions) -> Result<UpgradeReport> {
     for step in steps {
         let t = Instant::now();
         let detail = match &step {
-            Step::StepDown { node } => step_down(&lab, &c, node).await?,
+            Step::StepDown { node } => {
+                let r = crate::ops::step_down::step_down(
+                    &lab.plan,
+                    &crate::ops::step_down::StepDownOptions {
+                        out: lab.dir.clone(),
+                        haproxy_socket: Some(sock.clone()),
+                        attempts: 5,
+                        wait: Duration::from_secs(15),
+                    },
+                )
+                .await?;
+                if r.old_leader != *node {
+                    bail!("expected {node} to be the leader, but {} was", r.old_leader);
+                }
+                format!(
+                    "leader moved {} -> {} (attempt {}, drained: {})",
+                    r.old_leader, r.new_leader, r.attempts, r.drained
+                )
+            }
             Step::Upgrade { node } => {
                 let n = c.node(node).ok_or_else(|| anyhow!("no node {node}"))?;
                 lab.stop(node)?;
                 process::start(&lab.dir, &process::node_spec(&lab.dir, &o.to_bao, node))?;
                 unseal_node(n, &keys, o.node_wait).await?;
                 wait_node_ready(&c, n, &to_version, o.node_wait).await?;
-                // Back in rotation (it was drained if it had been the leader).
-                let _ = haproxy_cmd(&sock, &format!("set server vault_active/{node} state ready"));
                 format!("{node} on {to_version}, unsealed, healthy voter")
             }
         };
