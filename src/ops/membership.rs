@@ -206,7 +206,8 @@ pub async fn lab_remove_node(dir: &Path, name: &str, wait: std::time::Duration) 
         let a = common::find_active(&c).await?;
         let r = a.raft_configuration().await.ok()?;
         let st = a.autopilot_state().await.ok()?;
-        (r.servers.len() == want).then(|| (r.servers.len(), st.voters.clone()))
+        let gone = !st.voters.iter().any(|v| v == name) && !st.servers.contains_key(name);
+        (r.servers.len() == want && gone).then(|| (r.servers.len(), st.voters.clone()))
     })
     .await
     .ok_or_else(|| anyhow!("raft did not settle at {want} peers within {wait:?}"))?;

@@ -108,10 +108,12 @@ async fn wait_node_ready(c: &Cluster, n: &NodeClient, version: &str, limit: Dura
                     match a.autopilot_state().await {
                         Ok(st) => {
                             if let Some(s) = st.servers.get(&n.name) {
-                                if s.healthy && (s.status == "voter" || s.status == "leader") {
+                                // Autopilot's own view of the version proves it has seen the restarted node.
+                                let seen_new = s.version.is_empty() || s.version == version;
+                                if s.healthy && seen_new && (s.status == "voter" || s.status == "leader") {
                                     return Ok(());
                                 }
-                                last = format!("autopilot: {} healthy={}", s.status, s.healthy);
+                                last = format!("autopilot: {} healthy={} version={}", s.status, s.healthy, s.version);
                             }
                         }
                         Err(e) => last = e.to_string(),
