@@ -28,6 +28,7 @@ fn restore_drill_200_secrets_onto_a_fresh_cluster() {
     assert!(r.plain_restore_refused, "a plain restore of another cluster's snapshot must be refused");
     assert_eq!((r.read_back, r.missing, r.wrong), (200, 0, 0));
     assert!(r.saved_from.contains("standby"), "saved from a standby: {}", r.saved_from);
+    assert!(r.saved_via_redirect, "a standby's own snapshot can lag: the active node must have served it");
     assert_eq!(r.restored_cluster_id, r.original_cluster_id, "the fresh cluster now runs the original one");
     assert!(r.ok());
 }
@@ -74,7 +75,8 @@ fn save_from_standby_refuse_tampered_restore_same_cluster_prune() {
     assert_eq!(meta.cluster, "ops");
     assert!(meta.cluster_id.is_some());
     assert_eq!(meta.seal.kind, "shamir");
-    assert!(!meta.source_node.is_empty());
+    assert_eq!(meta.source_node, active.name, "asked a standby, saved from the active node");
+    assert!(out.contains("is a standby"), "{out}");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777;
     assert_eq!(mode, 0o600);
 
