@@ -66,7 +66,10 @@ fn main() {
         }
     };
     println!("restore drill, {} secrets (OpenBao, 3 nodes on loopback, 2 cores)", r.secrets);
-    println!("  snapshot size             {:>10} bytes, saved from {}", r.snapshot_bytes, r.saved_from);
+    println!(
+        "  snapshot size             {:>10} bytes, asked {}, served by the active node: {}",
+        r.snapshot_bytes, r.saved_from, r.saved_via_redirect
+    );
     println!("  write {n} secrets          {:>8.2} s", r.write_seconds);
     println!("  save (standby)            {:>8.2} s", r.save_seconds);
     println!("  restore (snapshot-force)  {:>8.2} s", r.restore_seconds);

@@ -66,7 +66,12 @@ fn save_from_standby_refuse_tampered_restore_same_cluster_prune() {
             .arg(&snaps)
             .assert()
             .success();
-        String::from_utf8_lossy(&a.get_output().stdout).to_string()
+        // stdout: the result line; stderr: the note about the standby.
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&a.get_output().stdout),
+            String::from_utf8_lossy(&a.get_output().stderr)
+        )
     };
     let out = save(&standby_url);
     eprintln!("{out}");
