@@ -150,3 +150,61 @@ fn revoke_root_and_audit_log_on_by_default() {
     assert!(!text.contains(&admin), "tokens are HMAC'd, never in clear");
     lab.down().unwrap();
 }
+
+#[test]
+fn generate_root_with_key_shares_after_revoke() {
+    let _g = common_ops::serial();
+    let t = tempfile::tempdir().unwrap();
+    let spec = common_ops::spec_in(t.path(), common_ops::SPEC);
+    let dir = t.path().join("lab");
+    let mut lo = LabOptions::new(Some(spec.clone()), &dir);
+    lo.base = Some(alloc_base().unwrap());
+    lo.admin_token = true;
+    let lab = LabHandle::up_with(lo).expect("lab up");
+    let admin = std::fs::read_to_string(dir.join("secrets/admin-token")).unwrap().trim().to_string();
+    let c = lab.cluster().unwrap();
+    let init: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("secrets/init.json")).unwrap()).unwrap();
+    let keys: Vec<String> =
+        init["keys_base64"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let root = init["root_token"].as_str().unwrap().to_string();
+    let active = block_on(vaultnix::ops::common::find_active(&c)).expect("active");
+    block_on(active.clone().with_token(Some(root.clone())).revoke_self()).unwrap();
+    assert!(block_on(active.clone().with_token(Some(root)).lookup_self()).is_err(), "root revoked");
+
+    let o = vaultnix::ops::root_token::GenerateRootOptions {
+        address: lab.plan().api_url(lab.plan().node(&active.name).unwrap()),
+        ca_pem: std::fs::read(dir.join("pki/ca.crt")).unwrap(),
+        token: None,
+        timeout: Duration::from_secs(30),
+    };
+    // OpenBao 2.7: the unauthenticated endpoints are off by default; the error says what to do.
+    let e = block_on(vaultnix::ops::root_token::generate_root(&o, &keys[..2])).expect_err("unauthenticated refused");
+    assert!(format!("{e:#}").contains("admin token"), "{e:#}");
+    let o = vaultnix::ops::root_token::GenerateRootOptions { token: Some(admin.clone()), ..o };
+    let new_root = block_on(vaultnix::ops::root_token::generate_root(&o, &keys[..2])).expect("generate-root");
+    let me = block_on(active.clone().with_token(Some(new_root.clone())).lookup_self()).expect("new root works");
+    assert_eq!(me["policies"], serde_json::json!(["root"]), "a root token");
+    block_on(active.clone().with_token(Some(new_root)).revoke_self()).unwrap();
+
+    // The same through the CLI: shares from init.json, token to a 0600 file, never on stdout.
+    let tf = t.path().join("root-token");
+    let a = assert_cmd::Command::cargo_bin("vaultnix")
+        .unwrap()
+        .args(["root-token", "generate", "--out"])
+        .arg(&dir)
+        .arg("--keys")
+        .arg(dir.join("secrets/init.json"))
+        .arg("--token-file")
+        .arg(&tf)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let token = std::fs::read_to_string(&tf).unwrap().trim().to_string();
+    let stdout = String::from_utf8_lossy(&a.get_output().stdout).to_string();
+    assert!(!stdout.contains(&token), "the token is not printed");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&tf).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(block_on(active.with_token(Some(token)).lookup_self()).is_ok());
+    lab.down().unwrap();
+}

@@ -8,6 +8,7 @@ pub mod common;
 pub mod live;
 pub mod membership;
 pub mod restore_drill;
+pub mod root_token;
 pub mod snapshot;
 pub mod status;
 pub mod step_down;
