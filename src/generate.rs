@@ -42,7 +42,19 @@ pub fn render_tree(
 
 pub fn generate(plan: &Plan, layout: &Layout, opts: &GenerateOptions) -> Result<Generated> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (files, manifest, mut material) = render_tree(plan, &opts.out, layout, opts, now)?;
+    let material = secrets::prepare(plan, &opts.out, &opts.rotate, !opts.check, now)?;
+    generate_with(plan, layout, opts, material)
+}
+
+/// `generate` with key material already prepared (`certs renew` selects which certificates to reissue).
+pub fn generate_with(
+    plan: &Plan,
+    layout: &Layout,
+    opts: &GenerateOptions,
+    mut material: Material,
+) -> Result<Generated> {
+    let files = render::render_all(plan, &material, layout, &opts.render)?;
+    let manifest = output::manifest_for(&plan.name, &files);
     // A damaged manifest is drift (--check reports it) or is rewritten, never a dead end.
     let old_manifest = output::read_manifest(&opts.out).unwrap_or_else(|e| {
         material.events.push(format!("ignored the previous manifest ({e:#})"));

@@ -67,6 +67,19 @@ fn read_opt_bytes(p: &Path) -> Result<Option<Vec<u8>>> {
 /// Loads the material under `out`, creating what is missing unless `create` is false (then missing
 /// material is an error: `generate --check` must not invent keys).
 pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64) -> Result<Material> {
+    prepare_renewing(plan, out, rotate, create, now, &|_| rotate.certs)
+}
+
+/// `prepare`, reissuing the certificate of each node for which `renew(node)` is true (same key, same
+/// CA): `vaultnix certs renew` renews only the certificates close to expiry.
+pub fn prepare_renewing(
+    plan: &Plan,
+    out: &Path,
+    rotate: &Rotate,
+    create: bool,
+    now: i64,
+    renew: &dyn Fn(&str) -> bool,
+) -> Result<Material> {
     let sec = out.join("secrets");
     let pki_dir = out.join("pki");
     let mut m = Material::default();
@@ -129,7 +142,7 @@ pub fn prepare(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, now: i64)
         let existing = read_opt(&pki_dir.join(format!("{}.crt", n.name)))?;
         // Keep the existing certificate only when nothing asks for a new one.
         let keep_or_reason = match existing {
-            _ if rotate.certs => Err("renewal requested".to_string()),
+            _ if renew(&n.name) => Err("renewal requested".to_string()),
             None => Err("new".to_string()),
             Some(c) => match pki::reissue_reason(&c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now) {
                 None => Ok(c),

@@ -11,6 +11,7 @@ pub mod init;
 pub mod lab;
 pub mod node;
 pub mod recover;
+pub mod root_token;
 pub mod shell;
 pub mod snapshot;
 pub mod status;
@@ -76,6 +77,8 @@ pub enum Command {
     Certs(certs::Args),
     /// Pre-flight checks of the generated cluster (offline, and --live).
     Doctor(doctor::Args),
+    /// A new root token from key shares (operator generate-root), written to a 0600 file.
+    RootToken(root_token::Args),
     /// Guided recovery (lost quorum).
     Recover(recover::Args),
     /// Print shell completions.
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Certs(a) => certs::exec(&shell, a),
         Command::Doctor(a) => doctor::exec(&shell, a),
         Command::Recover(a) => recover::exec(&shell, a),
+        Command::RootToken(a) => root_token::exec(&shell, a),
         Command::Completions(a) => completions::exec(a),
     };
     match r {

@@ -1,6 +1,15 @@
-//! `vaultnix node`: membership changes.
+//! `vaultnix node`: add or remove a node (the spec file is edited in place, comments kept).
 
 use super::{CliResult, Shell};
+use crate::generate::{generate, GenerateOptions};
+use crate::ops::membership::{self, NewNode};
+use crate::plan::Plan;
+use crate::render::{Layout, RenderOptions};
+use crate::secrets::Rotate;
+use crate::spec::{Arch, Provider};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -10,12 +19,133 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
+    /// Append a node to the spec and regenerate (certificate, configs, retry_join on every node).
+    #[command(
+        after_help = "Example:\n  vaultnix node add vault-4 --provider linode --address 203.0.113.40 --overlay-address 10.88.0.4 --spec cluster.toml\nThen deploy the new host and the updated peers; it joins through retry_join, `vaultnix unseal` unseals it, and autopilot promotes it to voter after server_stabilization_time."
+    )]
+    Add(AddArgs),
+    /// Remove a node: raft remove-peer (on a lab directory), then the spec and the output tree.
+    Remove(RemoveArgs),
     /// Wipe a node's raft data and rejoin it (after a lost quorum, or for a removed node).
     Replace(super::recover::ReplaceArgs),
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    pub name: String,
+    #[arg(long, value_parser = parse_provider)]
+    pub provider: Provider,
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    #[arg(long)]
+    pub overlay_address: Option<IpAddr>,
+    /// Add it as a non-voter.
+    #[arg(long)]
+    pub non_voter: bool,
+    /// The cluster spec to edit.
+    #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
+    pub spec: PathBuf,
+    /// The output directory; a `vaultnix lab` directory also starts, joins, unseals the node and waits
+    /// until autopilot reports it a voter (its spec is the lab's).
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    pub name: String,
+    #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
+    pub spec: PathBuf,
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+}
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    toml::Value::String(s.into())
+        .try_into()
+        .map_err(|_| format!("unknown provider {s:?} (onprem, oracle, linode, digitalocean)"))
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    toml::Value::String(s.into()).try_into().map_err(|_| format!("unknown arch {s:?} (x86_64, aarch64)"))
+}
+
+fn regenerate(shell: &Shell, loaded: &crate::spec::Loaded, out: &std::path::Path) -> CliResult {
+    let plan = Plan::from_loaded(loaded);
+    let opts = GenerateOptions {
+        out: out.to_path_buf(),
+        check: false,
+        rotate: Rotate::default(),
+        render: RenderOptions::default(),
+    };
+    let g = generate(&plan, &Layout::NixOs, &opts)?;
+    for e in &g.events {
+        shell.status(format!("  {e}"));
+    }
+    shell.status(format!(
+        "{}: {} added, {} changed, {} removed",
+        out.display(),
+        g.diff.added.len(),
+        g.diff.changed.len(),
+        g.diff.removed.len()
+    ));
+    Ok(())
+}
+
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
+        Cmd::Add(x) => {
+            let n = NewNode {
+                name: x.name.clone(),
+                provider: x.provider,
+                arch: x.arch,
+                address: x.address,
+                overlay_address: x.overlay_address,
+                voter: !x.non_voter,
+            };
+            if crate::lab::read_state(&x.out)?.is_some() {
+                let r = super::status::runtime()?.block_on(membership::lab_add_node(
+                    &x.out,
+                    &n,
+                    Duration::from_secs(120),
+                ))?;
+                shell.status(format!(
+                    "{} joined, unsealed and is a voter after {:.1} s; voters: {}; raft peers: {}",
+                    r.node,
+                    r.seconds,
+                    r.voters.join(", "),
+                    r.peers
+                ));
+                return Ok(());
+            }
+            let loaded = membership::edit_spec_file(&x.spec, |t| membership::add_node_text(t, &n))
+                .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
+            shell.status(format!("{}: added node {}", x.spec.display(), x.name));
+            regenerate(shell, &loaded, &x.out)
+        }
         Cmd::Replace(x) => super::recover::node_replace(shell, x),
+        Cmd::Remove(x) => {
+            if crate::lab::read_state(&x.out)?.is_some() {
+                let r = super::status::runtime()?.block_on(membership::lab_remove_node(
+                    &x.out,
+                    &x.name,
+                    Duration::from_secs(120),
+                ))?;
+                shell.status(format!(
+                    "{} removed from raft and the spec in {:.1} s; voters: {}; raft peers: {}",
+                    r.node,
+                    r.seconds,
+                    r.voters.join(", "),
+                    r.peers
+                ));
+                return Ok(());
+            }
+            let loaded = membership::edit_spec_file(&x.spec, |t| membership::remove_node_text(t, &x.name))
+                .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;
+            shell.status(format!("{}: removed node {}", x.spec.display(), x.name));
+            regenerate(shell, &loaded, &x.out)
+        }
     }
 }

@@ -1,14 +1,313 @@
-//! `vaultnix snapshot` (not implemented yet).
+//! `vaultnix snapshot`: save, verify, prune and restore Raft snapshots.
 
 use super::{CliError, CliResult, Shell};
+use crate::ops::snapshot;
+use crate::plan::Plan;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The cluster spec (default: the built-in example).
-    #[arg(short, long, env = "VAULTNIX_SPEC")]
-    pub spec: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
 }
 
-pub fn exec(_shell: &Shell, _a: Args) -> CliResult {
-    Err(CliError::failure("`vaultnix snapshot` is not implemented yet"))
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Save a Raft snapshot (from any node: a standby's redirect is followed) with a sha256 sidecar.
+    #[command(
+        after_help = "Examples:\n  vaultnix snapshot save --spec cluster.toml --out out --dir /var/backups/vaultnix\n  vaultnix snapshot save --address https://10.88.0.2:8200 --dir snaps"
+    )]
+    Save(SaveArgs),
+    /// Restore a snapshot after verifying it (checksum, size, and that the target can open it).
+    #[command(
+        long_about = "Restores a snapshot. First the file is checked against its sidecar (size and sha256): a \
+truncated or modified file is refused and nothing is sent. Then the target is checked: a snapshot restores \
+normally only onto the cluster that produced it (same cluster id). A snapshot from ANOTHER cluster (disaster \
+recovery onto a freshly built cluster, whose own barrier keys differ) needs --force: it is sent to \
+sys/storage/raft/snapshot-force, the target then runs on the snapshot's keyring and seals itself; unseal it \
+with the ORIGINAL cluster's unseal keys (Shamir) and use the original cluster's tokens. With a static or KMS \
+seal the target must be configured with the original seal key: that is checked (fingerprint) and cannot be \
+forced, since no node could unseal afterwards.",
+        after_help = "Examples:\n  vaultnix snapshot restore snaps/hybrid-20261123T085530Z.snap\n  vaultnix snapshot restore --force old-cluster.snap   # onto a fresh cluster; then unseal with the old keys"
+    )]
+    Restore(RestoreArgs),
+    /// Rehearse disaster recovery on two labs: write N secrets, save from a standby, restore onto a fresh
+    /// cluster with --force, unseal with the original keys, read every secret back. Prints the times.
+    DrillRestore(DrillArgs),
+    /// Check a snapshot against its sidecar (size and sha256).
+    Verify(VerifyArgs),
+    /// Delete snapshots older than N days (the newest one is always kept).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The cluster spec (default: the built-in example).
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Output directory of `generate` (CA, seal key, tokens in secrets/), or a `vaultnix lab` directory.
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+    /// The node to talk to (default: the first node of the plan that answers).
+    #[arg(long, env = "VAULTNIX_ADDR")]
+    pub address: Option<String>,
+    /// Token (default: $BAO_TOKEN, $VAULT_TOKEN, secrets/admin-token, the root token in secrets/init.json).
+    #[arg(long, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Request timeout in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Directory the snapshot is written to.
+    #[arg(long, default_value = "snapshots")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The .snap file (its sidecar FILE.json must be next to it).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
+    /// Restore a snapshot from a different cluster (different barrier keys) via snapshot-force; the target
+    /// then needs the ORIGINAL cluster's unseal keys.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DrillArgs {
+    /// Number of secrets to write and read back.
+    #[arg(long, default_value_t = 1000)]
+    pub secrets: usize,
+    /// The spec both labs run (default: the built-in example).
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Work directory (labs and the snapshot go inside; removed afterwards unless --keep).
+    #[arg(long, default_value = "restore-drill")]
+    pub workdir: PathBuf,
+    /// Concurrent writers/readers.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Keep the labs' files (processes are always stopped).
+    #[arg(long)]
+    pub keep: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: super::OutputFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The .snap file (its sidecar is FILE.json).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  vaultnix snapshot prune --keep-days 30 --dir /var/backups/vaultnix")]
+pub struct PruneArgs {
+    /// Keep snapshots younger than this many days.
+    #[arg(long)]
+    pub keep_days: u32,
+    /// Directory holding the snapshots.
+    #[arg(long, default_value = "snapshots")]
+    pub dir: PathBuf,
+    /// Only list what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+struct Resolved {
+    plan: Plan,
+    address: String,
+    token: String,
+    ca_pem: Vec<u8>,
+    seal: snapshot::SealInfo,
+    timeout: Duration,
+}
+
+fn resolve(shell: &Shell, t: &Target) -> Result<Resolved, CliError> {
+    // A `vaultnix lab` directory as --out: its loopback plan.
+    let plan = super::status::live_plan(shell, t.spec.as_deref(), &t.out)?;
+    resolve_plan(plan, t)
+}
+
+fn resolve_plan(plan: Plan, t: &Target) -> Result<Resolved, CliError> {
+    let ca_path = t.out.join("pki/ca.crt");
+    let ca_pem = std::fs::read(&ca_path).map_err(|e| {
+        CliError::invalid(format!("cannot read {} ({e}): run `vaultnix generate` first", ca_path.display()))
+    })?;
+    let token = match &t.token {
+        Some(x) => x.clone(),
+        None => token_from_env_or_out(&t.out).ok_or_else(|| {
+            CliError::invalid(
+                "no token: pass --token, set BAO_TOKEN, or keep secrets/admin-token / secrets/init.json in --out",
+            )
+        })?,
+    };
+    let seal = snapshot::seal_info(&plan, &t.out)?;
+    let address = match &t.address {
+        Some(a) => a.trim_end_matches('/').to_string(),
+        None => {
+            plan.nodes.first().map(|n| plan.api_url(n)).ok_or_else(|| CliError::invalid("the spec has no nodes"))?
+        }
+    };
+    Ok(Resolved { plan, address, token, ca_pem, seal, timeout: Duration::from_secs(t.timeout) })
+}
+
+/// Token candidates: the environment, then what `bootstrap` left in the output directory.
+pub fn token_from_env_or_out(out: &std::path::Path) -> Option<String> {
+    for v in ["BAO_TOKEN", "VAULT_TOKEN"] {
+        if let Ok(t) = std::env::var(v) {
+            if !t.trim().is_empty() {
+                return Some(t.trim().to_string());
+            }
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string(out.join("secrets/admin-token")) {
+        if !t.trim().is_empty() {
+            return Some(t.trim().to_string());
+        }
+    }
+    let init: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("secrets/init.json")).ok()?).ok()?;
+    init.get("root_token").and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    super::status::runtime()
+}
+
+pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    match a.command {
+        Cmd::Save(s) => {
+            let r = resolve(shell, &s.target)?;
+            let o = snapshot::SaveOptions {
+                address: r.address.clone(),
+                token: r.token,
+                ca_pem: r.ca_pem,
+                dir: s.dir,
+                cluster: r.plan.name.clone(),
+                seal: r.seal,
+                engine: r.plan.engine.as_str().to_string(),
+                node_names: r.plan.nodes.iter().map(|n| (r.plan.api_url(n), n.name.clone())).collect(),
+                timeout: r.timeout,
+            };
+            let rep = runtime()?.block_on(snapshot::save(&o))?;
+            if rep.redirected {
+                shell.note(format!("{} is a standby: saved from the active node {}", r.address, rep.meta.source_node));
+            }
+            shell.status(format!(
+                "saved {} ({} bytes, sha256 {}) from {} in {:.2} s",
+                rep.path.display(),
+                rep.meta.size,
+                rep.meta.sha256,
+                rep.meta.source_node,
+                rep.seconds
+            ));
+            Ok(())
+        }
+        Cmd::Restore(x) => {
+            // Verify before anything else, so a bad file is refused even when the cluster is unreachable.
+            snapshot::verify(&x.file)?;
+            let r = resolve(shell, &x.target)?;
+            let o = snapshot::RestoreOptions {
+                address: r.address,
+                token: r.token,
+                ca_pem: r.ca_pem,
+                file: x.file.clone(),
+                force: x.force,
+                target_seal: r.seal,
+                target_cluster: r.plan.name.clone(),
+                timeout: r.timeout,
+            };
+            let rep = runtime()?.block_on(snapshot::restore(&o))?;
+            shell.status(format!(
+                "restored {} (cluster {:?}, saved {}) onto {} in {:.2} s{}",
+                x.file.display(),
+                rep.meta.cluster,
+                rep.meta.created_at,
+                rep.answered_by,
+                rep.seconds,
+                if rep.forced { " with snapshot-force" } else { "" }
+            ));
+            if rep.forced {
+                shell.warn("the cluster now runs on the snapshot's keyring and has sealed itself: unseal every node with the ORIGINAL cluster's unseal keys (`vaultnix unseal --keys OLD-init.json`), and use the original cluster's tokens");
+            }
+            Ok(())
+        }
+        Cmd::DrillRestore(d) => {
+            let o = crate::ops::restore_drill::RestoreDrillOptions {
+                spec: d.spec.clone(),
+                workdir: d.workdir.clone(),
+                secrets: d.secrets,
+                concurrency: d.concurrency,
+                keep_files: d.keep,
+            };
+            let r = crate::ops::restore_drill::run_restore_drill(&o)?;
+            if d.output == super::OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                shell.status(format!(
+                    "restore drill: {} secrets, snapshot {} bytes, saved from {}{}",
+                    r.secrets,
+                    r.snapshot_bytes,
+                    r.saved_from,
+                    if r.saved_via_redirect { " via a redirect to the active node" } else { "" }
+                ));
+                shell.status(format!(
+                    "  write {:.2} s | save {:.2} s | restore (snapshot-force) {:.2} s | unseal with original keys {:.2} s | verify {:.2} s",
+                    r.write_seconds, r.save_seconds, r.restore_seconds, r.unseal_seconds, r.verify_seconds
+                ));
+                shell.status(format!(
+                    "  save + restore: {:.2} s; until every node runs the original cluster again: {:.2} s; plain restore refused: {}; read back {}/{} (missing {}, wrong {})",
+                    r.save_restore_seconds,
+                    r.recovered_seconds,
+                    r.plain_restore_refused,
+                    r.read_back,
+                    r.secrets,
+                    r.missing,
+                    r.wrong
+                ));
+                shell.status("  after the restore:");
+                for l in &r.unseal_timeline {
+                    shell.status(format!("    {l}"));
+                }
+            }
+            if !r.ok() {
+                return Err(CliError::failure("the restored cluster does not hold every secret"));
+            }
+            Ok(())
+        }
+        Cmd::Verify(v) => {
+            let m = snapshot::verify(&v.file)?;
+            shell.status(format!(
+                "{}: ok ({} bytes, sha256 {}), cluster {:?}, saved {} from {}",
+                v.file.display(),
+                m.size,
+                m.sha256,
+                m.cluster,
+                m.created_at,
+                m.source_node
+            ));
+            Ok(())
+        }
+        Cmd::Prune(p) => {
+            if !p.dir.is_dir() {
+                return Err(CliError::invalid(format!("{} is not a directory", p.dir.display())));
+            }
+            let r = snapshot::prune(&p.dir, p.keep_days, time::OffsetDateTime::now_utc(), p.dry_run)?;
+            let verb = if p.dry_run { "would delete" } else { "deleted" };
+            for f in &r.removed {
+                shell.status(format!("{verb} {}", f.display()));
+            }
+            shell.status(format!("{} kept, {} {verb}", r.kept.len(), r.removed.len()));
+            Ok(())
+        }
+    }
 }

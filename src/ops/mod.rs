@@ -1,9 +1,17 @@
-//! Live operations on a running cluster (library side of bootstrap, status, unseal, step-down). Each
-//! takes the plan and a plain options struct, so tests call them without the CLI.
+//! Live and day-2 operations: bootstrap, status, unseal, step-down; snapshots and restore, certificate
+//! renewal, membership, rolling upgrades. Each takes the plan and a plain options struct, so tests call
+//! them without the CLI.
 
 pub mod bootstrap;
+pub mod certs;
 pub mod common;
 pub mod lb;
+pub mod live;
+pub mod membership;
+pub mod restore_drill;
+pub mod root_token;
+pub mod snapshot;
 pub mod status;
 pub mod step_down;
 pub mod unseal;
+pub mod upgrade;

@@ -48,6 +48,10 @@ pub struct ClusterStatus {
     pub autopilot: Option<AutopilotSummary>,
     /// Why peers/autopilot are missing (no token, no active node).
     pub notes: Vec<String>,
+    /// Days left on the cluster CA (pki/ca.crt).
+    pub ca_days_left: Option<i64>,
+    /// Certificates close to expiry (the same thresholds as the alerts).
+    pub warnings: Vec<String>,
 }
 
 impl ClusterStatus {
@@ -97,7 +101,20 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
         }
         nodes.push(s);
     }
-    let mut st = ClusterStatus { cluster: plan.name.clone(), nodes, peers: None, autopilot: None, notes: Vec::new() };
+    let ca_days_left = std::fs::read_to_string(out.join("pki/ca.crt"))
+        .ok()
+        .and_then(|pem| crate::pki::inspect(&pem).ok())
+        .map(|i| i.days_left(now));
+    let warnings = expiry_warnings(plan, &nodes, ca_days_left);
+    let mut st = ClusterStatus {
+        cluster: plan.name.clone(),
+        nodes,
+        peers: None,
+        autopilot: None,
+        notes: Vec::new(),
+        ca_days_left,
+        warnings,
+    };
     let Some(active) = active else {
         st.notes.push("no active node: raft peers and autopilot unavailable".into());
         return Ok(st);
@@ -132,6 +149,26 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
         Err(e) => st.notes.push(format!("autopilot state: {e}")),
     }
     Ok(st)
+}
+
+/// Warnings for certificates inside the alert windows (monitoring.cert_expiry_days for node
+/// certificates, four times that for the CA — as in alerts.yml).
+pub fn expiry_warnings(plan: &Plan, nodes: &[NodeStatus], ca_days_left: Option<i64>) -> Vec<String> {
+    let node_days = plan.monitoring.cert_expiry_days as i64;
+    let mut w = Vec::new();
+    for n in nodes {
+        if let Some(d) = n.cert_days_left {
+            if d < node_days {
+                w.push(format!("{}: certificate expires in {d} day(s): `vaultnix certs renew`", n.name));
+            }
+        }
+    }
+    if let Some(d) = ca_days_left {
+        if d < node_days * 4 {
+            w.push(format!("the cluster CA expires in {d} day(s): plan `vaultnix generate --rotate-ca`"));
+        }
+    }
+    w
 }
 
 fn days_left(der: &[u8], now: i64) -> Option<i64> {
@@ -191,8 +228,42 @@ pub fn render_text(st: &ClusterStatus) -> String {
             a.voters.len()
         );
     }
+    if let Some(d) = st.ca_days_left {
+        let _ = writeln!(s, "CA: {d} day(s) left");
+    }
+    for w in &st.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
     for n in &st.notes {
         let _ = writeln!(s, "note: {n}");
     }
     s
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn warns_inside_the_alert_windows() {
+        let plan = Plan::from_loaded(&crate::spec::example()); // cert_expiry_days = 21
+        let node = |name: &str, d: Option<i64>| NodeStatus {
+            name: name.into(),
+            address: String::new(),
+            reachable: true,
+            error: None,
+            initialized: None,
+            sealed: None,
+            state: None,
+            raft_applied_index: None,
+            version: None,
+            cert_days_left: d,
+        };
+        let nodes = [node("a", Some(20)), node("b", Some(21)), node("c", None)];
+        let w = expiry_warnings(&plan, &nodes, Some(83));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("a: certificate expires in 20"));
+        assert!(w[1].contains("CA expires in 83"));
+        assert!(expiry_warnings(&plan, &nodes[1..], Some(84)).is_empty());
+    }
 }

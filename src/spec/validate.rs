@@ -619,14 +619,17 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
 
 fn check_key_file(c: &mut Ctx<'_>, path: &[Seg<'_>], spec_dir: &Path, file: &str) {
     let p = spec_dir.join(file);
-    match std::fs::read_to_string(&p) {
+    // Binary keys (`gpg --export`) are not UTF-8: read bytes.
+    match std::fs::read(&p) {
         Err(e) => c.err(
             path,
             format!("cannot read PGP key {}: {e}", p.display()),
             "a readable PGP public key file (armored or binary, base64)",
         ),
-        Ok(text) => {
-            if text.contains("PRIVATE KEY BLOCK") {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            // Armored private key, or a binary secret-key packet (tag 5, old or new format).
+            if text.contains("PRIVATE KEY BLOCK") || matches!(bytes.first(), Some(0x94..=0x97) | Some(0xc5)) {
                 c.err(
                     path,
                     format!("{} is a PGP *private* key", p.display()),

@@ -1,0 +1,285 @@
+//! `certs renew`: reissue node certificates (same keys, same CA) that expire within a window, through
+//! the generate machinery so the output tree and its manifest stay consistent. The live half (reload,
+//! then check what each listener actually serves) is in [`verify_served`].
+
+use crate::generate::{self, GenerateOptions};
+use crate::output::Diff;
+use crate::pki;
+use crate::plan::Plan;
+use crate::render::{Layout, RenderOptions};
+use crate::secrets::{self, Rotate};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RenewOptions {
+    pub out: PathBuf,
+    /// Renew certificates expiring within this many seconds.
+    pub within_secs: u64,
+    /// Renew every node certificate.
+    pub all: bool,
+    /// Only report what would be renewed.
+    pub dry_run: bool,
+    pub layout: Layout,
+    pub render: RenderOptions,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertState {
+    pub node: String,
+    pub not_after: i64,
+    pub days_left: i64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Renewed {
+    pub node: String,
+    pub old: CertState,
+    pub new: CertState,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RenewReport {
+    pub renewed: Vec<Renewed>,
+    pub kept: Vec<CertState>,
+    pub ca_not_after: i64,
+    pub ca_days_left: i64,
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub diff: Diff,
+}
+
+fn state(node: &str, pem: &str, now: i64) -> Result<CertState> {
+    let i = pki::inspect(pem).with_context(|| format!("pki/{node}.crt"))?;
+    Ok(CertState {
+        node: node.into(),
+        not_after: i.not_after,
+        days_left: i.days_left(now),
+        sha256: i.sha256_fingerprint,
+    })
+}
+
+/// The current node certificates under `out` (reads only).
+pub fn current(plan: &Plan, out: &Path, now: i64) -> Result<Vec<CertState>> {
+    plan.nodes
+        .iter()
+        .map(|n| {
+            let p = out.join(format!("pki/{}.crt", n.name));
+            let pem = std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read {}: run `vaultnix generate` first", p.display()))?;
+            state(&n.name, &pem, now)
+        })
+        .collect()
+}
+
+pub fn renew(plan: &Plan, o: &RenewOptions) -> Result<RenewReport> {
+    // Renewal never creates a CA or keys: missing material means the tree was never generated (or the
+    // CA key is kept offline), and inventing a CA here would silently split trust.
+    for f in ["secrets/ca.key".to_string(), "pki/ca.crt".to_string()]
+        .into_iter()
+        .chain(plan.nodes.iter().map(|n| format!("secrets/{}.key", n.name)))
+    {
+        if !o.out.join(&f).exists() {
+            bail!("{} is missing: `certs renew` reissues under the existing CA and keys; run `vaultnix generate` first (or restore the file)", o.out.join(f).display());
+        }
+    }
+    let before = current(plan, &o.out, o.now)?;
+    let ca_pem = std::fs::read_to_string(o.out.join("pki/ca.crt"))?;
+    let ca = pki::inspect(&ca_pem).context("pki/ca.crt")?;
+    let window = o.within_secs as i64;
+    let pick: BTreeSet<String> =
+        before.iter().filter(|c| o.all || c.not_after - o.now <= window).map(|c| c.node.clone()).collect();
+    let mut warnings = Vec::new();
+    let new_expiry = o.now + plan.tls.node_validity_days as i64 * 86400;
+    if !pick.is_empty() && ca.not_after < new_expiry {
+        warnings.push(format!(
+            "the CA expires in {} days, before the renewed certificates ({} days): clients will reject them after the CA expires; plan `vaultnix generate --rotate-ca`",
+            ca.days_left(o.now),
+            plan.tls.node_validity_days
+        ));
+    }
+    let mut report = RenewReport {
+        renewed: Vec::new(),
+        kept: Vec::new(),
+        ca_not_after: ca.not_after,
+        ca_days_left: ca.days_left(o.now),
+        warnings,
+        diff: Diff::default(),
+    };
+    if o.dry_run || pick.is_empty() {
+        report.kept = before.iter().filter(|c| !pick.contains(&c.node)).cloned().collect();
+        for c in before.into_iter().filter(|c| pick.contains(&c.node)) {
+            report.renewed.push(Renewed { node: c.node.clone(), new: c.clone(), old: c });
+        }
+        return Ok(report);
+    }
+    let material = secrets::prepare_renewing(plan, &o.out, &Rotate::default(), true, o.now, &|n| pick.contains(n))?;
+    if material.ca_cert != ca_pem {
+        bail!("internal error: renewal would change the CA; nothing written");
+    }
+    let gopts =
+        GenerateOptions { out: o.out.clone(), check: false, rotate: Rotate::default(), render: o.render.clone() };
+    let g = generate::generate_with(plan, &o.layout, &gopts, material)?;
+    let after = current(plan, &o.out, o.now)?;
+    for (old, new) in before.into_iter().zip(after) {
+        if old.sha256 != new.sha256 {
+            report.renewed.push(Renewed { node: old.node.clone(), old, new });
+        } else {
+            report.kept.push(new);
+        }
+    }
+    report.diff = g.diff;
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Served {
+    pub node: String,
+    pub address: String,
+    pub expected: String,
+    pub served: Option<String>,
+    pub attempts: usize,
+    pub ok: bool,
+}
+
+/// Checks, over fresh TLS handshakes, that each node's listener serves the certificate in
+/// `<out>/pki/<node>.crt`. Reloads are asynchronous (SIGHUP, or tls_auto_reload_interval), so each
+/// node is retried up to `tries` times `every` apart.
+pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::time::Duration) -> Result<Vec<Served>> {
+    let ca = std::fs::read(out.join("pki/ca.crt")).context("pki/ca.crt")?;
+    let mut res = Vec::new();
+    for n in &plan.nodes {
+        let pem = std::fs::read_to_string(out.join(format!("pki/{}.crt", n.name)))?;
+        let expected = pki::inspect(&pem)?.sha256_fingerprint;
+        let address = plan.api_url(n);
+        let mut s =
+            Served { node: n.name.clone(), address: address.clone(), expected, served: None, attempts: 0, ok: false };
+        for _ in 0..tries.max(1) {
+            s.attempts += 1;
+            if let Ok(fp) = crate::ops::live::served_leaf_sha256(&ca, &address).await {
+                s.ok = fp == s.expected;
+                s.served = Some(fp);
+                if s.ok {
+                    break;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+        res.push(s);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn gen(plan: &Plan, out: &Path) {
+        let o = GenerateOptions {
+            out: out.to_path_buf(),
+            check: false,
+            rotate: Rotate::default(),
+            render: RenderOptions { nix: false, ..Default::default() },
+        };
+        generate::generate(plan, &Layout::NixOs, &o).unwrap();
+    }
+
+    fn opts(out: &Path, within_days: u64, all: bool, now: i64) -> RenewOptions {
+        RenewOptions {
+            out: out.to_path_buf(),
+            within_secs: within_days * 86400,
+            all,
+            dry_run: false,
+            layout: Layout::NixOs,
+            render: RenderOptions { nix: false, ..Default::default() },
+            now,
+        }
+    }
+
+    #[test]
+    fn renews_only_certs_inside_the_window_and_keeps_the_manifest_right() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let plan = Plan::from_loaded(&spec::example());
+        gen(&plan, &out);
+        let ca_before = std::fs::read(out.join("pki/ca.crt")).unwrap();
+        let key_before = std::fs::read(out.join("secrets/vault-2.key")).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+        // Nothing expires within 30 days of a fresh tree.
+        let r = renew(&plan, &opts(&out, 30, false, now)).unwrap();
+        assert!(r.renewed.is_empty());
+        assert_eq!(r.kept.len(), 3);
+
+        let r = renew(&plan, &opts(&out, 30, true, now)).unwrap();
+        assert_eq!(r.renewed.len(), 3, "--all renews every certificate");
+        for x in &r.renewed {
+            assert_ne!(x.old.sha256, x.new.sha256);
+        }
+        assert_eq!(std::fs::read(out.join("pki/ca.crt")).unwrap(), ca_before, "same CA");
+        assert_eq!(std::fs::read(out.join("secrets/vault-2.key")).unwrap(), key_before, "same key");
+
+        // A renewed tree is what generate produces: --check reports no drift.
+        let chk = GenerateOptions {
+            out: out.clone(),
+            check: true,
+            rotate: Rotate::default(),
+            render: RenderOptions { nix: false, ..Default::default() },
+        };
+        let g = generate::generate(&plan, &Layout::NixOs, &chk).unwrap();
+        assert!(!g.drift, "{:?}", g.diff);
+    }
+
+    #[test]
+    fn selects_by_expiry_window() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let plan = Plan::from_loaded(&spec::example());
+        gen(&plan, &out);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // Make vault-3's certificate short-lived (10 days) by issuing it directly under the same CA.
+        let ca = pki::Ca::load(
+            &std::fs::read_to_string(out.join("secrets/ca.key")).unwrap(),
+            &std::fs::read_to_string(out.join("pki/ca.crt")).unwrap(),
+        )
+        .unwrap();
+        let n3 = plan.node("vault-3").unwrap();
+        let short = ca
+            .issue(
+                &n3.fqdn,
+                &std::fs::read_to_string(out.join("secrets/vault-3.key")).unwrap(),
+                &pki::node_sans(&plan, n3),
+                10,
+            )
+            .unwrap();
+        // Hand-placing it through generate keeps the manifest right: write then regenerate.
+        std::fs::write(out.join("pki/vault-3.crt"), &short).unwrap();
+
+        let mut o = opts(&out, 30, false, now);
+        o.dry_run = true;
+        let r = renew(&plan, &o).unwrap();
+        assert_eq!(r.renewed.iter().map(|x| x.node.as_str()).collect::<Vec<_>>(), ["vault-3"]);
+        assert_eq!(std::fs::read_to_string(out.join("pki/vault-3.crt")).unwrap(), short, "dry run writes nothing");
+
+        let r = renew(&plan, &opts(&out, 30, false, now)).unwrap();
+        assert_eq!(r.renewed.len(), 1);
+        assert_eq!(r.renewed[0].node, "vault-3");
+        assert!(r.renewed[0].new.days_left > 300);
+        assert_eq!(r.kept.len(), 2);
+        assert!(r.ca_days_left > 3000);
+    }
+
+    #[test]
+    fn refuses_without_a_generated_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let plan = Plan::from_loaded(&spec::example());
+        let e = renew(&plan, &opts(t.path(), 30, false, 0)).unwrap_err().to_string();
+        assert!(e.contains("generate"), "{e}");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "nothing created");
+    }
+}
