@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "upgrade",
     "certs",
     "doctor",
+    "root-token",
     "recover",
     "completions",
 ];

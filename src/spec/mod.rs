@@ -45,9 +45,31 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// A spec is a few kilobytes (100 nodes: ~15 KB). Anything near this is a mistake (a wrong file) or an
+/// attack, and parsing a gigabyte takes long enough to look like a hang (found by fuzzing).
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+fn too_large(name: &str, len: usize) -> LoadError {
+    let src = Source::new(name, "");
+    LoadError::Invalid(Report {
+        diagnostics: vec![Diagnostic::error(format!(
+            "the spec is {len} bytes or more; at most {MAX_SPEC_BYTES} are read"
+        ))
+        .expected("a vaultnix TOML spec (a few kilobytes)")
+        .at(Some(0..0))
+        .locate(&src)],
+    })
+}
+
 /// Reads and checks a spec file.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read(path).map_err(|error| LoadError::Io { path: path.to_path_buf(), error })?;
+    use std::io::Read;
+    let io = |error| LoadError::Io { path: path.to_path_buf(), error };
+    let mut text = Vec::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX_SPEC_BYTES as u64 + 1).read_to_end(&mut text)).map_err(io)?;
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(too_large(&path.display().to_string(), text.len()));
+    }
     let text = String::from_utf8(text).map_err(|e| {
         let off = e.utf8_error().valid_up_to();
         let src = Source::new(path.display().to_string(), String::from_utf8_lossy(e.as_bytes()).into_owned());
@@ -65,6 +87,9 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
 
 /// Parses and checks spec text. `name` is what errors are reported under.
 pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(too_large(name, text.len()));
+    }
     let source = Source::new(name, text);
     let spec: Spec = match toml::from_str(text) {
         Ok(s) => s,
@@ -260,6 +285,19 @@ mod tests {
         }
         let s = load_str("t.toml", "a = [1,", Path::new(".")).unwrap_err().to_string();
         assert!(s.contains("invalid array") && s.contains("expected: `]`"), "{s}");
+    }
+
+    #[test]
+    fn oversized_specs_are_refused_without_reading_them_whole() {
+        // Found by tests/fuzz_spec.rs: a 1 GB generated spec took longer than the per-case time bound.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("big.toml");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap(); // sparse: 64 MiB of NULs
+        let s = load_file(&p).unwrap_err().to_string();
+        assert!(s.contains("big.toml:1:1") && s.contains("at most 1048576"), "{s}");
+        let s = load_str("x.toml", &"#".repeat(MAX_SPEC_BYTES + 1), Path::new(".")).unwrap_err().to_string();
+        assert!(s.contains("x.toml:1:1"), "{s}");
     }
 
     #[test]
