@@ -42,7 +42,25 @@ fn node_add_then_remove_edits_spec_and_regenerates() {
         .code(2);
     assert_eq!(fs::read_to_string(&spec).unwrap(), edited);
 
-    vaultnix().args(["node", "remove", "vault-4", "--spec"]).arg(&spec).arg("--out").arg(&out).assert().success();
+    // No token anywhere: remove-peer is refused before any request is sent (the example spec's addresses
+    // are not loopback), and nothing changes; --spec-only edits the spec alone.
+    vaultnix()
+        .args(["node", "remove", "vault-4", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .assert()
+        .code(1);
+    assert_eq!(fs::read_to_string(&spec).unwrap(), edited);
+    vaultnix()
+        .args(["node", "remove", "vault-4", "--spec-only", "--spec"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     assert_eq!(fs::read_to_string(&spec).unwrap().trim_end(), original.trim_end());
     assert!(!out.join("nodes/vault-4.server.json").exists());
 }

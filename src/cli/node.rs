@@ -56,6 +56,9 @@ pub struct AddArgs {
 #[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
     pub name: String,
+    /// Only edit the spec and regenerate; do not call raft remove-peer (cluster unreachable or already done).
+    #[arg(long)]
+    pub spec_only: bool,
     #[arg(short, long, env = "VAULTNIX_SPEC", default_value = "cluster.toml")]
     pub spec: PathBuf,
     #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
@@ -141,6 +144,30 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                     r.peers
                 ));
                 return Ok(());
+            }
+            if x.spec_only {
+                shell.warn(format!(
+                    "--spec-only: {} stays a raft peer until removed (`bao operator raft remove-peer {}`)",
+                    x.name, x.name
+                ));
+            } else {
+                // Raft first: a peer dropped from the spec but not from raft would still count for quorum.
+                let loaded = super::load_spec(shell, Some(&x.spec))?;
+                let plan = Plan::from_loaded(&loaded);
+                let rt = super::status::runtime()?;
+                let c = crate::api::Cluster::from_out(&plan, &x.out)?;
+                let probe =
+                    c.nodes.first().cloned().ok_or_else(|| super::CliError::invalid("the spec has no nodes"))?;
+                let token = rt.block_on(crate::ops::common::resolve_token(&probe, &x.out)).ok_or_else(|| {
+                    super::CliError::failure("remove-peer needs a token (secrets/admin-token, secrets/init.json, $BAO_TOKEN); or pass --spec-only")
+                })?;
+                rt.block_on(membership::remove_peer(&c.with_token(Some(token)), &x.name, Duration::from_secs(60)))
+                    .map_err(|e| {
+                        super::CliError::failure(format!(
+                            "{e:#}; nothing changed (pass --spec-only to edit the spec without the cluster)"
+                        ))
+                    })?;
+                shell.status(format!("{} removed from raft", x.name));
             }
             let loaded = membership::edit_spec_file(&x.spec, |t| membership::remove_node_text(t, &x.name))
                 .map_err(|e| super::CliError::invalid(format!("{e:#}")))?;

@@ -168,6 +168,26 @@ pub async fn lab_add_node(dir: &Path, n: &NewNode, wait: std::time::Duration) ->
     Ok(LiveReport { node: name, seconds: t0.elapsed().as_secs_f64(), voters, peers })
 }
 
+/// `sys/storage/raft/remove-peer` for `name` through the active node (`c` carries a token). When `name`
+/// is the leader, leadership is handed over first.
+pub async fn remove_peer(c: &crate::api::Cluster, name: &str, wait: std::time::Duration) -> Result<()> {
+    use crate::ops::common;
+    let mut active =
+        common::find_active(c).await.ok_or_else(|| anyhow!("no active node: cannot remove a raft peer"))?;
+    if active.name == name {
+        let _ = active.step_down().await;
+        active = common::poll(wait, std::time::Duration::from_millis(250), || async {
+            common::find_active(c).await.filter(|a| a.name != name)
+        })
+        .await
+        .ok_or_else(|| anyhow!("{name} is active and did not step down"))?;
+    }
+    active
+        .call(reqwest::Method::POST, "sys/storage/raft/remove-peer", Some(&serde_json::json!({ "server_id": name })))
+        .await?;
+    Ok(())
+}
+
 /// Removes `name` from a running lab: raft remove-peer through the active node, process stopped, spec
 /// edited and the tree regenerated.
 pub async fn lab_remove_node(dir: &Path, name: &str, wait: std::time::Duration) -> Result<LiveReport> {
@@ -181,19 +201,7 @@ pub async fn lab_remove_node(dir: &Path, name: &str, wait: std::time::Duration) 
     let c = lab.cluster()?;
     let init = common::read_init(dir)?.ok_or_else(|| anyhow!("the lab has no secrets/init.json"))?;
     let c = c.with_token(Some(init.root_token.clone()));
-    let mut active = common::find_active(&c).await.ok_or_else(|| anyhow!("no active node"))?;
-    if active.name == name {
-        // Removing the leader: hand leadership over first.
-        let _ = active.step_down().await;
-        active = common::poll(wait, std::time::Duration::from_millis(250), || async {
-            common::find_active(&c).await.filter(|a| a.name != name)
-        })
-        .await
-        .ok_or_else(|| anyhow!("{name} is active and did not step down"))?;
-    }
-    active
-        .call(reqwest::Method::POST, "sys/storage/raft/remove-peer", Some(&serde_json::json!({ "server_id": name })))
-        .await?;
+    remove_peer(&c, name, wait).await?;
     lab.stop(name)?;
     edit_spec_file(&spec_file, |t| remove_node_text(t, name))?;
     let lab = crate::lab::Lab::open(dir, None)?;
