@@ -8,12 +8,18 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back"
 )]
 pub struct Args {
-    /// What to break.
+    /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
     #[arg(value_enum)]
-    pub scenario: Scenario,
+    pub scenario: Kind,
+    /// restore: number of secrets to write, save, restore and read back.
+    #[arg(long, default_value_t = 1000)]
+    pub secrets: usize,
+    /// restore: work directory (labs and the snapshot go inside; removed afterwards unless --keep).
+    #[arg(long, default_value = "restore-drill")]
+    pub workdir: PathBuf,
     /// The cluster spec (default: the built-in example). A fresh lab is built from it on loopback.
     #[arg(short, long, env = "VAULTNIX_SPEC")]
     pub spec: Option<PathBuf>,
@@ -46,14 +52,48 @@ pub struct Args {
     pub output: OutputFormat,
 }
 
+/// The drills: the failover scenarios, and the restore rehearsal (`vaultnix snapshot drill-restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    LeaderCrash,
+    LeaderStepdown,
+    FollowerCrash,
+    Partition,
+    FullRestart,
+    Restore,
+}
+
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
+    let scenario = match a.scenario {
+        Kind::LeaderCrash => Scenario::LeaderCrash,
+        Kind::LeaderStepdown => Scenario::LeaderStepdown,
+        Kind::FollowerCrash => Scenario::FollowerCrash,
+        Kind::Partition => Scenario::Partition,
+        Kind::FullRestart => Scenario::FullRestart,
+        Kind::Restore => {
+            if a.dir.is_some() || a.compare_seed || a.drain {
+                return Err(CliError::invalid(
+                    "the restore drill brings up its own labs: --dir, --compare-seed and --drain do not apply",
+                ));
+            }
+            let d = super::snapshot::DrillArgs {
+                secrets: a.secrets,
+                spec: a.spec,
+                workdir: a.workdir,
+                concurrency: 16,
+                keep: a.keep,
+                output: a.output,
+            };
+            return super::snapshot::drill_restore(shell, &d);
+        }
+    };
     if !(0.1..=200.0).contains(&a.rate) {
         return Err(CliError::invalid("--rate must be between 0.1 and 200 writes per second"));
     }
-    if a.compare_seed && a.scenario != Scenario::LeaderCrash {
+    if a.compare_seed && scenario != Scenario::LeaderCrash {
         return Err(CliError::invalid("--compare-seed is defined for leader-crash only"));
     }
-    if a.drain && a.scenario != Scenario::LeaderStepdown {
+    if a.drain && scenario != Scenario::LeaderStepdown {
         return Err(CliError::invalid("--drain applies to leader-stepdown only"));
     }
     if let Some(dir) = &a.dir {
@@ -72,7 +112,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         }
     }
     let opts = DrillOptions {
-        scenario: a.scenario,
+        scenario,
         spec: a.spec,
         dir: a.dir,
         trials: a.trials as usize,

@@ -241,49 +241,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             }
             Ok(())
         }
-        Cmd::DrillRestore(d) => {
-            let o = crate::ops::restore_drill::RestoreDrillOptions {
-                spec: d.spec.clone(),
-                workdir: d.workdir.clone(),
-                secrets: d.secrets,
-                concurrency: d.concurrency,
-                keep_files: d.keep,
-            };
-            let r = crate::ops::restore_drill::run_restore_drill(&o)?;
-            if d.output == super::OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                shell.status(format!(
-                    "restore drill: {} secrets, snapshot {} bytes, saved from {}{}",
-                    r.secrets,
-                    r.snapshot_bytes,
-                    r.saved_from,
-                    if r.saved_via_redirect { " via a redirect to the active node" } else { "" }
-                ));
-                shell.status(format!(
-                    "  write {:.2} s | save {:.2} s | restore (snapshot-force) {:.2} s | unseal with original keys {:.2} s | verify {:.2} s",
-                    r.write_seconds, r.save_seconds, r.restore_seconds, r.unseal_seconds, r.verify_seconds
-                ));
-                shell.status(format!(
-                    "  save + restore: {:.2} s; until every node runs the original cluster again: {:.2} s; plain restore refused: {}; read back {}/{} (missing {}, wrong {})",
-                    r.save_restore_seconds,
-                    r.recovered_seconds,
-                    r.plain_restore_refused,
-                    r.read_back,
-                    r.secrets,
-                    r.missing,
-                    r.wrong
-                ));
-                shell.status("  after the restore:");
-                for l in &r.unseal_timeline {
-                    shell.status(format!("    {l}"));
-                }
-            }
-            if !r.ok() {
-                return Err(CliError::failure("the restored cluster does not hold every secret"));
-            }
-            Ok(())
-        }
+        Cmd::DrillRestore(d) => drill_restore(shell, &d),
         Cmd::Verify(v) => {
             let m = snapshot::verify(&v.file)?;
             shell.status(format!(
@@ -310,4 +268,50 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `vaultnix snapshot drill-restore` and `vaultnix drill restore`: write secrets to a lab, save, restore
+/// into a fresh cluster, unseal with the original keys, read everything back.
+pub fn drill_restore(shell: &Shell, d: &DrillArgs) -> CliResult {
+    let o = crate::ops::restore_drill::RestoreDrillOptions {
+        spec: d.spec.clone(),
+        workdir: d.workdir.clone(),
+        secrets: d.secrets,
+        concurrency: d.concurrency,
+        keep_files: d.keep,
+    };
+    let r = crate::ops::restore_drill::run_restore_drill(&o)?;
+    if d.output == super::OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        shell.status(format!(
+            "restore drill: {} secrets, snapshot {} bytes, saved from {}{}",
+            r.secrets,
+            r.snapshot_bytes,
+            r.saved_from,
+            if r.saved_via_redirect { " via a redirect to the active node" } else { "" }
+        ));
+        shell.status(format!(
+                "  write {:.2} s | save {:.2} s | restore (snapshot-force) {:.2} s | unseal with original keys {:.2} s | verify {:.2} s",
+                r.write_seconds, r.save_seconds, r.restore_seconds, r.unseal_seconds, r.verify_seconds
+            ));
+        shell.status(format!(
+                "  save + restore: {:.2} s; until every node runs the original cluster again: {:.2} s; plain restore refused: {}; read back {}/{} (missing {}, wrong {})",
+                r.save_restore_seconds,
+                r.recovered_seconds,
+                r.plain_restore_refused,
+                r.read_back,
+                r.secrets,
+                r.missing,
+                r.wrong
+            ));
+        shell.status("  after the restore:");
+        for l in &r.unseal_timeline {
+            shell.status(format!("    {l}"));
+        }
+    }
+    if !r.ok() {
+        return Err(CliError::failure("the restored cluster does not hold every secret"));
+    }
+    Ok(())
 }
