@@ -94,7 +94,10 @@ fn modified_manifest_is_drift() {
     std::fs::write(&m, "not json").unwrap();
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
-    assert!(r.stderr.contains("manifest.json") && r.stderr.contains("not a vaultnix manifest"), "{}", r.stderr);
+    // Reported as drift, naming the damage (the summary on stdout, the verdict on stderr).
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("manifest.json") && all.contains("not a vaultnix manifest"), "{all}");
+    assert!(r.stderr.contains("differs from what the spec generates"), "{}", r.stderr);
 }
 
 #[test]
