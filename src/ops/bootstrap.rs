@@ -51,6 +51,8 @@ pub struct BootstrapReport {
     pub notes: Vec<String>,
     /// Set when this run initialized the cluster and saved the root material.
     pub init_saved: Option<PathBuf>,
+    /// The cluster initialized itself (no root token, no recovery keys): see [`SELF_INIT_NOTE`].
+    pub self_initialized: bool,
 }
 
 impl BootstrapReport {
@@ -383,6 +385,7 @@ async fn verify_self_init(
     }
     rep.notes.push(format!("cert login works (policy {SELF_INIT_POLICY}); kv-v2 at secret/"));
     rep.notes.push(SELF_INIT_NOTE.to_string());
+    rep.self_initialized = true;
     Ok(())
 }
 

@@ -47,6 +47,12 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
             "OpenBao {v}: no metrics_only listener (2.5+); Prometheus needs a token for /v1/sys/metrics"
         ));
     }
+    if plan.seal.self_init {
+        notes.push(format!(
+            "self_init: {} initializes itself on first start (initialize stanza); no root token, no recovery keys: the operator certificate pki/admin.crt + secrets/admin.key is the way in",
+            plan.bootstrap_node
+        ));
+    }
     if !plan.openbao_at_least(TLS_AUTO_RELOAD) {
         notes.push(format!("OpenBao {v}: no tls_auto_reload_interval (2.7+); send SIGHUP after renewing certificates"));
     }
@@ -95,6 +101,10 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
     }
     root.insert("storage".into(), json!({ "raft": raft }));
 
+    // No client-certificate settings: the tcp listener already *requests* a client certificate without
+    // requiring or verifying it, which is what the cert auth method of a self-initialized cluster needs
+    // (it verifies the certificate itself against the cluster CA); tests/selfinit.rs logs in that way,
+    // directly and through HAProxy's TLS passthrough. Requiring one would lock out health checks.
     let mut api = json!({
         "type": "tcp",
         "address": sock(node.ip, plan.api_port),
@@ -227,4 +237,43 @@ pub fn to_json_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialize_stanza_only_on_the_bootstrap_node() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/specs/selfinit.toml")).unwrap();
+        let loaded = crate::spec::load_str("selfinit.toml", &text, std::path::Path::new(".")).unwrap();
+        let plan = Plan::from_loaded(&loaded);
+        assert!(plan.seal.self_init);
+        let layout = Layout::NixOs;
+        for n in &plan.nodes {
+            let cfg = render_server_config(&plan, n, &layout);
+            let init = cfg.get("initialize");
+            assert_eq!(init.is_some(), n.name == plan.bootstrap_node, "{}", n.name);
+            if let Some(init) = init {
+                let reqs = init[0]["vaultnix"]["request"].as_array().unwrap();
+                let paths: Vec<&str> = reqs
+                    .iter()
+                    .map(|r| r.as_object().unwrap().values().next().unwrap()["path"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    paths,
+                    [
+                        "sys/auth/cert",
+                        "sys/policies/acl/vaultnix-admin",
+                        "auth/cert/certs/vaultnix-admin",
+                        "sys/mounts/secret"
+                    ]
+                );
+                let cert = &reqs[2]["admin-cert"]["data"];
+                assert_eq!(cert["certificate"]["eval_source"], "file");
+                assert_eq!(cert["certificate"]["path"], json!(layout.ca_file(&plan)));
+                assert_eq!(cert["allowed_common_names"], json!(["vaultnix-admin"]));
+            }
+        }
+    }
 }
