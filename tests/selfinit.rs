@@ -92,3 +92,41 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
     });
     lab.down().unwrap();
 }
+
+/// The operator certificate is issued once and kept: re-running generate leaves the key and certificate
+/// byte-identical; it is a client-only certificate of the cluster CA (checked by openssl).
+#[test]
+fn operator_certificate_is_kept_across_generate_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let gen = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vaultnix"))
+            .args(["generate", "--quiet", "--spec"])
+            .arg(spec())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    gen();
+    let key = std::fs::read(out.join("secrets/admin.key")).unwrap();
+    let crt = std::fs::read(out.join("pki/admin.crt")).unwrap();
+    gen();
+    assert_eq!(std::fs::read(out.join("secrets/admin.key")).unwrap(), key);
+    assert_eq!(std::fs::read(out.join("pki/admin.crt")).unwrap(), crt);
+
+    let info = vaultnix::pki::inspect(&String::from_utf8(crt).unwrap()).unwrap();
+    assert!(info.client_auth && !info.server_auth && info.subject.contains("CN=vaultnix-admin"), "{info:?}");
+    let verify = |purpose: &str| {
+        let o = std::process::Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-CAfile"])
+            .arg(out.join("pki/ca.crt"))
+            .arg(out.join("pki/admin.crt"))
+            .output()
+            .expect("openssl must be installed");
+        o.status.success()
+    };
+    assert!(verify("sslclient"), "openssl refuses pki/admin.crt as a client certificate");
+    assert!(!verify("sslserver"), "pki/admin.crt must not be usable as a server certificate");
+}
