@@ -128,6 +128,59 @@ impl Ca {
     }
 }
 
+/// The operator's client certificate (self-initialized clusters): the cert auth method trusts the cluster
+/// CA for this one common name only.
+pub const ADMIN_CN: &str = "vaultnix-admin";
+
+impl Ca {
+    /// Issues a client-only certificate (EKU clientAuth, no SANs): it cannot serve TLS for a node.
+    pub fn issue_client(&self, cn: &str, key_pem: &str, validity_days: u32) -> Result<String> {
+        let key = KeyPair::from_pem(key_pem).context("client key is not a PEM private key")?;
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "vaultnix");
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(validity_days as i64);
+        p.serial_number = Some(random_serial()?);
+        p.use_authority_key_identifier_extension = true;
+        Ok(p.signed_by(&key, &self.issuer, &self.key)?.pem())
+    }
+}
+
+/// Why an existing client certificate must be reissued, or None if it can be kept.
+pub fn client_reissue_reason(
+    cert_pem: &str,
+    ca_pem: &str,
+    key_pem: &str,
+    renew_within_days: u32,
+    now: i64,
+) -> Option<String> {
+    let info = match inspect(cert_pem) {
+        Ok(i) => i,
+        Err(e) => return Some(format!("existing certificate unreadable ({e})")),
+    };
+    if !verify_signed_by(cert_pem, ca_pem) {
+        return Some("not signed by the current CA".into());
+    }
+    match KeyPair::from_pem(key_pem) {
+        Ok(k) if k.public_key_raw() == info.public_key.as_slice() => {}
+        _ => return Some("does not match the key".into()),
+    }
+    if info.days_left(now) < renew_within_days as i64 {
+        return Some(format!("expires in {} days", info.days_left(now)));
+    }
+    if !info.client_auth || info.server_auth {
+        return Some("not a client-only certificate".into());
+    }
+    None
+}
+
 /// Subject alternative names of a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sans {
@@ -320,6 +373,24 @@ mod tests {
         let mut more = sans.clone();
         more.dns.insert("x.example".into());
         assert_eq!(reissue_reason(&cert, &ca_pem, &nkey, &more, 30, now).as_deref(), Some("SANs changed"));
+    }
+
+    #[test]
+    fn admin_client_cert_is_client_only() {
+        let ca_key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let ca_pem = new_ca_cert("x", &ca_key, 3650).unwrap();
+        let ca = Ca::load(&ca_key.serialize_pem(), &ca_pem).unwrap();
+        let k = key_pem(&generate_key(KeyAlgorithm::EcdsaP256).unwrap());
+        let cert = ca.issue_client(ADMIN_CN, &k, 365).unwrap();
+        let info = inspect(&cert).unwrap();
+        assert!(info.client_auth && !info.server_auth && !info.is_ca);
+        assert!(info.subject.contains("CN=vaultnix-admin"), "{}", info.subject);
+        assert!(info.sans.dns.is_empty() && info.sans.ips.is_empty());
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert_eq!(client_reissue_reason(&cert, &ca_pem, &k, 30, now), None);
+        let other = key_pem(&generate_key(KeyAlgorithm::EcdsaP256).unwrap());
+        assert!(client_reissue_reason(&cert, &ca_pem, &other, 30, now).is_some());
+        assert!(client_reissue_reason(&cert, &ca_pem, &k, 400, now).is_some());
     }
 
     #[test]

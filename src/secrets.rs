@@ -28,6 +28,10 @@ pub struct Material {
     /// WireGuard private keys (base64) per machine.
     pub wg_private: BTreeMap<String, String>,
     pub seal_key: Option<Vec<u8>>,
+    /// The operator's client key and certificate (CN vaultnix-admin), only with self-initialization:
+    /// the cert auth login is then the only way in.
+    pub admin_key: Option<String>,
+    pub admin_cert: Option<String>,
     /// What was created or reissued, for the summary.
     pub events: Vec<String>,
 }
@@ -203,6 +207,41 @@ pub fn prepare_renewing(
                 random_bytes::<32>()?.to_vec()
             }
         });
+    }
+    if plan.seal.self_init {
+        let key = if rotate.keys { None } else { read_opt(&sec.join("admin.key"))? };
+        let key = match key {
+            Some(k) => {
+                rcgen::KeyPair::from_pem(&k).context("secrets/admin.key is not a PEM private key")?;
+                k
+            }
+            None => {
+                if !create {
+                    return Err(missing("secrets/admin.key"));
+                }
+                m.events.push("created the operator client key (secrets/admin.key)".into());
+                pki::key_pem(&pki::generate_key(alg)?)
+            }
+        };
+        let existing = read_opt(&pki_dir.join("admin.crt"))?;
+        let reason = match (&existing, rotate.certs) {
+            (_, true) => Some("renewal requested".to_string()),
+            (None, _) => Some("new".to_string()),
+            (Some(c), _) => pki::client_reissue_reason(c, &m.ca_cert, &key, plan.tls.renew_within_days, now),
+        };
+        let cert = match (reason, existing) {
+            (None, Some(c)) => c,
+            (Some(why), _) => {
+                if !create {
+                    bail!("pki/admin.crt must be reissued ({why}): run `vaultnix generate`");
+                }
+                m.events.push(format!("issued the operator client certificate pki/admin.crt ({why})"));
+                ca.issue_client(pki::ADMIN_CN, &key, plan.tls.node_validity_days)?
+            }
+            (None, None) => unreachable!("no reason to reissue implies an existing certificate"),
+        };
+        m.admin_key = Some(key);
+        m.admin_cert = Some(cert);
     }
     Ok(m)
 }

@@ -19,6 +19,7 @@ fn cases() -> Vec<(&'static str, Option<PathBuf>, PathBuf)> {
         ("static-seal", Some(common::spec("static-seal.toml")), b27.clone()),
         ("tailscale", Some(common::spec("tailscale.toml")), b27.clone()),
         ("transit", Some(common::spec("transit.toml")), b27.clone()),
+        ("selfinit", Some(common::spec("selfinit.toml")), b27.clone()),
         ("awskms-plugin", Some(common::spec("awskms-plugin.toml")), b27),
         ("awskms-2.6", Some(common::spec("awskms-2.6.toml")), common::bao_2_6()),
     ]
@@ -46,6 +47,18 @@ fn with_ext(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     v
 }
 
+const INITIALIZE_FALSE_POSITIVE: &str = "Unknown or unsupported field enable-cert-auth found";
+
+/// validate-config of a config without its `initialize` stanza (written next to it): with the stanza,
+/// 2.7.2 stops at its false warning, so the rest of the config is checked strictly this way.
+fn validate_without_initialize(bao: &Path, cfg: &Path) -> (bool, String) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg).expect("config")).expect("json");
+    assert!(v.as_object_mut().expect("object").remove("initialize").is_some(), "{}: no initialize", cfg.display());
+    let stripped = cfg.with_extension("no-initialize.json");
+    std::fs::write(&stripped, serde_json::to_string_pretty(&v).expect("json")).expect("write");
+    run(Command::new(bao).arg("operator").arg("validate-config").arg(format!("-config={}", stripped.display())))
+}
+
 fn run(cmd: &mut Command) -> (bool, String) {
     let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -60,12 +73,21 @@ fn bao_validate_config_accepts_every_server_config() {
         let configs = with_ext(&out.join("nodes"), ".server.json");
         assert!(!configs.is_empty(), "{name}: no server config");
         for cfg in configs {
-            let (ok, text) = run(Command::new(&bao)
+            let (mut ok, mut text) = run(Command::new(&bao)
                 .arg("operator")
                 .arg("validate-config")
                 .arg(format!("-config={}", cfg.display())));
             // validate-config exits 0 even when it reports a failure: read its verdict. Unknown keys are
             // only "[ warning ]", which we treat as failures too (a misspelled key is silently ignored).
+            // One exception: 2.7.2's unused-key check reports the first request name of an `initialize`
+            // stanza as unknown (exit 2) even for the documentation's own example, although the server
+            // parses and runs it (tests/selfinit.rs proves the requests ran). Then exactly that warning
+            // is the only output allowed, and the config minus the stanza must pass strictly.
+            if text.lines().filter(|l| l.contains("[ warning ]") || l.contains("[ failure ]")).count() == 1
+                && text.contains(INITIALIZE_FALSE_POSITIVE)
+            {
+                (ok, text) = validate_without_initialize(&bao, &cfg);
+            }
             assert!(
                 ok && text.contains("[ success ]") && !text.contains("[ warning ]") && !text.contains("[ failure ]"),
                 "{name}: {} rejected by {}:\n{text}",
@@ -75,7 +97,7 @@ fn bao_validate_config_accepts_every_server_config() {
             checked += 1;
         }
     }
-    assert!(checked >= 3 + 5 + 8 + 4 + 3 * 5, "only {checked} configs checked");
+    assert!(checked >= 3 + 5 + 8 + 4 + 3 * 6, "only {checked} configs checked");
 }
 
 #[test]

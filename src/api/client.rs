@@ -111,6 +111,36 @@ pub struct NodeClient {
     http: reqwest::Client,
     token: Option<String>,
     timeout: Duration,
+    ca_pem: Vec<u8>,
+    has_identity: bool,
+}
+
+fn build_http(
+    name: &str,
+    server_name: &str,
+    ip: IpAddr,
+    port: u16,
+    ca_pem: &[u8],
+    identity_pem: Option<&[u8]>,
+) -> anyhow::Result<reqwest::Client> {
+    let ca = reqwest::Certificate::from_pem(ca_pem)
+        .map_err(|e| anyhow::anyhow!("the cluster CA certificate does not parse: {e}"))?;
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve(server_name, SocketAddr::new(ip, port))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tls_info(true);
+    if let Some(pem) = identity_pem {
+        let id = reqwest::Identity::from_pem(pem).map_err(|e| {
+            anyhow::anyhow!("the client certificate/key (pki/admin.crt, secrets/admin.key) do not load: {e}")
+        })?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| anyhow::anyhow!("cannot build the HTTPS client for {name}: {e}"))
 }
 
 impl fmt::Debug for NodeClient {
@@ -128,19 +158,7 @@ impl NodeClient {
     /// `ca_pem` is the only trusted root. `server_name` is checked against the certificate while the
     /// connection goes to `ip:port`.
     pub fn new(name: &str, server_name: &str, ip: IpAddr, port: u16, ca_pem: &[u8]) -> anyhow::Result<NodeClient> {
-        let ca = reqwest::Certificate::from_pem(ca_pem)
-            .map_err(|e| anyhow::anyhow!("the cluster CA certificate does not parse: {e}"))?;
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .resolve(server_name, SocketAddr::new(ip, port))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tls_info(true)
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTPS client for {name}: {e}"))?;
+        let http = build_http(name, server_name, ip, port, ca_pem, None)?;
         Ok(NodeClient {
             name: name.to_string(),
             server_name: server_name.to_string(),
@@ -149,7 +167,29 @@ impl NodeClient {
             http,
             token: None,
             timeout: DEFAULT_TIMEOUT,
+            ca_pem: ca_pem.to_vec(),
+            has_identity: false,
         })
+    }
+
+    /// Presents `identity_pem` (client certificate + private key, PEM) in every TLS handshake: the
+    /// `cert` auth method reads it from the connection. The listener requests client certificates by
+    /// default without requiring them, so clients without one are unaffected.
+    pub fn with_identity(mut self, identity_pem: &[u8]) -> anyhow::Result<Self> {
+        self.http = build_http(&self.name, &self.server_name, self.ip, self.port, &self.ca_pem, Some(identity_pem))?;
+        self.has_identity = true;
+        Ok(self)
+    }
+    pub fn has_identity(&self) -> bool {
+        self.has_identity
+    }
+
+    /// `POST auth/cert/login` for the role `role`: a token for the client certificate presented in the
+    /// handshake (see [`NodeClient::with_identity`]).
+    pub async fn login_cert(&self, role: &str) -> ApiResult<crate::api::sys::TokenAuth> {
+        let path = "auth/cert/login";
+        let v = self.call(Method::POST, path, Some(&serde_json::json!({ "name": role }))).await?;
+        self.decode(path, v.get("auth").cloned().unwrap_or(Value::Null))
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Self {
@@ -360,6 +400,13 @@ impl Cluster {
         let lb_ip = lb_dial_ip(plan);
         let lb = NodeClient::new("load balancer", &plan.lb.hostname, lb_ip, plan.lb.port, ca_pem)?;
         Ok(Cluster { plan: plan.clone(), nodes, lb, ca_pem: ca_pem.to_vec() })
+    }
+
+    /// Presents the client identity (certificate + key PEM) to every node and the load balancer.
+    pub fn with_identity(mut self, identity_pem: &[u8]) -> anyhow::Result<Self> {
+        self.nodes = self.nodes.into_iter().map(|n| n.with_identity(identity_pem)).collect::<anyhow::Result<_>>()?;
+        self.lb = self.lb.with_identity(identity_pem)?;
+        Ok(self)
     }
 
     /// Sets the token on every client.

@@ -54,6 +54,9 @@ pub fn print_report(shell: &Shell, rep: &BootstrapReport) {
     } else {
         shell.status(format!("bootstrapped ({} change(s))", rep.changes.len()));
     }
+    if rep.self_initialized {
+        shell.warn(crate::ops::bootstrap::SELF_INIT_NOTE);
+    }
     if let Some(p) = &rep.init_saved {
         shell.warn(format!("{} is ROOT MATERIAL (unseal/recovery keys and the root token)", p.display()));
     }

@@ -341,6 +341,15 @@ impl Lab {
         s.push_str(&format!("export VAULT_TLS_SERVER_NAME={}\n", self.plan.lb.hostname));
         if let Some(t) = token {
             s.push_str(&format!("export BAO_TOKEN={t}\nexport VAULT_TOKEN={t}\n"));
+        } else if crate::ops::common::admin_identity(&self.dir).is_some() {
+            // Self-initialized: no root token exists; the operator certificate logs in.
+            let crt = shell_quote(&crate::ops::common::admin_cert_path(&self.dir).display().to_string());
+            let key = shell_quote(&crate::ops::common::admin_key_path(&self.dir).display().to_string());
+            s.push_str(&format!("export BAO_CLIENT_CERT={crt}\nexport VAULT_CLIENT_CERT={crt}\n"));
+            s.push_str(&format!("export BAO_CLIENT_KEY={key}\nexport VAULT_CLIENT_KEY={key}\n"));
+            s.push_str(
+                "# no root token (self-initialized): log in with `bao login -method=cert name=vaultnix-admin`\n",
+            );
         }
         s.push_str(&format!("# lab {:?} through its load balancer ({addr})\n", self.plan.name));
         s.push_str(&format!(

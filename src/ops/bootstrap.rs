@@ -51,6 +51,8 @@ pub struct BootstrapReport {
     pub notes: Vec<String>,
     /// Set when this run initialized the cluster and saved the root material.
     pub init_saved: Option<PathBuf>,
+    /// The cluster initialized itself (no root token, no recovery keys): see [`SELF_INIT_NOTE`].
+    pub self_initialized: bool,
 }
 
 impl BootstrapReport {
@@ -117,7 +119,30 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
         .clone();
     let any_initialized = health.iter().any(|(_, h)| h.state != NodeState::Uninitialized);
     let init_path = common::init_json_path(&opts.out);
-    if !any_initialized {
+    let self_init = plan.seal.self_init;
+    if self_init {
+        // The bootstrap node initializes itself from its `initialize` stanza on first start; calling
+        // sys/init here would race it. Followers join it via retry_join and auto-unseal by themselves.
+        let forming = health.iter().any(|(_, h)| h.state != NodeState::Active && h.state != NodeState::Standby);
+        pb.msg(format!("waiting for {} to initialize itself", boot.name));
+        poll(opts.wait, Duration::from_millis(250), || async {
+            matches!(boot.health().await, Ok(h) if h.body.initialized).then_some(())
+        })
+        .await
+        .ok_or_else(|| {
+            anyhow!(
+                "{} ({}) did not initialize itself within {:?}: self-initialization errors are in its log \
+                 (a failed request stops it; with no root token the only fix is wiping its data and starting again)",
+                boot.name,
+                boot.addr(),
+                opts.wait
+            )
+        })?;
+        if forming {
+            rep.changes.push(format!("{} self-initialized; followers joined via retry_join", boot.name));
+        }
+        health = wait_reachable(&cluster, opts.wait).await?;
+    } else if !any_initialized {
         if init_path.exists() {
             bail!(
                 "no node is initialized, but {} exists from an earlier initialization: it belongs to a cluster \
@@ -206,7 +231,11 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
 
     // 6. Checks and configuration that need a token.
     pb.step("checking audit devices");
-    let Some(token) = resolve_token(&active, &opts.out).await else {
+    let token = resolve_token(&active, &opts.out).await;
+    if self_init {
+        verify_self_init(plan, &active, &opts.out, opts.wait, &mut rep).await?;
+    }
+    let Some(token) = token else {
         rep.notes.push(format!(
             "no usable token (secrets/admin-token, the root token in {}, $BAO_TOKEN or $VAULT_TOKEN): audit and \
              autopilot checks skipped",
@@ -324,6 +353,69 @@ pub fn pgp_key_base64(raw: &[u8]) -> Result<String> {
         }
     }
     Ok(b64.encode(raw))
+}
+
+pub const SELF_INIT_NOTE: &str = "self-initialized cluster: there are NO recovery keys and NO root token. \
+Access is the operator certificate pki/admin.crt + secrets/admin.key (cert login, policy vaultnix-admin): keep \
+secrets/admin.key safe and backed up, together with secrets/ca.key (it can issue a new operator certificate) \
+and the seal key (secrets/seal.key for the static seal; without it the data cannot be unsealed).";
+
+/// Checks what the `initialize` stanza promised: the operator certificate logs in and gets the
+/// vaultnix-admin policy, kv-v2 is mounted at secret/, and every planned voter is a raft voter.
+async fn verify_self_init(
+    plan: &Plan,
+    active: &NodeClient,
+    out: &std::path::Path,
+    limit: Duration,
+    rep: &mut BootstrapReport,
+) -> Result<()> {
+    use crate::render::server::SELF_INIT_POLICY;
+    if common::admin_identity(out).is_none() {
+        bail!(
+            "self-initialization needs the operator certificate, but {} or {} is missing: restore them (run \
+             `vaultnix generate` to issue a new one from the cluster CA)",
+            common::admin_cert_path(out).display(),
+            common::admin_key_path(out).display()
+        );
+    }
+    // The login goes through the load balancer too when there is one up: HAProxy passes TLS through, so
+    // the client certificate reaches the node.
+    let auth = match common::cert_login_token(active, out).await {
+        Some(a) => a,
+        None => {
+            let id = common::admin_identity(out).unwrap_or_default();
+            let c = active.clone().with_identity(&id)?;
+            let e = c.login_cert(crate::pki::ADMIN_CN).await.err().map(|e| e.to_string()).unwrap_or_default();
+            bail!(
+                "the operator certificate cannot log in to {} (the self-initialization did not finish?): {e}",
+                active.name
+            )
+        }
+    };
+    if !auth.policies.iter().any(|p| p == SELF_INIT_POLICY) {
+        bail!("the operator certificate logs in, but without the {SELF_INIT_POLICY} policy (got {:?})", auth.policies);
+    }
+    let admin = active.clone().with_token(Some(auth.client_token.clone()));
+    let mounts = admin.mounts().await?;
+    match mounts.get("secret/") {
+        Some(m) if m.kind == "kv" => {}
+        _ => bail!("self-initialization did not mount kv-v2 at secret/ on {}", active.name),
+    }
+    let want = plan.nodes.iter().filter(|n| n.voter).count();
+    let voters = poll(limit, Duration::from_millis(500), || async {
+        let cfg = admin.raft_configuration().await.ok()?;
+        let v = cfg.servers.iter().filter(|s| s.voter).count();
+        (v >= want).then_some(v)
+    })
+    .await;
+    match voters {
+        Some(v) => rep.notes.push(format!("raft: {v} voters")),
+        None => bail!("the raft configuration did not reach {want} voters within {limit:?}"),
+    }
+    rep.notes.push(format!("cert login works (policy {SELF_INIT_POLICY}); kv-v2 at secret/"));
+    rep.notes.push(SELF_INIT_NOTE.to_string());
+    rep.self_initialized = true;
+    Ok(())
 }
 
 /// The init request from the plan: shares/threshold, PGP keys (base64 of each key file), recovery

@@ -15,6 +15,31 @@ pub fn admin_token_path(out: &Path) -> PathBuf {
     out.join("secrets/admin-token")
 }
 
+pub fn admin_cert_path(out: &Path) -> PathBuf {
+    out.join("pki/admin.crt")
+}
+pub fn admin_key_path(out: &Path) -> PathBuf {
+    out.join("secrets/admin.key")
+}
+
+/// The operator's client identity (pki/admin.crt + secrets/admin.key as one PEM) when both exist: the
+/// only way into a self-initialized cluster.
+pub fn admin_identity(out: &Path) -> Option<Vec<u8>> {
+    let mut pem = std::fs::read(admin_cert_path(out)).ok()?;
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend(std::fs::read(admin_key_path(out)).ok()?);
+    Some(pem)
+}
+
+/// A token from the cert auth method for the operator certificate, if it exists and the node accepts it.
+pub async fn cert_login_token(client: &NodeClient, out: &Path) -> Option<crate::api::sys::TokenAuth> {
+    let id = admin_identity(out)?;
+    let c = client.clone().with_identity(&id).ok()?;
+    c.login_cert(crate::pki::ADMIN_CN).await.ok()
+}
+
 /// Reads `<out>/secrets/init.json` if it exists.
 pub fn read_init(out: &Path) -> Result<Option<InitResponse>> {
     let p = init_json_path(out);
@@ -61,7 +86,8 @@ pub fn write_secret_new(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Token candidates in order: secrets/admin-token, the root token in secrets/init.json, $BAO_TOKEN,
 /// $VAULT_TOKEN. The first one the cluster accepts (lookup-self) wins, so a revoked root token is
-/// skipped.
+/// skipped. Without any, a cert login with the operator certificate (pki/admin.crt + secrets/admin.key,
+/// self-initialized clusters) yields a short-lived token.
 pub async fn resolve_token(client: &NodeClient, out: &Path) -> Option<String> {
     let mut candidates = Vec::new();
     if let Ok(t) = std::fs::read_to_string(admin_token_path(out)) {
@@ -81,7 +107,7 @@ pub async fn resolve_token(client: &NodeClient, out: &Path) -> Option<String> {
             return Some(t);
         }
     }
-    None
+    cert_login_token(client, out).await.map(|a| a.client_token)
 }
 
 /// Health of every node, in plan order, queried in parallel.

@@ -121,7 +121,7 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
     };
     let Some(token) = resolve_token(&active, out).await else {
         st.notes.push(
-            "no token (secrets/admin-token, secrets/init.json, $BAO_TOKEN): raft peers and autopilot skipped".into(),
+            "no token (secrets/admin-token, secrets/init.json, $BAO_TOKEN, or the operator certificate pki/admin.crt): raft peers and autopilot skipped".into(),
         );
         return Ok(st);
     };

@@ -115,6 +115,9 @@ pub struct SealPlan {
     pub params: BTreeMap<String, serde_json::Value>,
     /// Rendered as an external KMS plugin (OpenBao >= 2.6 with plugin_command set, required on >= 2.7).
     pub plugin: Option<KmsPlugin>,
+    /// Declarative self-initialization on the bootstrap node (OpenBao >= 2.4, auto-unseal only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_init: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,6 +236,7 @@ impl Plan {
                 root_token_pgp_key: u.root_token_pgp_key.as_ref().map(|k| spec_dir.join(k)),
                 params: u.params.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
                 plugin,
+                self_init: u.self_init,
             },
             raft: RaftPlan {
                 network,

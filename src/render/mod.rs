@@ -69,6 +69,10 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     if let Some(k) = &m.seal_key {
         files.push(OutFile::secret("secrets/seal.key", k.clone()));
     }
+    if let (Some(k), Some(c)) = (&m.admin_key, &m.admin_cert) {
+        files.push(OutFile::secret("secrets/admin.key", k.clone()));
+        files.push(OutFile::public("pki/admin.crt", c.clone()));
+    }
     files.push(OutFile::public("haproxy/haproxy.cfg", render_haproxy(plan, layout)));
     files.push(OutFile::public("monitoring/alerts.yml", render_alerts(plan)));
     if opts.nix {

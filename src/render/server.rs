@@ -11,6 +11,18 @@ use serde_json::{json, Map, Value};
 pub const DECLARED_AUDIT: (u32, u32, u32) = (2, 4, 0);
 pub const METRICS_ONLY_LISTENER: (u32, u32, u32) = (2, 5, 0);
 pub const TLS_AUTO_RELOAD: (u32, u32, u32) = (2, 7, 0);
+pub const SELF_INIT: (u32, u32, u32) = (2, 4, 0);
+
+/// The policy the operator certificate logs in with on a self-initialized cluster: everything, including
+/// the sudo paths (sys/*, raft snapshots, step-down, audit, policies), because no root token exists.
+pub const SELF_INIT_ADMIN_POLICY: &str = r#"# vaultnix-admin: full control of a self-initialized cluster (there is no root token).
+path "*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list", "sudo"]
+}
+"#;
+pub const SELF_INIT_POLICY: &str = "vaultnix-admin";
+/// Tokens from the certificate login are short-lived: the certificate is the long-lived credential.
+pub const SELF_INIT_TOKEN_TTL: &str = "1h";
 
 /// What the rendering left out or chose because of the engine and its version, for the summary.
 pub fn version_notes(plan: &Plan) -> Vec<String> {
@@ -33,6 +45,12 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
     if !plan.openbao_at_least(METRICS_ONLY_LISTENER) {
         notes.push(format!(
             "OpenBao {v}: no metrics_only listener (2.5+); Prometheus needs a token for /v1/sys/metrics"
+        ));
+    }
+    if plan.seal.self_init {
+        notes.push(format!(
+            "self_init: {} initializes itself on first start (initialize stanza); no root token, no recovery keys: the operator certificate pki/admin.crt + secrets/admin.key is the way in",
+            plan.bootstrap_node
         ));
     }
     if !plan.openbao_at_least(TLS_AUTO_RELOAD) {
@@ -87,6 +105,10 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
     }
     root.insert("storage".into(), json!({ "raft": raft }));
 
+    // No client-certificate settings: the tcp listener already *requests* a client certificate without
+    // requiring or verifying it, which is what the cert auth method of a self-initialized cluster needs
+    // (it verifies the certificate itself against the cluster CA); tests/selfinit.rs logs in that way,
+    // directly and through HAProxy's TLS passthrough. Requiring one would lock out health checks.
     let mut api = json!({
         "type": "tcp",
         "address": sock(node.ip, plan.api_port),
@@ -128,6 +150,13 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         );
     }
 
+    if plan.seal.self_init && node.name == plan.bootstrap_node && plan.openbao_at_least(SELF_INIT) {
+        // On the bootstrap node ONLY: every node carrying this stanza would initialize its own empty
+        // storage on first start, and several such nodes can each form a separate cluster (a split the
+        // retry_join of the others then never heals). Followers join the bootstrap node instead.
+        root.insert("initialize".into(), render_initialize(plan, layout));
+    }
+
     if let Some(seal) = render_seal(plan, layout) {
         root.insert("seal".into(), seal);
     }
@@ -139,6 +168,47 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         );
     }
     Value::Object(root)
+}
+
+/// OpenBao's declarative self-initialization: the root token it runs these requests with is revoked
+/// afterwards and no recovery keys exist, so the requests must leave a way in. That way is the `cert`
+/// auth method trusting the cluster CA for the common name `vaultnix-admin` only (pki/admin.crt +
+/// secrets/admin.key, issued by `generate`). The CA is read from the node's CA file at start (the
+/// profile `file` source) rather than inlined, so the config carries no copy that could go stale.
+fn render_initialize(plan: &Plan, layout: &Layout) -> Value {
+    json!([{ "vaultnix": { "request": [
+        { "enable-cert-auth": {
+            "operation": "update",
+            "path": "sys/auth/cert",
+            "data": { "type": "cert", "description": "vaultnix: operator client certificates" },
+        }},
+        { "admin-policy": {
+            "operation": "update",
+            "path": format!("sys/policies/acl/{SELF_INIT_POLICY}"),
+            "data": { "policy": SELF_INIT_ADMIN_POLICY },
+        }},
+        { "admin-cert": {
+            "operation": "update",
+            "path": format!("auth/cert/certs/{}", crate::pki::ADMIN_CN),
+            "data": {
+                "display_name": crate::pki::ADMIN_CN,
+                "certificate": {
+                    "eval_source": "file",
+                    "eval_type": "string",
+                    "path": layout.ca_file(plan),
+                },
+                "allowed_common_names": [crate::pki::ADMIN_CN],
+                "token_policies": [SELF_INIT_POLICY],
+                "token_ttl": SELF_INIT_TOKEN_TTL,
+                "token_max_ttl": SELF_INIT_TOKEN_TTL,
+            },
+        }},
+        { "enable-kv": {
+            "operation": "update",
+            "path": "sys/mounts/secret",
+            "data": { "type": "kv", "options": { "version": "2" }, "description": "vaultnix: key/value v2" },
+        }},
+    ]}}])
 }
 
 /// The loopback address the metrics listener binds: 127.0.0.1 on a host; the node's own loopback
@@ -171,4 +241,43 @@ pub fn to_json_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialize_stanza_only_on_the_bootstrap_node() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/specs/selfinit.toml")).unwrap();
+        let loaded = crate::spec::load_str("selfinit.toml", &text, std::path::Path::new(".")).unwrap();
+        let plan = Plan::from_loaded(&loaded);
+        assert!(plan.seal.self_init);
+        let layout = Layout::NixOs;
+        for n in &plan.nodes {
+            let cfg = render_server_config(&plan, n, &layout);
+            let init = cfg.get("initialize");
+            assert_eq!(init.is_some(), n.name == plan.bootstrap_node, "{}", n.name);
+            if let Some(init) = init {
+                let reqs = init[0]["vaultnix"]["request"].as_array().unwrap();
+                let paths: Vec<&str> = reqs
+                    .iter()
+                    .map(|r| r.as_object().unwrap().values().next().unwrap()["path"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    paths,
+                    [
+                        "sys/auth/cert",
+                        "sys/policies/acl/vaultnix-admin",
+                        "auth/cert/certs/vaultnix-admin",
+                        "sys/mounts/secret"
+                    ]
+                );
+                let cert = &reqs[2]["admin-cert"]["data"];
+                assert_eq!(cert["certificate"]["eval_source"], "file");
+                assert_eq!(cert["certificate"]["path"], json!(layout.ca_file(&plan)));
+                assert_eq!(cert["allowed_common_names"], json!(["vaultnix-admin"]));
+            }
+        }
+    }
 }

@@ -285,6 +285,10 @@ pub struct Unseal {
     pub plugin_sha256: Option<String>,
     #[serde(default = "default_plugin_dir")]
     pub plugin_directory: String,
+    /// OpenBao >= 2.4 with an auto-unseal seal: the bootstrap node initializes itself from an
+    /// `initialize` stanza (no root token, no recovery keys; access through the operator certificate).
+    #[serde(default)]
+    pub self_init: bool,
 }
 
 impl Default for Unseal {
@@ -299,6 +303,7 @@ impl Default for Unseal {
             plugin_command: None,
             plugin_sha256: None,
             plugin_directory: default_plugin_dir(),
+            self_init: false,
         }
     }
 }

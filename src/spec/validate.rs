@@ -606,6 +606,9 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
             }
         }
     }
+    if u.self_init {
+        check_self_init(c, spec);
+    }
     if let Some(s) = &u.plugin_sha256 {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             c.err(
@@ -614,6 +617,43 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
                 "64 hexadecimal characters",
             );
         }
+    }
+}
+
+/// Self-initialization revokes its root token and returns no recovery keys: it is only safe where the
+/// seal unseals by itself, the engine knows the `initialize` stanza, and exactly one node runs it.
+fn check_self_init(c: &mut Ctx<'_>, spec: &Spec) {
+    let u = &spec.unseal;
+    if u.kind == SealKind::Shamir {
+        c.err_first(
+            &[&[K("unseal"), K("kind")], &[K("unseal"), K("self_init")]],
+            "self_init needs an auto-unseal seal: a self-initialized Shamir cluster would have no unseal keys",
+            "kind = \"static\", a cloud KMS kind or \"transit\" (or remove self_init)",
+        );
+    }
+    if spec.cluster.engine != Engine::Openbao {
+        c.err(
+            &[K("unseal"), K("self_init")],
+            format!("self_init is OpenBao-only (the engine is {})", spec.cluster.engine.as_str()),
+            "engine = \"openbao\", or remove self_init",
+        );
+    } else if parse_version(&spec.cluster.version).is_some_and(|v| v < (2, 4, 0)) {
+        c.err(
+            &[K("unseal"), K("self_init")],
+            format!("OpenBao {} has no self-initialization (the initialize stanza came in 2.4)", spec.cluster.version),
+            "version = \"2.4.0\" or newer",
+        );
+    }
+    let has_boot = match &spec.cluster.bootstrap_node {
+        Some(b) => spec.nodes.iter().any(|n| &n.name == b && n.voter),
+        None => spec.nodes.iter().any(|n| n.voter),
+    };
+    if !has_boot {
+        c.err(
+            &[K("unseal"), K("self_init")],
+            "self_init needs a bootstrap node (the one voter that initializes itself), and there is none",
+            "a voting node, named by [cluster] bootstrap_node or the first voter",
+        );
     }
 }
 

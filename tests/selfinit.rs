@@ -1,0 +1,132 @@
+//! OpenBao declarative self-initialization, live: a 3-node static-seal lab whose bootstrap node
+//! initializes itself from the rendered `initialize` stanza. Real bao 2.7.2 and HAProxy on loopback
+//! (a base from `lab::alloc_base()`); every wait is bounded.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use vaultnix::api::{block_on, NodeState};
+use vaultnix::lab::LabHandle;
+use vaultnix::ops::bootstrap::{bootstrap, BootstrapOptions};
+use vaultnix::ops::common::{admin_identity, resolve_token};
+
+fn spec() -> PathBuf {
+    let bao = std::env::var_os("VAULTNIX_BAO").map(PathBuf::from);
+    let bao = bao.unwrap_or_else(|| PathBuf::from("/work/main/.tools/bao-2.7.2/bao"));
+    assert!(bao.is_file(), "no bao at {} (set VAULTNIX_BAO): live tests need the real server", bao.display());
+    std::env::set_var("VAULTNIX_BAO", &bao);
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/specs/selfinit.toml")
+}
+
+#[test]
+fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = LabHandle::up(Some(&spec()), &tmp.path().join("lab")).expect("lab up (self-init bootstrap)");
+    let dir = lab.dir().to_path_buf();
+    let plan = lab.plan().clone();
+    assert!(plan.nodes.iter().all(|n| n.ip.is_loopback()) && plan.lb.bind.is_loopback());
+
+    // The bootstrap verified the outcome and said there is no root material.
+    let boot = lab.up.bootstrap.as_ref().expect("bootstrap ran");
+    assert!(boot.init_saved.is_none(), "{boot:?}");
+    assert!(!dir.join("secrets/init.json").exists(), "self-init must not write init.json");
+    let notes = boot.notes.join("\n");
+    assert!(notes.contains("NO recovery keys and NO root token"), "{notes}");
+    assert!(notes.contains("cert login works"), "{notes}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join("secrets/admin.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Only the bootstrap node carries the initialize stanza.
+    for n in &plan.nodes {
+        let cfg = std::fs::read_to_string(dir.join(format!("nodes/{}.server.json", n.name))).unwrap();
+        assert_eq!(cfg.contains("\"initialize\""), n.name == plan.bootstrap_node, "{}", n.name);
+    }
+
+    let c = lab.cluster().unwrap();
+    block_on(async {
+        // Without the client certificate there is no way in: the login is refused.
+        let e = c.lb.login_cert("vaultnix-admin").await.expect_err("login without a client certificate");
+        assert!(matches!(e.status(), Some(400..=403)), "{e}");
+
+        // Cert login through the load balancer (TLS passthrough carries the client certificate).
+        let id = admin_identity(&dir).expect("pki/admin.crt + secrets/admin.key");
+        let lb = c.lb.clone().with_identity(&id).unwrap();
+        let auth = lb.login_cert("vaultnix-admin").await.expect("cert login via LB");
+        assert!(auth.policies.iter().any(|p| p == "vaultnix-admin"), "{auth:?}");
+        let lb = lb.with_token(Some(auth.client_token.clone()));
+
+        // kv-v2 from the initialize stanza, through the LB.
+        let v = lb.kv_put("secret", "selfinit/hello", &json!({ "answer": "42" })).await.expect("kv put via LB");
+        assert!(v >= 1);
+        assert_eq!(lb.kv_get("secret", "selfinit/hello").await.unwrap(), Some(json!({ "answer": "42" })));
+
+        // The admin policy reaches sudo paths (raft configuration) and the audit device is active.
+        let cfg = lb.raft_configuration().await.expect("raft configuration with the cert-login token");
+        assert_eq!(cfg.servers.iter().filter(|s| s.voter).count(), 3, "{cfg:?}");
+        assert!(!lb.audit_devices().await.unwrap().is_empty(), "no audit device");
+
+        // Live commands find a token without init.json: the cert login fallback.
+        let active = vaultnix::ops::common::find_active(&c).await.expect("an active node");
+        let t = resolve_token(&active, &dir).await.expect("token via cert login");
+        assert!(!t.is_empty());
+
+        // status: 1 active, 2 standby, 3 healthy voters (autopilot promotes them after stabilization).
+        let start = Instant::now();
+        let st = loop {
+            let st = vaultnix::ops::status::status(&plan, &dir).await.expect("status");
+            if st.voters() == 3 && st.autopilot.as_ref().is_some_and(|a| a.healthy_voters == 3) {
+                break st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no 3 healthy voters within 60 s: {st:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert_eq!(st.count(NodeState::Active), 1, "{st:?}");
+        assert_eq!(st.count(NodeState::Standby), 2, "{st:?}");
+
+        // A second bootstrap changes nothing.
+        let mut o = BootstrapOptions::new(&dir);
+        o.kv = true;
+        let rep = bootstrap(&plan, &o).await.expect("bootstrap re-run");
+        assert!(rep.nothing_to_do(), "re-run changed: {:?}", rep.changes);
+        assert!(rep.init_saved.is_none());
+    });
+    lab.down().unwrap();
+}
+
+/// The operator certificate is issued once and kept: re-running generate leaves the key and certificate
+/// byte-identical; it is a client-only certificate of the cluster CA (checked by openssl).
+#[test]
+fn operator_certificate_is_kept_across_generate_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let gen = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vaultnix"))
+            .args(["generate", "--quiet", "--spec"])
+            .arg(spec())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    gen();
+    let key = std::fs::read(out.join("secrets/admin.key")).unwrap();
+    let crt = std::fs::read(out.join("pki/admin.crt")).unwrap();
+    gen();
+    assert_eq!(std::fs::read(out.join("secrets/admin.key")).unwrap(), key);
+    assert_eq!(std::fs::read(out.join("pki/admin.crt")).unwrap(), crt);
+
+    let info = vaultnix::pki::inspect(&String::from_utf8(crt).unwrap()).unwrap();
+    assert!(info.client_auth && !info.server_auth && info.subject.contains("CN=vaultnix-admin"), "{info:?}");
+    let verify = |purpose: &str| {
+        let o = std::process::Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-CAfile"])
+            .arg(out.join("pki/ca.crt"))
+            .arg(out.join("pki/admin.crt"))
+            .output()
+            .expect("openssl must be installed");
+        o.status.success()
+    };
+    assert!(verify("sslclient"), "openssl refuses pki/admin.crt as a client certificate");
+    assert!(!verify("sslserver"), "pki/admin.crt must not be usable as a server certificate");
+}
