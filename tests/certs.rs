@@ -211,8 +211,8 @@ fn example_vault_1_has_exactly_the_documented_sans() {
             "DNS:vault-1",
             "DNS:vault-1.vault.internal",
             "DNS:vault.example.com",
-            "IP Address:10.88.0.1",
-            "IP Address:10.88.0.10",
+            "IP Address:10.88.0.1",  // SAN text only: never dialled
+            "IP Address:10.88.0.10", // SAN text only: never dialled
             "IP Address:127.0.0.1",
             "IP Address:198.51.100.10",
             "IP Address:203.0.113.50",
