@@ -1,7 +1,7 @@
 //! `cargo bench --bench restore`: the restore drill with 10,000 secrets (override with
 //! VAULTNIX_BENCH_SECRETS) on two real labs: save from a standby, snapshot-force onto a fresh cluster,
 //! unseal with the original keys, read every secret back. Goal: save + restore ≤ 10 s. Prints every
-//! phase; needs VAULTNIX_BAO (default /work/main/.tools/bao-2.7.2/bao) and haproxy.
+//! phase; needs VAULTNIX_BAO (default <repo>/.tools/bao-2.7.2/bao) and haproxy.
 
 use std::path::PathBuf;
 use vaultnix::ops::restore_drill::{run_restore_drill, RestoreDrillOptions};
@@ -46,7 +46,7 @@ address = "192.0.2.13"
 
 fn main() {
     if std::env::var_os("VAULTNIX_BAO").is_none() {
-        std::env::set_var("VAULTNIX_BAO", "/work/main/.tools/bao-2.7.2/bao");
+        std::env::set_var("VAULTNIX_BAO", concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao"));
     }
     let n: usize = std::env::var("VAULTNIX_BENCH_SECRETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let t = tempfile::tempdir().expect("tempdir");

@@ -9,6 +9,7 @@ root=$(pwd)
 export PATH="$root/.tools/bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export VAULTNIX_BAO="$root/.tools/bao-2.7.2/bao"
 export VAULTNIX_BAO_2_6="$root/.tools/bao-2.6.2/bao"
+export VAULTNIX_BAO_OLD="$VAULTNIX_BAO_2_6"
 export NIXPKGS_SUBSET="${NIXPKGS_SUBSET:-$root/../shared/nixpkgs-subset}"
 [ -d "$NIXPKGS_SUBSET" ] || { echo "test.sh: nixpkgs-subset not found at $NIXPKGS_SUBSET" >&2; exit 1; }
 

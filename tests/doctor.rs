@@ -37,7 +37,7 @@ kind = "none"
 fn bao() -> PathBuf {
     let p = std::env::var_os("VAULTNIX_BAO")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/main/.tools/bao-2.7.2/bao"));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao")));
     assert!(p.is_file(), "bao not found at {} (set VAULTNIX_BAO): this test needs the real binary", p.display());
     p
 }

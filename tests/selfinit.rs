@@ -12,7 +12,7 @@ use vaultnix::ops::common::{admin_identity, resolve_token};
 
 fn spec() -> PathBuf {
     let bao = std::env::var_os("VAULTNIX_BAO").map(PathBuf::from);
-    let bao = bao.unwrap_or_else(|| PathBuf::from("/work/main/.tools/bao-2.7.2/bao"));
+    let bao = bao.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao")));
     assert!(bao.is_file(), "no bao at {} (set VAULTNIX_BAO): live tests need the real server", bao.display());
     std::env::set_var("VAULTNIX_BAO", &bao);
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/specs/selfinit.toml")

@@ -145,7 +145,8 @@ fn alloc_base(ports: &[u16]) -> Ipv4Addr {
 }
 
 fn bao() -> PathBuf {
-    let p = std::env::var("VAULTNIX_BAO").unwrap_or_else(|_| "/work/main/.tools/bao-2.7.2/bao".into());
+    let p = std::env::var("VAULTNIX_BAO")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao").into());
     let p = PathBuf::from(p);
     assert!(p.is_file(), "bao not found at {} (set VAULTNIX_BAO): this test needs a real server", p.display());
     p

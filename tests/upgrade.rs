@@ -11,7 +11,7 @@ use vaultnix::api::block_on;
 use vaultnix::lab::LabHandle;
 use vaultnix::ops::upgrade::{self, UpgradeOptions};
 
-const OLD: &str = "/work/main/.tools/bao-2.6.2/bao";
+const OLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.6.2/bao");
 
 #[test]
 fn rolling_upgrade_2_6_to_2_7_loses_no_acknowledged_write() {

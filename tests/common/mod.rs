@@ -94,10 +94,10 @@ pub fn tool(env: &str, default: &str) -> PathBuf {
 
 /// The real OpenBao 2.7.2 binary.
 pub fn bao() -> PathBuf {
-    tool("VAULTNIX_BAO", "/work/main/.tools/bao-2.7.2/bao")
+    tool("VAULTNIX_BAO", concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao"))
 }
 
 /// OpenBao 2.6.2 (built-in cloud KMS seals still exist there).
 pub fn bao_2_6() -> PathBuf {
-    tool("VAULTNIX_BAO_2_6", "/work/main/.tools/bao-2.6.2/bao")
+    tool("VAULTNIX_BAO_2_6", concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.6.2/bao"))
 }

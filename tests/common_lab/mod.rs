@@ -44,7 +44,7 @@ address = "192.0.2.13"
 /// Writes the spec into `dir` and returns its path. Fails loudly when the real tools are missing.
 pub fn spec_in(dir: &Path) -> PathBuf {
     let bao = std::env::var_os("VAULTNIX_BAO").map(PathBuf::from);
-    let bao = bao.unwrap_or_else(|| PathBuf::from("/work/main/.tools/bao-2.7.2/bao"));
+    let bao = bao.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao")));
     assert!(bao.is_file(), "no bao at {} (set VAULTNIX_BAO): live tests need the real server", bao.display());
     std::env::set_var("VAULTNIX_BAO", &bao);
     let p = dir.join("lab.toml");

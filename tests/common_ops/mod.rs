@@ -53,7 +53,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub fn bao_2_7() -> PathBuf {
     let b = std::env::var_os("VAULTNIX_BAO")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/main/.tools/bao-2.7.2/bao"));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.7.2/bao")));
     assert!(b.is_file(), "no bao at {} (set VAULTNIX_BAO): live tests need the real server", b.display());
     b
 }
