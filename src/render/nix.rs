@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 const NODE_TEMPLATE: &str = include_str!("../../templates/node.nix.j2");
 const LB_TEMPLATE: &str = include_str!("../../templates/lb.nix.j2");
+const OVERLAY_TEMPLATE: &str = include_str!("../../templates/overlay.nix.j2");
 const FLAKE_TEMPLATE: &str = include_str!("../../templates/flake.nix.j2");
 
 /// A Nix literal for a JSON-like value: strings quoted and escaped, lists, attrsets, null, bools, ints.
@@ -78,6 +79,7 @@ fn env() -> Result<Environment<'static>> {
             .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
         Ok(to_nix(&j))
     });
+    env.add_template("overlay.nix.j2", OVERLAY_TEMPLATE).context("templates/overlay.nix.j2")?;
     env.add_template("node.nix.j2", NODE_TEMPLATE).context("templates/node.nix.j2")?;
     env.add_template("lb.nix.j2", LB_TEMPLATE).context("templates/lb.nix.j2")?;
     env.add_template("flake.nix.j2", FLAKE_TEMPLATE).context("templates/flake.nix.j2")?;
