@@ -23,6 +23,11 @@ repo=$(cd "$here/../.." && pwd)
 subset=$(cd "${NIXPKGS_SUBSET:-$repo/../shared/nixpkgs-subset}" && pwd)
 out=$(cd "${1:-$repo/docs/contract}" && pwd)
 PATH="$repo/.tools/bin:$PATH"
+# Evaluation needs no build users: Debian's nix defaults to `build-users-group = nixbld`, a group a
+# fresh machine does not have (Nix then warns on stderr). Say what evaluation needs instead of
+# depending on machine state, and never parse a stream stderr was merged into.
+export NIX_CONFIG="${NIX_CONFIG:+$NIX_CONFIG
+}build-users-group ="
 
 passed=0
 failed=0
@@ -33,14 +38,16 @@ fail() {
 }
 section() { printf '\n== %s\n' "$*"; }
 
-# nix-instantiate --eval of an expression; prints JSON on stdout.
-nixeval() { nix-instantiate --eval --strict --json --read-write-mode -E "$1"; }
+errlog=$(mktemp); trap 'rm -f "$errlog"' EXIT
+# nix-instantiate --eval of an expression; prints JSON on stdout, stderr goes to $errlog (shown only
+# when the evaluation fails).
+nixeval() { nix-instantiate --eval --strict --json --read-write-mode -E "$1" 2>"$errlog"; }
 
 # Runs an expression returning [ { name; ok; detail; } ] and records every check.
 run_checks() { # run_checks <label> <expr>
   local json ok name detail
-  if ! json=$(nixeval "$2" 2>&1); then
-    fail "$1: evaluation" "$json"
+  if ! json=$(nixeval "$2"); then
+    fail "$1: evaluation" "$(cat "$errlog")"
     return
   fi
   while IFS=$'\t' read -r ok name detail; do
@@ -85,10 +92,10 @@ for f in "${nodes[@]}"; do
 done
 
 section "haproxy -c on the final configuration (module's global section + rendered file)"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$errlog"' EXIT
 for f in "${nodes[@]}"; do
   expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in if r.config.vaultnix.loadBalancer.enable then r.config.environment.etc.\"haproxy.cfg\".source.text else null"
-  if ! text=$(nixeval "$expr" 2>&1); then fail "haproxy config of $(basename "$f")" "$text"; continue; fi
+  if ! text=$(nixeval "$expr"); then fail "haproxy config of $(basename "$f")" "$(cat "$errlog")"; continue; fi
   [ "$text" = null ] && continue
   name=$(basename "$f" .nix)
   # The CA lives in /etc/vaultnix on the host; point the check at the generated one.
@@ -111,9 +118,9 @@ base="$repo/docs/contract/nodes/vault-1.nix"
 for f in "$here"/negative/*.nix; do
   expect=$(sed -n 's/^# expect: //p' "$f" | head -n1)
   expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $base $f ]; }; in builtins.deepSeq r.config.vaultnix.server (builtins.deepSeq r.config.vaultnix.overlay r.checkedConfig.services.openbao.enable)"
-  if msg=$(nixeval "$expr" 2>&1); then
+  if msg=$(nixeval "$expr"); then
     fail "negative $(basename "$f"): evaluation succeeded" "$msg"
-  elif grep -qF -- "$expect" <<<"$msg"; then
+  elif msg=$(cat "$errlog") && grep -qF -- "$expect" <<<"$msg"; then
     pass "negative $(basename "$f"): fails with \"$expect\""
   else
     fail "negative $(basename "$f"): failed without \"$expect\"" "$msg"
