@@ -3,9 +3,10 @@
 {
   subset,
   modules,
+  system ? "x86_64-linux",
 }:
 let
-  r = import ./eval-node.nix { inherit subset modules; };
+  r = import ./eval-node.nix { inherit subset modules system; };
   inherit (r) lib config;
   h = import ./helpers.nix { inherit lib; };
 
@@ -32,6 +33,9 @@ let
   ++ lib.optional (v.overlay.kind == "tailscale") config.services.tailscale.authKeyFile
   ++ h.allCredentialSources services;
 
+  # every visible, defined option and free-form value, deep-forced (helpers.nix)
+  defined = h.forceDefined r.options config;
+
   otherInterfacePorts = lib.filterAttrs (n: _: n != v.overlay.interface) (h.interfaceTcpPorts fw);
 
   common = [
@@ -42,24 +46,13 @@ let
     (h.check "${me}: CA deployed at /etc/vaultnix/ca.crt" (
       config.environment.etc ? "vaultnix/ca.crt"
     ) (builtins.attrNames config.environment.etc))
-    (h.check "${me}: config evaluates (vaultnix, systemd, networking, services)" (
-      builtins.deepSeq [
-        (lib.filterAttrs (
-          n: o:
-          !(builtins.elem n [
-            "server"
-            "loadBalancer"
-            "backup"
-            "monitoring"
-          ])
-          || o.enable
-        ) config.vaultnix)
-        config.systemd
-        config.networking
-        config.services
-        config.environment.etc
-      ] true
-    ) null)
+    (h.check
+      "${me}: config evaluates (${toString (builtins.length defined.forced)} defined options and free-form values forced)"
+      (defined.broken == [ ] && defined.forced != [ ])
+      {
+        inherit (defined) broken;
+      }
+    )
   ];
 
   serverChecks = lib.optionals v.server.enable (

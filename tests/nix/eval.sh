@@ -11,11 +11,18 @@
 #   2. deadnix --fail finds no unused bindings
 #   3. every module concern evaluates on its own (tests/nix/cases.nix)
 #   4. every machine of OUT_DIR evaluates: server JSON deployed unchanged, secrets outside the
-#      store, cluster port on the overlay interface only, no failed assertions (check-node.nix)
-#   5. the final haproxy configuration (module prefix + rendered file) passes `haproxy -c`
-#   6. lib.mkCluster maps cluster.json to configurations and images (mk-cluster.nix)
-#   7. negative cases (tests/nix/negative/*.nix) fail with the expected message
-# The last line is "N passed, M failed"; the exit status is non-zero on any failure.
+#      store, cluster port on the overlay interface only, no failed assertions, every defined
+#      visible option deep-forced (check-node.nix; removed-option declarations and options
+#      without a definition are never forced)
+#   5. the same with the machine's provider profile (images/<provider>.nix) on the machine's
+#      system (x86_64 and aarch64); a profile importing an upstream module the fixture lacks
+#      is reported SKIP with the reason (provider.nix)
+#   6. the final haproxy configuration (module prefix + rendered file) passes `haproxy -c`
+#   7. lib.mkCluster maps cluster.json to configurations and images (mk-cluster.nix)
+#   8. negative cases (tests/nix/negative/*.nix) fail with the expected message, and a
+#      defined value that throws fails "config evaluates" (self-check)
+# The last line is "N passed, M failed" (", K skipped" when K > 0); the exit status is
+# non-zero on any failure. stderr of Nix never reaches what is parsed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +43,9 @@ fail() {
   failed=$((failed + 1)); printf 'FAIL  %s\n' "$1"
   if [ -n "${2:-}" ]; then printf '%s\n' "$2" | head -n 25 | sed 's/^/      /'; fi
 }
+skipped=0
+# A check that cannot run here: counted, said loudly with the reason, never a pass.
+skip() { skipped=$((skipped + 1)); printf 'SKIP  %s\n      %s\n' "$1" "$2"; }
 section() { printf '\n== %s\n' "$*"; }
 
 errlog=$(mktemp); trap 'rm -f "$errlog"' EXIT
@@ -91,6 +101,27 @@ for f in "${nodes[@]}"; do
   run_checks "$(basename "$f")" "import $here/check-node.nix { subset = $subset; modules = [ $f ]; }"
 done
 
+section "generated machines with their provider profile (images/<provider>.nix), on their system"
+# As lib.mkCluster assembles them: vaultnix's modules + the provider profile + nodes/<machine>.nix
+# + the machine's hostPlatform, evaluated for the machine's system (x86_64 and aarch64).
+while IFS=$'\t' read -r name provider system; do
+  if ! missing=$(nixeval "(import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).missing"); then
+    fail "$name: provider profile images/$provider.nix" "$(cat "$errlog")"
+    continue
+  fi
+  if [ "$missing" != "[]" ]; then
+    skip "$name with the $provider profile on $system" \
+      "images/$provider.nix imports $missing, which the nixpkgs-subset fixture does not carry (tier a evaluates it against real nixpkgs)"
+    continue
+  fi
+  label="$name with the $provider profile on $system"
+  run_checks "$label" "map (x: x // { name = \"$provider profile, $system: \" + x.name; }) (import $here/check-node.nix { subset = $subset; system = \"$system\"; modules = (import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).modules ++ [ $out/nodes/$name.nix { nixpkgs.hostPlatform = \"$system\"; system.stateVersion = \"26.05\"; } ]; })"
+done < <(python3 -c '
+import json, sys
+for m in json.load(open(sys.argv[1]))["machines"]:
+    print(m["name"], m["provider"], m["system"], sep="\t")
+' "$out/cluster.json")
+
 section "haproxy -c on the final configuration (module's global section + rendered file)"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$errlog"' EXIT
 for f in "${nodes[@]}"; do
@@ -127,5 +158,20 @@ for f in "$here"/negative/*.nix; do
   fi
 done
 
-printf '\n%d passed, %d failed\n' "$passed" "$failed"
+section "harness self-check: a defined value that throws fails \"config evaluates\""
+# check-node.nix forces only defined, visible options; this keeps it from forcing nothing.
+expr="let c = builtins.head (builtins.filter (x: builtins.match \".*config evaluates.*\" x.name != null) (import $here/check-node.nix { subset = $subset; modules = [ $base { systemd.services.selfcheck.environment.X = throw \"boom\"; environment.etc.selfcheck.text = throw \"boom\"; } ]; })); in { inherit (c) ok; broken = c.detail.broken or null; }"
+if ! msg=$(nixeval "$expr"); then
+  fail "self-check: evaluation" "$(cat "$errlog")"
+elif [ "$msg" = '{"broken":["environment","systemd.services"],"ok":false}' ]; then
+  pass "self-check: throwing values below systemd.services and environment are reported"
+else
+  fail "self-check: throwing values not reported as expected" "$msg"
+fi
+
+if [ "$skipped" -gt 0 ]; then
+  printf '\n%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+else
+  printf '\n%d passed, %d failed\n' "$passed" "$failed"
+fi
 [ "$failed" -eq 0 ]
