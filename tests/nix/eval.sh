@@ -27,9 +27,68 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-subset=$(cd "${NIXPKGS_SUBSET:-$repo/../shared/nixpkgs-subset}" && pwd)
+which_tier=false
+if [ "${1:-}" = --which-tier ]; then which_tier=true; shift; fi
 out=$(cd "${1:-$repo/docs/contract}" && pwd)
 PATH="$repo/.tools/bin:$PATH"
+subset_dir=${NIXPKGS_SUBSET:-$repo/../shared/nixpkgs-subset}
+
+# ---- which evaluation tier runs here ----------------------------------------------------------
+#   flake   (a) Nix >= 2.18 (flakes): real nixpkgs, `nix flake check --no-build` + drvPaths
+#   subset  (b) the nixpkgs-subset fixture ($NIXPKGS_SUBSET or ../shared/nixpkgs-subset)
+#   none    (c) neither: parse + deadnix only, evaluation reported SKIPPED
+# NIX_TIER=flake|subset|none forces one (an unusable forced tier is a failure, not a fallback);
+# `eval.sh --which-tier [OUT]` prints the choice and exits.
+nix_version() { # "2.24.9" of `nix --version`, or nothing
+  command -v nix >/dev/null || return 0
+  nix --version 2>/dev/null | sed -n 's/^nix (Nix) \([0-9][0-9.]*\).*/\1/p' | head -n1
+}
+version_at_least() { # version_at_least <have> <want>: numeric, per component
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -t. -k1,1n -k2,2n -k3,3n | head -n1)" = "$2" ]
+}
+nixv=$(nix_version)
+flake_ok=false
+if [ -n "$nixv" ] && version_at_least "$nixv" 2.18; then flake_ok=true; fi
+subset_ok=false
+if [ -f "$subset_dir/eval.nix" ]; then subset_ok=true; fi
+tier_problem=
+case ${NIX_TIER:-auto} in
+  auto)
+    if $flake_ok; then
+      tier=flake tier_reason="nix $nixv >= 2.18 found (flakes): real nixpkgs"
+    elif $subset_ok; then
+      tier=subset tier_reason="nix ${nixv:-not found} < 2.18; nixpkgs-subset fixture found at $subset_dir"
+    else
+      tier=none tier_reason="no Nix >= 2.18 (found: ${nixv:-none}) and no nixpkgs-subset fixture at $subset_dir"
+    fi
+    ;;
+  flake)
+    tier=flake tier_reason="forced by NIX_TIER=flake"
+    $flake_ok || tier_problem="NIX_TIER=flake needs Nix >= 2.18 (found: ${nixv:-none})"
+    ;;
+  subset)
+    tier=subset tier_reason="forced by NIX_TIER=subset ($subset_dir)"
+    $subset_ok || tier_problem="NIX_TIER=subset: no nixpkgs-subset fixture at $subset_dir (set NIXPKGS_SUBSET)"
+    ;;
+  none)
+    tier=none tier_reason="forced by NIX_TIER=none"
+    ;;
+  *)
+    tier=none tier_reason=
+    tier_problem="NIX_TIER=${NIX_TIER} is none of auto, flake, subset, none"
+    ;;
+esac
+case $tier in
+  flake) tier_label="tier (a) flake" ;;
+  subset) tier_label="tier (b) nixpkgs-subset" ;;
+  none) tier_label="tier (c) parse + deadnix only" ;;
+esac
+if $which_tier; then
+  printf 'nix evaluation: %s: %s\n' "$tier_label" "$tier_reason"
+  [ -z "$tier_problem" ] || { printf 'error: %s\n' "$tier_problem"; exit 1; }
+  exit 0
+fi
+if [ "$tier" = subset ] && [ -z "$tier_problem" ]; then subset=$(cd "$subset_dir" && pwd); fi
 # Evaluation needs no build users: Debian's nix defaults to `build-users-group = nixbld`, a group a
 # fresh machine does not have (Nix then warns on stderr). Say what evaluation needs instead of
 # depending on machine state, and never parse a stream stderr was merged into.
@@ -70,11 +129,24 @@ for c in json.load(sys.stdin):
 ')
 }
 
+# machines <field>...: one tab-separated line per machine of $out/cluster.json
+machines() {
+  python3 -c '
+import json, sys
+for m in json.load(open(sys.argv[1]))["machines"]:
+    print(*(m[f] for f in sys.argv[2:]), sep="\t")
+' "$out/cluster.json" "$@"
+}
+
 nix_files() { # every .nix file of the repository (tracked or not) and of the output directory
   { git -C "$repo" ls-files --cached --others --exclude-standard -- '*.nix'; } | sed "s#^#$repo/#"
   find "$out" -name '*.nix' -not -path "$repo/*"
 }
 mapfile -t files < <(nix_files | sort -u | while read -r f; do [ -f "$f" ] && echo "$f"; done)
+
+section "nix evaluation: $tier_label"
+printf '%s\n' "$tier_reason"
+if [ -n "$tier_problem" ]; then fail "$tier_problem"; tier=broken; fi
 
 section "parse (${#files[@]} files)"
 for f in "${files[@]}"; do
@@ -88,90 +160,145 @@ else
   fail "deadnix not found (run scripts/install-tools.sh or cargo install --root .tools deadnix)"
 fi
 
-section "modules, one concern at a time (tests/nix/cases.nix)"
-for c in $(nixeval "builtins.attrNames (import $here/cases.nix)" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)))'); do
-  run_checks "case $c" "map (x: x // { name = \"case $c: \" + x.name; }) (import $here/check-node.nix { subset = $subset; modules = (import $here/cases.nix).\"$c\"; })"
-done
+# ---- tier (b): the nixpkgs-subset fixture ---------------------------------------------------
+tier_subset() {
+  section "modules, one concern at a time (tests/nix/cases.nix)"
+  for c in $(nixeval "builtins.attrNames (import $here/cases.nix)" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)))'); do
+    run_checks "case $c" "map (x: x // { name = \"case $c: \" + x.name; }) (import $here/check-node.nix { subset = $subset; modules = (import $here/cases.nix).\"$c\"; })"
+  done
 
-section "generated machines in $out"
-nodes=()
-for f in "$out"/nodes/*.nix; do nodes+=("$f"); done
-[ ${#nodes[@]} -gt 0 ] || fail "no nodes/*.nix in $out"
-for f in "${nodes[@]}"; do
-  run_checks "$(basename "$f")" "import $here/check-node.nix { subset = $subset; modules = [ $f ]; }"
-done
+  section "generated machines in $out"
+  nodes=()
+  for f in "$out"/nodes/*.nix; do nodes+=("$f"); done
+  [ ${#nodes[@]} -gt 0 ] || fail "no nodes/*.nix in $out"
+  for f in "${nodes[@]}"; do
+    run_checks "$(basename "$f")" "import $here/check-node.nix { subset = $subset; modules = [ $f ]; }"
+  done
 
-section "generated machines with their provider profile (images/<provider>.nix), on their system"
-# As lib.mkCluster assembles them: vaultnix's modules + the provider profile + nodes/<machine>.nix
-# + the machine's hostPlatform, evaluated for the machine's system (x86_64 and aarch64).
-while IFS=$'\t' read -r name provider system; do
-  if ! missing=$(nixeval "(import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).missing"); then
-    fail "$name: provider profile images/$provider.nix" "$(cat "$errlog")"
-    continue
-  fi
-  if [ "$missing" != "[]" ]; then
-    skip "$name with the $provider profile on $system" \
-      "images/$provider.nix imports $missing, which the nixpkgs-subset fixture does not carry (tier a evaluates it against real nixpkgs)"
-    continue
-  fi
-  label="$name with the $provider profile on $system"
-  run_checks "$label" "map (x: x // { name = \"$provider profile, $system: \" + x.name; }) (import $here/check-node.nix { subset = $subset; system = \"$system\"; modules = (import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).modules ++ [ $out/nodes/$name.nix { nixpkgs.hostPlatform = \"$system\"; system.stateVersion = \"26.05\"; } ]; })"
-done < <(python3 -c '
-import json, sys
-for m in json.load(open(sys.argv[1]))["machines"]:
-    print(m["name"], m["provider"], m["system"], sep="\t")
-' "$out/cluster.json")
+  section "generated machines with their provider profile (images/<provider>.nix), on their system"
+  # As lib.mkCluster assembles them: vaultnix's modules + the provider profile + nodes/<machine>.nix
+  # + the machine's hostPlatform, evaluated for the machine's system (x86_64 and aarch64).
+  while IFS=$'\t' read -r name provider system; do
+    if ! missing=$(nixeval "(import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).missing"); then
+      fail "$name: provider profile images/$provider.nix" "$(cat "$errlog")"
+      continue
+    fi
+    if [ "$missing" != "[]" ]; then
+      skip "$name with the $provider profile on $system" \
+        "images/$provider.nix imports $missing, which the nixpkgs-subset fixture does not carry (tier a evaluates it against real nixpkgs)"
+      continue
+    fi
+    label="$name with the $provider profile on $system"
+    run_checks "$label" "map (x: x // { name = \"$provider profile, $system: \" + x.name; }) (import $here/check-node.nix { subset = $subset; system = \"$system\"; modules = (import $here/provider.nix { subset = $subset; provider = \"$provider\"; }).modules ++ [ $out/nodes/$name.nix { nixpkgs.hostPlatform = \"$system\"; system.stateVersion = \"26.05\"; } ]; })"
+  done < <(machines name provider system)
 
-section "haproxy -c on the final configuration (module's global section + rendered file)"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$errlog"' EXIT
-for f in "${nodes[@]}"; do
-  expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in if r.config.vaultnix.loadBalancer.enable then r.config.environment.etc.\"haproxy.cfg\".source.text else null"
-  if ! text=$(nixeval "$expr"); then fail "haproxy config of $(basename "$f")" "$(cat "$errlog")"; continue; fi
-  [ "$text" = null ] && continue
-  name=$(basename "$f" .nix)
-  # The CA lives in /etc/vaultnix on the host; point the check at the generated one.
-  printf '%s' "$text" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' |
-    sed "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" >"$tmp/$name.cfg"
-  if ! command -v haproxy >/dev/null; then
-    fail "haproxy -c $name: haproxy not installed"
-  elif msg=$(haproxy -c -f "$tmp/$name.cfg" 2>&1); then
-    pass "haproxy -c: final configuration of $name is valid"
+  section "haproxy -c on the final configuration (module's global section + rendered file)"
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$errlog"' EXIT
+  for f in "${nodes[@]}"; do
+    expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in if r.config.vaultnix.loadBalancer.enable then r.config.environment.etc.\"haproxy.cfg\".source.text else null"
+    if ! text=$(nixeval "$expr"); then fail "haproxy config of $(basename "$f")" "$(cat "$errlog")"; continue; fi
+    [ "$text" = null ] && continue
+    name=$(basename "$f" .nix)
+    # The CA lives in /etc/vaultnix on the host; point the check at the generated one.
+    printf '%s' "$text" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' |
+      sed "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" >"$tmp/$name.cfg"
+    if ! command -v haproxy >/dev/null; then
+      fail "haproxy -c $name: haproxy not installed"
+    elif msg=$(haproxy -c -f "$tmp/$name.cfg" 2>&1); then
+      pass "haproxy -c: final configuration of $name is valid"
+    else
+      fail "haproxy -c: final configuration of $name" "$msg"
+    fi
+  done
+
+  section "lib.mkCluster on $out/cluster.json"
+  run_checks "mkCluster" "import $here/mk-cluster.nix { subset = $subset; src = $out; }"
+
+  section "negative cases (must fail)"
+  base="$repo/docs/contract/nodes/vault-1.nix"
+  for f in "$here"/negative/*.nix; do
+    expect=$(sed -n 's/^# expect: //p' "$f" | head -n1)
+    expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $base $f ]; }; in builtins.deepSeq r.config.vaultnix.server (builtins.deepSeq r.config.vaultnix.overlay r.checkedConfig.services.openbao.enable)"
+    if msg=$(nixeval "$expr"); then
+      fail "negative $(basename "$f"): evaluation succeeded" "$msg"
+    elif msg=$(cat "$errlog") && grep -qF -- "$expect" <<<"$msg"; then
+      pass "negative $(basename "$f"): fails with \"$expect\""
+    else
+      fail "negative $(basename "$f"): failed without \"$expect\"" "$msg"
+    fi
+  done
+
+  section "harness self-check: a defined value that throws fails \"config evaluates\""
+  # check-node.nix forces only defined, visible options; this keeps it from forcing nothing.
+  expr="let c = builtins.head (builtins.filter (x: builtins.match \".*config evaluates.*\" x.name != null) (import $here/check-node.nix { subset = $subset; modules = [ $base { systemd.services.selfcheck.environment.X = throw \"boom\"; environment.etc.selfcheck.text = throw \"boom\"; } ]; })); in { inherit (c) ok; broken = c.detail.broken or null; }"
+  if ! msg=$(nixeval "$expr"); then
+    fail "self-check: evaluation" "$(cat "$errlog")"
+  elif [ "$msg" = '{"broken":["environment","systemd.services"],"ok":false}' ]; then
+    pass "self-check: throwing values below systemd.services and environment are reported"
   else
-    fail "haproxy -c: final configuration of $name" "$msg"
+    fail "self-check: throwing values not reported as expected" "$msg"
   fi
-done
+}
 
-section "lib.mkCluster on $out/cluster.json"
-run_checks "mkCluster" "import $here/mk-cluster.nix { subset = $subset; src = $out; }"
-
-section "negative cases (must fail)"
-base="$repo/docs/contract/nodes/vault-1.nix"
-for f in "$here"/negative/*.nix; do
-  expect=$(sed -n 's/^# expect: //p' "$f" | head -n1)
-  expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $base $f ]; }; in builtins.deepSeq r.config.vaultnix.server (builtins.deepSeq r.config.vaultnix.overlay r.checkedConfig.services.openbao.enable)"
-  if msg=$(nixeval "$expr"); then
-    fail "negative $(basename "$f"): evaluation succeeded" "$msg"
-  elif msg=$(cat "$errlog") && grep -qF -- "$expect" <<<"$msg"; then
-    pass "negative $(basename "$f"): fails with \"$expect\""
+# ---- tier (a): real nixpkgs through the flakes (Nix >= 2.18); evaluates, builds nothing -------
+nixf() { nix --extra-experimental-features 'nix-command flakes' "$@"; }
+flake_eval_drv() { # flake_eval_drv <label> <installable> [nix args...]
+  local label=$1 installable=$2 drv
+  shift 2
+  if ! drv=$(nixf eval --raw "$installable" "$@" 2>"$errlog"); then
+    fail "$label" "$(cat "$errlog")"
+  elif [[ $drv == /nix/store/*.drv ]]; then
+    pass "$label: $drv"
   else
-    fail "negative $(basename "$f"): failed without \"$expect\"" "$msg"
+    fail "$label: not a derivation path" "$drv"
   fi
-done
+}
+tier_flake() {
+  # The generated flake's vaultnix input is this checkout, not github:vaultnix/vaultnix: its
+  # git tree (git+file:, the files `nix flake check` of the repository sees, not target/ or
+  # .tools/) or, outside git, the directory (path:). The output directory is no git
+  # repository (path:), and no lock file is written into it.
+  local self="path:$repo"
+  if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then self="git+file://$repo"; fi
+  local over=(--override-input vaultnix "$self" --no-write-lock-file)
+  section "nix flake check --no-build --all-systems (repository: checks, packages, modules, VM tests)"
+  if msg=$(nixf flake check --no-build --all-systems "$repo" 2>&1 >/dev/null); then
+    pass "flake check --no-build: $repo"
+  else
+    fail "flake check --no-build: $repo" "$msg"
+  fi
+  section "nix flake check --no-build --all-systems ($out, vaultnix = this checkout)"
+  if msg=$(nixf flake check --no-build --all-systems "path:$out" "${over[@]}" 2>&1 >/dev/null); then
+    pass "flake check --no-build: generated flake $out"
+  else
+    fail "flake check --no-build: generated flake $out" "$msg"
+  fi
+  section "drvPath of every machine's toplevel and image (x86_64 and aarch64; nothing built)"
+  local name system image
+  while IFS=$'\t' read -r name system image; do
+    flake_eval_drv "$name ($system) toplevel" \
+      "path:$out#nixosConfigurations.$name.config.system.build.toplevel.drvPath" "${over[@]}"
+    flake_eval_drv "$name ($system) image $image" \
+      "path:$out#packages.$system.$name-image.drvPath" "${over[@]}"
+  done < <(machines name system image)
+}
 
-section "harness self-check: a defined value that throws fails \"config evaluates\""
-# check-node.nix forces only defined, visible options; this keeps it from forcing nothing.
-expr="let c = builtins.head (builtins.filter (x: builtins.match \".*config evaluates.*\" x.name != null) (import $here/check-node.nix { subset = $subset; modules = [ $base { systemd.services.selfcheck.environment.X = throw \"boom\"; environment.etc.selfcheck.text = throw \"boom\"; } ]; })); in { inherit (c) ok; broken = c.detail.broken or null; }"
-if ! msg=$(nixeval "$expr"); then
-  fail "self-check: evaluation" "$(cat "$errlog")"
-elif [ "$msg" = '{"broken":["environment","systemd.services"],"ok":false}' ]; then
-  pass "self-check: throwing values below systemd.services and environment are reported"
-else
-  fail "self-check: throwing values not reported as expected" "$msg"
-fi
+case $tier in
+  broken) ;;
+  flake) tier_flake ;;
+  subset) tier_subset ;;
+  none)
+    section "evaluation"
+    skip "evaluation of modules/ and of the machines in $out: SKIPPED" "$tier_reason"
+    printf '      to evaluate here: install Nix >= 2.18 (tier a), e.g.\n'
+    printf '        curl -L https://nixos.org/nix/install | sh -s -- --daemon\n'
+    printf '      or point NIXPKGS_SUBSET at the nixpkgs-subset fixture (tier b).\n'
+    ;;
+esac
 
 if [ "$skipped" -gt 0 ]; then
-  printf '\n%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+  printf '\nnix: %s\n%d passed, %d failed, %d skipped\n' "$tier_label" "$passed" "$failed" "$skipped"
 else
-  printf '\n%d passed, %d failed\n' "$passed" "$failed"
+  printf '\nnix: %s\n%d passed, %d failed\n' "$tier_label" "$passed" "$failed"
 fi
 [ "$failed" -eq 0 ]
