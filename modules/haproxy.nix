@@ -32,6 +32,17 @@ in
       '';
     };
 
+    holdScript = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = literalExpression "../haproxy/hold.lua";
+      description = ''
+        The Lua action rendered by `vaultnix generate` (haproxy/hold.lua) that holds new
+        connections while no server is UP; installed as /etc/haproxy/vaultnix-hold.lua, the
+        path the rendered configuration's `lua-load` names.
+      '';
+    };
+
     frontendPort = mkOption {
       type = types.port;
       default = 8200;
@@ -71,10 +82,17 @@ in
       config = haproxyConfig;
     };
 
+    environment.etc."haproxy/vaultnix-hold.lua" = mkIf (cfg.holdScript != null) {
+      source = cfg.holdScript;
+    };
+
     systemd.services.haproxy = {
       # A changed configuration is picked up by a hot reload (USR2 to the master, which
       # re-reads /etc/haproxy.cfg) instead of a restart that would drop connections.
-      reloadTriggers = [ config.environment.etc."haproxy.cfg".source ];
+      reloadTriggers = [
+        config.environment.etc."haproxy.cfg".source
+      ]
+      ++ lib.optional (cfg.holdScript != null) config.environment.etc."haproxy/vaultnix-hold.lua".source;
       wants = config.vaultnix.overlay.readyUnits;
       after = config.vaultnix.overlay.readyUnits;
     };

@@ -30,7 +30,8 @@ fn example_output_snapshots() {
         let snapshot = path.ends_with(".json") && path != "manifest.json"
             || path.ends_with(".nix")
             || path.ends_with(".cfg")
-            || path.ends_with(".yml");
+            || path.ends_with(".yml")
+            || path.ends_with(".lua");
         if !snapshot {
             continue;
         }
@@ -40,6 +41,6 @@ fn example_output_snapshots() {
         insta::assert_snapshot!(name.clone(), mask(&text));
         names.push(name);
     }
-    // 3 server configs, 4 machine modules, haproxy.cfg, alerts.yml, cluster.json, flake.nix.
-    assert_eq!(names.len(), 11, "{names:?}");
+    // 3 server configs, 4 machine modules, haproxy.cfg, hold.lua, alerts.yml, cluster.json, flake.nix.
+    assert_eq!(names.len(), 12, "{names:?}");
 }

@@ -1,13 +1,11 @@
 //! HAProxy's runtime API over its admin socket, and the planned step-down's LB choreography.
 //!
-//! With the tuned profile only the active node is UP, so "drain the active node" alone leaves HAProxy
-//! without a server: every new connection fails until the new leader passes its check (measured: up
-//! to 18 failed connects in one step-down). Instead, for the duration of a planned step-down the
-//! standbys are forced UP (their check disabled): they forward requests to the active node, new
-//! connections go to them, and the active node is drained and its sessions closed before it is asked
-//! to step down. Afterwards every check is re-enabled and HAProxy converges on the new active node.
-//! What is left (docs/failover.md): requests that reach a standby during the election itself (~0.5-1
-//! s) are answered 307/500, and closing sessions can cut a request in flight.
+//! With the tuned profile only the active node is UP, so "drain the active node" leaves HAProxy without
+//! a server until the new leader passes its check. The rendered frontend holds new connections during
+//! that window (Lua `wait_for_server`, bounded), so the drain is: the active node drained and its
+//! sessions closed, step-down, wait for the new leader. (Forcing the standbys UP instead, as before,
+//! made them answer 307 during the election: docs/failover.md.) What is left: closing the old leader's
+//! sessions can cut a request in flight (ambiguous); passthrough cannot see request boundaries.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -54,36 +52,33 @@ pub async fn server_state(socket: &Path, backend: &str, server: &str) -> Result<
 /// The backend name the renderer uses (render::haproxy).
 pub const BACKEND: &str = "vault_active";
 
-/// Before a planned step-down of `active`: standbys forced UP, `active` drained and its sessions closed.
-/// Returns the commands sent (for reports).
-pub async fn drain_for_step_down(socket: &Path, active: &str, standbys: &[String]) -> Result<Vec<String>> {
-    let mut cmds = Vec::new();
-    for s in standbys {
-        cmds.push(format!("disable health {BACKEND}/{s}"));
-        cmds.push(format!("set server {BACKEND}/{s} health up"));
-    }
-    cmds.push(format!("set server {BACKEND}/{active} state drain"));
-    cmds.push(format!("shutdown sessions server {BACKEND}/{active}"));
+/// Before a planned step-down of `active`: `active` drained and its sessions closed. The standbys are
+/// NOT forced UP (measured, docs/failover.md: during the election they answer writes 307, which no
+/// HAProxy can retry); instead HAProxy holds new connections while no server is UP (the rendered
+/// `wait_for_server` Lua action) until the new leader passes its check. Returns the commands sent.
+pub async fn drain_for_step_down(socket: &Path, active: &str, _standbys: &[String]) -> Result<Vec<String>> {
+    let cmds = vec![
+        format!("set server {BACKEND}/{active} state drain"),
+        format!("shutdown sessions server {BACKEND}/{active}"),
+    ];
     for c in &cmds {
         command(socket, c).await?;
     }
     Ok(cmds)
 }
 
-/// After the step-down: health checks back on for every node, the old leader back in rotation (as a
-/// standby its check keeps it DOWN). Runs every command even if one fails; returns the first error.
-pub async fn restore_after_step_down(socket: &Path, old: &str, standbys: &[String]) -> Result<()> {
-    let mut cmds = vec![format!("set server {BACKEND}/{old} state ready")];
-    for s in standbys {
-        cmds.push(format!("enable health {BACKEND}/{s}"));
-    }
-    let mut first_err = None;
-    for c in &cmds {
-        if let Err(e) = command(socket, c).await {
-            first_err.get_or_insert(e);
+/// After the step-down: the old leader back in rotation, but only once its own check has marked it
+/// DOWN (bounded by `limit`). Readied earlier, it still counts as UP, and the connections HAProxy was
+/// holding are released to it: it answers 500 "local node not active" (measured: 6 in one trial).
+pub async fn restore_after_step_down(socket: &Path, old: &str, _standbys: &[String]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match server_state(socket, BACKEND, old).await {
+            Ok(st) if st.starts_with("DOWN") || st.starts_with("MAINT") => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    first_err.map_or(Ok(()), Err)
+    command(socket, &format!("set server {BACKEND}/{old} state ready")).await.map(|_| ())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

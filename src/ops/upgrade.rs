@@ -39,6 +39,42 @@ pub fn plan(nodes: &[(String, bool)]) -> Vec<Step> {
     steps
 }
 
+/// A version as numbers ("2.7.2" -> [2, 7, 2]; "2.7.2-beta1" -> [2, 7, 2]). None when it does not
+/// start with a number.
+pub fn version_key(v: &str) -> Option<Vec<u64>> {
+    let core = v.trim().trim_start_matches('v').split(['-', '+', ' ']).next()?;
+    let parts: Option<Vec<u64>> = core.split('.').map(|p| p.parse().ok()).collect();
+    parts.filter(|p| !p.is_empty())
+}
+
+/// The mixed-version guard, checked before every step-down: leadership must never move from a newer
+/// server to an older one (an older leader may not understand what the newer one already wrote to
+/// raft). Every node that could win the election (every node but `leader`) must report a version at
+/// least `leader_version`; a node whose version is unknown (down, sealed without an answer) refuses
+/// the step-down too, since it may be elected once it is back.
+pub fn step_down_guard(leader: &str, leader_version: &str, others: &[(String, Option<String>)]) -> Result<()> {
+    let lv = version_key(leader_version).ok_or_else(|| {
+        anyhow!("{leader} reports an unreadable version {leader_version:?}: refusing to step it down")
+    })?;
+    let mut older = Vec::new();
+    for (n, v) in others {
+        match v.as_deref().map(|s| (s, version_key(s))) {
+            Some((_, Some(k))) if k >= lv => {}
+            Some((s, Some(_))) => older.push(format!("{n} runs {s}")),
+            Some((s, None)) => older.push(format!("{n} reports an unreadable version {s:?}")),
+            None => older.push(format!("{n}'s version is unknown (not answering sys/health)")),
+        }
+    }
+    if !older.is_empty() {
+        bail!(
+            "refusing to step down {leader} ({leader_version}): leadership could move to an older server ({}). \
+             Upgrade those nodes first.",
+            older.join("; ")
+        );
+    }
+    Ok(())
+}
+
 // ---- Running it on the lab.
 
 use crate::api::{Cluster, NodeClient, NodeState};
@@ -144,6 +180,20 @@ pub async fn run_lab_upgrade(o: &UpgradeOptions) -> Result<UpgradeReport> {
         let t = Instant::now();
         let detail = match &step {
             Step::StepDown { node } => {
+                // Mixed-version guard, against what the nodes report right now (not the plan).
+                let hs = common::health_all(&c).await;
+                let leader_version = hs
+                    .iter()
+                    .find(|(n, _)| n.name == *node)
+                    .and_then(|(_, h)| h.as_ref().ok())
+                    .map(|h| h.body.version.clone())
+                    .ok_or_else(|| anyhow!("{node} does not answer sys/health: cannot step it down safely"))?;
+                let others: Vec<(String, Option<String>)> = hs
+                    .iter()
+                    .filter(|(n, _)| n.name != *node)
+                    .map(|(n, h)| (n.name.clone(), h.as_ref().ok().map(|h| h.body.version.clone())))
+                    .collect();
+                step_down_guard(node, &leader_version, &others)?;
                 let r = crate::ops::step_down::step_down(
                     &lab.plan,
                     &crate::ops::step_down::StepDownOptions {
@@ -201,5 +251,32 @@ mod tests {
         );
         assert!(p[2].to_string().contains("drain"));
         assert_eq!(plan(&[n("a", false)]).len(), 1);
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(version_key("2.7.2"), Some(vec![2, 7, 2]));
+        assert_eq!(version_key("v2.10.0-beta1"), Some(vec![2, 10, 0]));
+        assert!(version_key("2.10.0") > version_key("2.9.9"));
+        assert_eq!(version_key("dev"), None);
+        assert_eq!(version_key(""), None);
+    }
+
+    #[test]
+    fn guard_refuses_a_step_down_onto_an_older_server() {
+        let o = |n: &str, v: Option<&str>| (n.to_string(), v.map(str::to_string));
+        // Every possible successor upgraded (or equal): allowed.
+        step_down_guard("b", "2.6.2", &[o("a", Some("2.7.2")), o("c", Some("2.7.2"))]).unwrap();
+        step_down_guard("b", "2.7.2", &[o("a", Some("2.7.2")), o("c", Some("2.10.0"))]).unwrap();
+        // A newer leader with one older standby: refused, and the error names it.
+        let e = step_down_guard("b", "2.7.2", &[o("a", Some("2.7.2")), o("c", Some("2.6.2"))]).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("c runs 2.6.2") && s.contains("refusing to step down b (2.7.2)"), "{s}");
+        assert!(!s.contains("a runs"), "{s}");
+        // Unknown or unreadable versions are refused, not guessed.
+        let s = step_down_guard("b", "2.6.2", &[o("a", None)]).unwrap_err().to_string();
+        assert!(s.contains("a's version is unknown"), "{s}");
+        assert!(step_down_guard("b", "2.6.2", &[o("a", Some("dev"))]).is_err());
+        assert!(step_down_guard("b", "weird", &[o("a", Some("2.7.2"))]).is_err());
     }
 }

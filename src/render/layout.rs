@@ -71,6 +71,14 @@ impl Layout {
     pub fn haproxy_ca_file(&self, plan: &Plan) -> String {
         self.ca_file(plan)
     }
+    /// The Lua action HAProxy loads to hold new connections while no server is UP
+    /// (`render::haproxy::HOLD_LUA`; deployed by modules/haproxy.nix on NixOS).
+    pub fn haproxy_hold_lua(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("haproxy/hold.lua")),
+            None => "/etc/haproxy/vaultnix-hold.lua".into(),
+        }
+    }
     /// HAProxy's admin socket (drain/ready a server before a planned step-down).
     pub fn haproxy_admin_socket(&self) -> String {
         match self.lab() {

@@ -74,6 +74,7 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
         files.push(OutFile::public("pki/admin.crt", c.clone()));
     }
     files.push(OutFile::public("haproxy/haproxy.cfg", render_haproxy(plan, layout)));
+    files.push(OutFile::public("haproxy/hold.lua", haproxy::HOLD_LUA.to_string()));
     files.push(OutFile::public("monitoring/alerts.yml", render_alerts(plan)));
     if opts.nix {
         let wg = m.wg_public()?;

@@ -227,6 +227,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     ca_cert_file => "../pki/ca.crt",
                     lb => minijinja::context! {
                         config_file => "../haproxy/haproxy.cfg",
+                        hold_script => "../haproxy/hold.lua",
                         frontend_port => plan.lb.port,
                         stats_port => plan.lb.stats_port,
                     },

@@ -199,9 +199,13 @@ tier_subset() {
     if ! text=$(nixeval "$expr"); then fail "haproxy config of $(basename "$f")" "$(cat "$errlog")"; continue; fi
     [ "$text" = null ] && continue
     name=$(basename "$f" .nix)
-    # The CA lives in /etc/vaultnix on the host; point the check at the generated one.
+    # The CA lives in /etc/vaultnix on the host; point the check at the generated one. The hold Lua
+    # file is taken from where the module installs it (/etc/haproxy/vaultnix-hold.lua must exist there).
+    lua_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in toString r.config.environment.etc.\"haproxy/vaultnix-hold.lua\".source"
+    if ! lua=$(nixeval "$lua_expr"); then fail "hold.lua of $(basename "$f") not installed as /etc/haproxy/vaultnix-hold.lua" "$(cat "$errlog")"; continue; fi
+    lua=$(printf '%s' "$lua" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))')
     printf '%s' "$text" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' |
-      sed "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" >"$tmp/$name.cfg"
+      sed -e "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" -e "s#/etc/haproxy/vaultnix-hold.lua#$lua#g" >"$tmp/$name.cfg"
     if ! command -v haproxy >/dev/null; then
       fail "haproxy -c $name: haproxy not installed"
     elif msg=$(haproxy -c -f "$tmp/$name.cfg" 2>&1); then

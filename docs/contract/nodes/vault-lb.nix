@@ -15,6 +15,7 @@
     loadBalancer = {
       enable = true;
       configFile = ../haproxy/haproxy.cfg;
+      holdScript = ../haproxy/hold.lua;
       frontendPort = 8200;
       statsPort = 8404;
     };
