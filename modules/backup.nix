@@ -1,12 +1,13 @@
-# Scheduled raft snapshots through the HTTP API (GET /v1/sys/storage/raft/snapshot), so the
-# same job works for OpenBao and Vault and needs neither the CLI nor vaultnix on the host.
-# Each run writes <dest>/<cluster>-<node>-<UTC time>.snap atomically (temp file, fsync,
-# rename) with a sha256sum-compatible sidecar, prunes snapshots older than retentionDays, and
-# records its last success for the node exporter's textfile collector.
+# Scheduled raft snapshots: the unit runs the vaultnix binary itself,
+# `vaultnix backup run --config /etc/vaultnix/backup.json`, with the config rendered by
+# `vaultnix generate` (nodes/<node>.backup.json) and the token passed with LoadCredential. The
+# binary takes the snapshot from the ACTIVE node whichever server runs it, writes it with the same
+# checksummed sidecar `vaultnix snapshot save` writes, verifies it as `snapshot restore` would,
+# prunes old ones and records its last success for the node exporter's textfile collector.
+# The lab runs the same command on the same rendered file.
 {
   config,
   lib,
-  pkgs,
   ...
 }:
 let
@@ -21,24 +22,26 @@ let
 
   cfg = config.vaultnix.backup;
   top = config.vaultnix;
-  textfileDir = top.monitoring.textfileDir;
-
-  # https://10.88.0.1:8200 -> [ "10.88.0.1" "8200" ]; lets curl verify the certificate
-  # against tlsServerName while connecting to the configured address.
-  hostPort = builtins.match "https://(\\[[^]]+]|[^:/]+):([0-9]+)/?" cfg.apiAddr;
-  url =
-    if cfg.tlsServerName == null then
-      cfg.apiAddr
-    else
-      "https://${cfg.tlsServerName}:${builtins.elemAt hostPort 1}";
-  resolve = lib.optionalString (
-    cfg.tlsServerName != null
-  ) "${cfg.tlsServerName}:${builtins.elemAt hostPort 1}:${lib.removeSuffix "]" (lib.removePrefix "[" (builtins.head hostPort))}";
-  prefix = "${top.clusterName}-${top.machine.name}";
+  # Data, not logic: where the job writes is read from the same file the binary reads.
+  job = lib.importJSON cfg.configFile;
+  configPath = "/etc/vaultnix/backup.json";
+  credential = "backup-token";
 in
 {
   options.vaultnix.backup = {
-    enable = mkEnableOption "scheduled raft snapshots of this server";
+    enable = mkEnableOption "scheduled raft snapshots of the cluster (taken from the active node)";
+
+    package = mkOption {
+      type = types.package;
+      defaultText = literalExpression "vaultnix.packages.\${system}.vaultnix (set by vaultnix.lib.mkCluster)";
+      description = "The vaultnix package whose binary runs the backup job.";
+    };
+
+    configFile = mkOption {
+      type = types.path;
+      example = literalExpression "./vault-1.backup.json";
+      description = "The backup job's configuration, rendered by `vaultnix generate` (nodes/<node>.backup.json).";
+    };
 
     onCalendar = mkOption {
       type = types.str;
@@ -47,45 +50,15 @@ in
       description = "When to take a snapshot ({manpage}`systemd.time(7)` calendar event).";
     };
 
-    retentionDays = mkOption {
-      type = types.ints.positive;
-      default = 30;
-      description = "Snapshots (and their sidecars) older than this many days are deleted after a successful run.";
-    };
-
-    destination = mkOption {
-      type = types.strMatching "/.+";
-      default = "/var/backups/vaultnix";
-      description = "Directory (root-only) receiving the snapshots. Copy it off the host with your backup tool.";
-    };
-
     tokenFile = mkOption {
       type = vlib.secretPath;
       default = "${top.secretsDir}/backup-token";
       defaultText = literalExpression ''"''${config.vaultnix.secretsDir}/backup-token"'';
       description = ''
-        File holding a token allowed to `read` `sys/storage/raft/snapshot`. Passed with
-        `LoadCredential`; the token never appears on a command line or in the store.
+        File holding a token allowed to `read` `sys/storage/raft/snapshot` (`vaultnix bootstrap
+        --backup-token` creates one). Passed with `LoadCredential`; the token never appears on a
+        command line or in the store.
       '';
-    };
-
-    apiAddr = mkOption {
-      type = types.strMatching "https://.+";
-      example = "https://10.88.0.1:8200";
-      description = "API address of this node (a standby forwards the request to the active node).";
-    };
-
-    tlsServerName = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "vault-1.vault.internal";
-      description = "Name to verify the server certificate against, when apiAddr is an IP address not in it.";
-    };
-
-    caCertFile = mkOption {
-      type = types.str;
-      default = "/etc/vaultnix/ca.crt";
-      description = "CA bundle used to verify the server.";
     };
 
     randomizedDelaySec = mkOption {
@@ -98,85 +71,36 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = cfg.tlsServerName != null -> hostPort != null;
-        message = "vaultnix.backup.apiAddr must look like https://<host>:<port> when tlsServerName is set, got ${cfg.apiAddr}.";
+        assertion = job.token_file == "/run/credentials/vaultnix-backup.service/${credential}";
+        message = "vaultnix.backup.configFile: token_file must be the unit's credential /run/credentials/vaultnix-backup.service/${credential}, got ${job.token_file}.";
+      }
+      {
+        assertion = job.textfile_dir == null || job.textfile_dir == top.monitoring.textfileDir;
+        message = "vaultnix.backup.configFile: textfile_dir ${toString job.textfile_dir} differs from vaultnix.monitoring.textfileDir ${top.monitoring.textfileDir}.";
       }
     ];
 
+    environment.etc."vaultnix/backup.json".source = cfg.configFile;
+
     systemd.tmpfiles.rules = [
-      "d ${cfg.destination} 0700 root root -"
-      "d ${textfileDir} 0755 root root -"
-    ];
+      "d ${job.dir} 0700 root root -"
+    ]
+    ++ lib.optional (job.textfile_dir != null) "d ${job.textfile_dir} 0755 root root -";
 
     systemd.services.vaultnix-backup = {
-      description = "vaultnix: raft snapshot of ${top.clusterName}";
+      description = "vaultnix: raft snapshot of ${top.clusterName} (from the active node)";
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
-      path = [
-        pkgs.coreutils
-        pkgs.curl
-        pkgs.findutils
-        pkgs.gzip
-      ];
-      environment = {
-        DEST = cfg.destination;
-        PREFIX = prefix;
-        URL = "${url}/v1/sys/storage/raft/snapshot";
-        CACERT = cfg.caCertFile;
-        RETENTION_DAYS = toString cfg.retentionDays;
-        TEXTFILE_DIR = textfileDir;
-        RESOLVE = resolve;
-        METRIC_LABELS = ''cluster="${top.clusterName}",node="${top.machine.name}"'';
-      };
-      script = ''
-        set -euo pipefail
-        umask 077
-        name="$PREFIX-$(date -u +%Y%m%dT%H%M%SZ).snap"
-        tmp=$(mktemp -p "$DEST" .partial.XXXXXX)
-        trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
-
-        # The token goes to curl on stdin (a config file), never on its command line.
-        printf 'header = "X-Vault-Token: %s"\n' "$(cat "$CREDENTIALS_DIRECTORY/token")" |
-          curl --config - --fail --silent --show-error --max-time 600 \
-            --cacert "$CACERT" ''${RESOLVE:+--resolve "$RESOLVE"} --output "$tmp" "$URL"
-
-        # A raft snapshot is a gzip'd tar: refuse empty or truncated downloads.
-        test -s "$tmp"
-        gzip --test "$tmp"
-
-        sum=$(sha256sum "$tmp" | cut -d' ' -f1)
-        printf '%s  %s\n' "$sum" "$name" > "$tmp.sha256"
-        sync "$tmp" "$tmp.sha256"
-        mv "$tmp" "$DEST/$name"
-        mv "$tmp.sha256" "$DEST/$name.sha256"
-        sync "$DEST"
-
-        find "$DEST" -maxdepth 1 -type f \( -name "$PREFIX-*.snap" -o -name "$PREFIX-*.snap.sha256" \) \
-          -mtime +"$RETENTION_DAYS" -delete
-
-        prom=$(mktemp -p "$TEXTFILE_DIR" .vaultnix_backup.XXXXXX)
-        {
-          echo '# HELP vaultnix_backup_last_success_timestamp_seconds Time of the last successful raft snapshot.'
-          echo '# TYPE vaultnix_backup_last_success_timestamp_seconds gauge'
-          echo "vaultnix_backup_last_success_timestamp_seconds{$METRIC_LABELS} $(date +%s)"
-          echo '# HELP vaultnix_backup_last_size_bytes Size of the last successful raft snapshot.'
-          echo '# TYPE vaultnix_backup_last_size_bytes gauge'
-          echo "vaultnix_backup_last_size_bytes{$METRIC_LABELS} $(stat -c %s "$DEST/$name")"
-        } > "$prom"
-        chmod 0644 "$prom"
-        mv "$prom" "$TEXTFILE_DIR/vaultnix_backup.prom"
-        echo "snapshot written: $DEST/$name ($sum)"
-      '';
+      restartTriggers = [ cfg.configFile ];
       serviceConfig = {
         Type = "oneshot";
-        LoadCredential = [ "token:${cfg.tokenFile}" ];
+        ExecStart = "${lib.getExe' cfg.package "vaultnix"} backup run --config ${configPath}";
+        LoadCredential = [ "${credential}:${cfg.tokenFile}" ];
+        UMask = "0077";
         PrivateTmp = true;
         ProtectSystem = "strict";
         ProtectHome = true;
-        ReadWritePaths = [
-          cfg.destination
-          textfileDir
-        ];
+        ReadWritePaths = [ job.dir ] ++ lib.optional (job.textfile_dir != null) job.textfile_dir;
         NoNewPrivileges = true;
         LimitCORE = 0;
       };

@@ -31,6 +31,8 @@ let
         {
           nixpkgs.hostPlatform = m.system;
           system.stateVersion = lib.mkDefault "26.05";
+          # The backup unit runs this flake's own binary.
+          vaultnix.backup.package = lib.mkDefault vaultnix.packages.${m.system}.vaultnix;
         }
       ]
       ++ extraModules;

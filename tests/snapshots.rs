@@ -41,6 +41,7 @@ fn example_output_snapshots() {
         insta::assert_snapshot!(name.clone(), mask(&text));
         names.push(name);
     }
-    // 3 server configs, 4 machine modules, haproxy.cfg, hold.lua, alerts.yml, cluster.json, flake.nix.
-    assert_eq!(names.len(), 12, "{names:?}");
+    // 3 server configs, 3 backup configs, 4 machine modules, haproxy.cfg, hold.lua, alerts.yml,
+    // cluster.json, flake.nix.
+    assert_eq!(names.len(), 15, "{names:?}");
 }

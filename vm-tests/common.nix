@@ -34,6 +34,8 @@ rec {
         (gen + "/nodes/${name}.nix")
         extra
       ];
+      # The backup unit runs the packaged CLI, as mkCluster sets it.
+      vaultnix.backup.package = vaultnix;
       systemd.tmpfiles.rules = secretLinks gen (
         [
           {
@@ -55,6 +57,7 @@ rec {
         pkgs.curl
         pkgs.jq
         pkgs.netcat
+        vaultnix
       ];
     };
 

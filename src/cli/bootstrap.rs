@@ -21,6 +21,10 @@ pub struct Args {
     /// Create an `admin` policy and a periodic token for it in secrets/admin-token (0600).
     #[arg(long)]
     pub admin_token: bool,
+    /// Create a `vaultnix-backup` policy (read sys/storage/raft/snapshot) and a periodic token for it in
+    /// secrets/backup-token (0600): the token the backup timer (`vaultnix backup run`) uses.
+    #[arg(long)]
+    pub backup_token: bool,
     /// Revoke the root token afterwards (requires a working admin token).
     #[arg(long)]
     pub revoke_root: bool,
@@ -34,6 +38,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     let mut o = BootstrapOptions::new(&a.out);
     o.kv = a.kv;
     o.admin_token = a.admin_token;
+    o.backup_token = a.backup_token;
     o.revoke_root = a.revoke_root;
     o.progress = !shell.quiet;
     o.wait = std::time::Duration::from_secs(a.wait);

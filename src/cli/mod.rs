@@ -1,6 +1,7 @@
 //! Command-line layer: one module per subcommand, each an argument struct and an `exec` that calls
 //! library code. No business logic here.
 
+pub mod backup;
 pub mod bootstrap;
 pub mod certs;
 pub mod completions;
@@ -69,6 +70,8 @@ pub enum Command {
     Drill(drill::Args),
     /// Save, prune and restore Raft snapshots (checksummed).
     Snapshot(snapshot::Args),
+    /// The scheduled backup job (snapshot from the active node, verified, pruned).
+    Backup(backup::Args),
     /// Add, remove or replace a node.
     Node(node::Args),
     /// Rolling upgrade: standbys first, then step-down, then the old leader.
@@ -130,6 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lab(a) => lab::exec(&shell, a),
         Command::Drill(a) => drill::exec(&shell, a),
         Command::Snapshot(a) => snapshot::exec(&shell, a),
+        Command::Backup(a) => backup::exec(&shell, a),
         Command::Node(a) => node::exec(&shell, a),
         Command::Upgrade(a) => upgrade::exec(&shell, a),
         Command::Certs(a) => certs::exec(&shell, a),

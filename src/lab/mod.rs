@@ -116,12 +116,23 @@ pub struct LabOptions {
     pub bootstrap: bool,
     pub kv: bool,
     pub admin_token: bool,
+    /// Also create secrets/backup-token (the backup job's token).
+    pub backup_token: bool,
     pub progress: bool,
 }
 
 impl LabOptions {
     pub fn new(spec: Option<PathBuf>, dir: impl Into<PathBuf>) -> LabOptions {
-        LabOptions { spec, dir: dir.into(), base: None, bootstrap: true, kv: true, admin_token: false, progress: false }
+        LabOptions {
+            spec,
+            dir: dir.into(),
+            base: None,
+            bootstrap: true,
+            kv: true,
+            admin_token: false,
+            backup_token: false,
+            progress: false,
+        }
     }
 }
 
@@ -234,6 +245,7 @@ impl Lab {
             let mut bo = BootstrapOptions::new(&dir);
             bo.kv = opts.kv;
             bo.admin_token = opts.admin_token;
+            bo.backup_token = opts.backup_token;
             bo.progress = opts.progress;
             bo.wait = Duration::from_secs(60);
             Some(bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?)

@@ -23,6 +23,8 @@ pub struct BootstrapOptions {
     pub kv: bool,
     /// Create the admin policy and a token for it (secrets/admin-token).
     pub admin_token: bool,
+    /// Create the vaultnix-backup policy and a token for it (secrets/backup-token, 0600).
+    pub backup_token: bool,
     /// Revoke the root token at the end (needs an admin token).
     pub revoke_root: bool,
     /// Show the progress display (it is hidden anyway when stderr is not a terminal).
@@ -37,6 +39,7 @@ impl BootstrapOptions {
             out: out.into(),
             kv: false,
             admin_token: false,
+            backup_token: false,
             revoke_root: false,
             progress: false,
             wait: Duration::from_secs(90),
@@ -303,6 +306,31 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
             .await?;
         write_secret_new(&admin_path, format!("{}\n", t.client_token).as_bytes())?;
         rep.changes.push(format!("created an admin token ({}, 0600)", admin_path.display()));
+    }
+    let backup_path = crate::ops::backup::backup_token_path(&opts.out);
+    if opts.backup_token && !backup_path.exists() {
+        use crate::ops::backup::{BACKUP_POLICY, BACKUP_POLICY_NAME};
+        if active.get_policy(BACKUP_POLICY_NAME).await?.as_deref() != Some(BACKUP_POLICY) {
+            active.put_policy(BACKUP_POLICY_NAME, BACKUP_POLICY).await?;
+            rep.changes.push(format!("wrote policy {BACKUP_POLICY_NAME}"));
+        }
+        let t = active
+            .create_token(
+                &json!({
+                    "policies": [BACKUP_POLICY_NAME],
+                    "display_name": "vaultnix-backup",
+                    // Periodic: the backup job's daily use keeps it alive; unused for 32 days it expires.
+                    "period": "768h",
+                    "no_default_policy": false,
+                }),
+                true,
+            )
+            .await?;
+        write_secret_new(&backup_path, format!("{}\n", t.client_token).as_bytes())?;
+        rep.changes.push(format!(
+            "created a backup token ({}, 0600): install it on every server as <secretsDir>/backup-token",
+            backup_path.display()
+        ));
     }
     if opts.revoke_root {
         if let Some(init) = read_init(&opts.out)? {

@@ -51,13 +51,24 @@ pub struct SealInfo {
 
 /// The seal identity of the cluster `plan` describes, with the key material under `out`.
 pub fn seal_info(plan: &Plan, out: &Path) -> Result<SealInfo> {
+    let key = match plan.seal.kind {
+        SealKind::Static => {
+            let p = out.join("secrets/seal.key");
+            Some(fs::read(&p).with_context(|| format!("cannot read the static seal key {}", p.display()))?)
+        }
+        _ => None,
+    };
+    seal_info_with(plan, key.as_deref())
+}
+
+/// [`seal_info`] with the static seal key given (the renderer has it in memory).
+pub fn seal_info_with(plan: &Plan, static_key: Option<&[u8]>) -> Result<SealInfo> {
     let kind = plan.seal.kind;
     let fingerprint = match kind {
         SealKind::Shamir => None,
         SealKind::Static => {
-            let p = out.join("secrets/seal.key");
-            let k = fs::read(&p).with_context(|| format!("cannot read the static seal key {}", p.display()))?;
-            Some(output::sha256_hex(&k))
+            let k = static_key.ok_or_else(|| anyhow!("the static seal key is missing"))?;
+            Some(output::sha256_hex(k))
         }
         _ => {
             // The KMS key is identified by the seal's parameters (region, key id, ...).

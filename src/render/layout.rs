@@ -86,6 +86,28 @@ impl Layout {
             None => "/run/haproxy/admin.sock".into(),
         }
     }
+    /// The backup token as the backup job sees it (NixOS: LoadCredential name `backup-token`).
+    pub fn backup_token_file(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("secrets/backup-token")),
+            None => "/run/credentials/vaultnix-backup.service/backup-token".into(),
+        }
+    }
+    /// Where the backup job writes snapshots.
+    pub fn backup_dir(&self, plan: &Plan) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("backups")),
+            None => plan.backup.destination.clone(),
+        }
+    }
+    /// The node exporter's textfile directory (modules/monitoring.nix `textfileDir` default; the backup
+    /// module asserts they agree).
+    pub fn textfile_dir(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("textfile")),
+            None => "/var/lib/vaultnix/textfile".into(),
+        }
+    }
     /// Metrics-only listener port on loopback (Prometheus on the node scrapes it; never exposed).
     pub fn metrics_port(&self) -> u16 {
         9102

@@ -1,6 +1,7 @@
 //! Pure renderers: Plan (+ key material) → file contents. Nothing here touches the disk.
 
 pub mod alerts;
+pub mod backup;
 pub mod haproxy;
 pub mod layout;
 pub mod nix;
@@ -62,6 +63,10 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
         }
         let cfg = render_server_config(plan, n, layout);
         files.push(OutFile::public(format!("nodes/{}.server.json", n.name), to_json_text(&cfg)));
+        if plan.backup.enabled {
+            let b = backup::render_backup_config(plan, n, layout, m.seal_key.as_deref())?;
+            files.push(OutFile::public(format!("nodes/{}.backup.json", n.name), b));
+        }
     }
     for (name, k) in &m.wg_private {
         files.push(OutFile::secret(format!("secrets/{name}.wg.key"), format!("{k}\n")));

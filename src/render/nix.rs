@@ -201,11 +201,8 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     backup => minijinja::context! {
                         enable => plan.backup.enabled,
                         on_calendar => plan.backup.schedule,
-                        retention_days => plan.backup.retention_days,
-                        destination => plan.backup.destination,
+                        config_file => format!("./{}.backup.json", node.name),
                         token_file => format!("{}/backup-token", plan.secrets_dir),
-                        api_addr => plan.api_url(node),
-                        tls_server_name => node.fqdn,
                     },
                     monitoring => minijinja::context! {
                         enable => plan.monitoring.enabled,

@@ -123,8 +123,7 @@ in
     {
       vaultnix.backup = {
         enable = true;
-        apiAddr = "https://192.168.1.1:8200";
-        tlsServerName = "node1.vault.test";
+        configFile = contract + "/nodes/vault-1.backup.json";
       };
     }
   ];

@@ -111,7 +111,9 @@ let
     ++ lib.optionals v.backup.enable [
       (h.check "${me}: backup service + timer with token via LoadCredential" (
         config.systemd.timers ? vaultnix-backup
-        && services.vaultnix-backup.serviceConfig.LoadCredential == [ "token:${v.backup.tokenFile}" ]
+        && services.vaultnix-backup.serviceConfig.LoadCredential == [ "backup-token:${v.backup.tokenFile}" ]
+        && lib.hasSuffix "/bin/vaultnix backup run --config /etc/vaultnix/backup.json" services.vaultnix-backup.serviceConfig.ExecStart
+        && config.environment.etc."vaultnix/backup.json".source == v.backup.configFile
       ) services.vaultnix-backup)
     ]
     ++ lib.optionals v.monitoring.enable [

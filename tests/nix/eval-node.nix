@@ -24,8 +24,21 @@ let
 in
 import (subset + "/eval.nix") {
   inherit system;
-  modules = [ ../../modules ] ++ modules;
-  extraPackageNames = [ "prometheus" ];
+  modules = [
+    ../../modules
+    # mkCluster sets the backup unit's package to vaultnix's own; the fixture has a stand-in.
+    (
+      { lib, pkgs, ... }:
+      {
+        vaultnix.backup.package = lib.mkDefault pkgs.vaultnix;
+      }
+    )
+  ]
+  ++ modules;
+  extraPackageNames = [
+    "prometheus"
+    "vaultnix"
+  ];
   strictPrefixes = [
     [
       "services"

@@ -59,11 +59,8 @@
     backup = {
       enable = true;
       onCalendar = "daily";
-      retentionDays = 30;
-      destination = "/var/backups/vaultnix";
+      configFile = ./vault-2.backup.json;
       tokenFile = "/var/lib/vaultnix/secrets/backup-token";
-      apiAddr = "https://10.88.0.2:8200";
-      tlsServerName = "vault-2.vault.internal";
     };
     monitoring = {
       enable = true;
