@@ -14,7 +14,10 @@
 #      store, cluster port on the overlay interface only, no failed assertions (check-node.nix)
 #   5. the final haproxy configuration (module prefix + rendered file) passes `haproxy -c`
 #   6. lib.mkCluster maps cluster.json to configurations and images (mk-cluster.nix)
-#   7. negative cases (tests/nix/negative/*.nix) fail with the expected message
+#   7. units: ordering only on units that exist (also with images/oracle.nix, i.e. networkd),
+#      no duplicate upstream serviceConfig keys, engine version check, single node without
+#      overlay, the flake's formatter (units.nix)
+#   8. negative cases (tests/nix/negative/*.nix) fail with the expected message
 # The last line is "N passed, M failed"; the exit status is non-zero on any failure.
 set -euo pipefail
 
@@ -112,6 +115,9 @@ done
 
 section "lib.mkCluster on $out/cluster.json"
 run_checks "mkCluster" "import $here/mk-cluster.nix { subset = $subset; src = $out; }"
+
+section "units, upstream keys, engine version, single node, formatter (tests/nix/units.nix)"
+run_checks "units" "import $here/units.nix { subset = $subset; contract = $repo/docs/contract; }"
 
 section "negative cases (must fail)"
 base="$repo/docs/contract/nodes/vault-1.nix"
