@@ -217,6 +217,23 @@ in
       singleNode
     ]).failedAssertions == [ ]
   ) (evalNode [ (node "vault-1") singleNode ]).failedAssertions)
+  (
+    let
+      c = (evalNode [ (node "vault-2") ]).config;
+      v = c.vaultnix;
+      listeners = lib.attrValues c.services.openbao.settings.listener;
+      hostListeners = lib.filter (
+        l: (l.cluster_address or null) == null && !(lib.hasPrefix "127." l.address) && !(lib.hasPrefix "${v.overlay.address}:" l.address)
+      ) listeners;
+      rules = c.networking.firewall.extraInputRules;
+    in
+    h.check "vault-2: client_cidrs reach the API (listener off the overlay + firewall admits them to the API port)" (
+      hostListeners != [ ]
+      && lib.all (l: lib.hasSuffix ":${toString v.server.apiPort}" l.address) hostListeners
+      && lib.all (cidr: lib.hasInfix cidr rules) v.firewall.apiAllowedCIDRs
+      && h.rulesMentionPort rules v.server.apiPort
+    ) { inherit listeners rules; }
+  )
   (h.check "flake formatter is nixfmt-tree (plain nixfmt hangs under `nix fmt` with no file)" (
     formatter.pname == "nixfmt-tree"
   ) formatter.pname)
