@@ -47,4 +47,11 @@ fetch_bao() {
 fetch_bao 2.7.2 db79307a35a21e59753ae5e8bb45f0ff3f71e04bfa3d3627bf984e4b77bb7866
 fetch_bao 2.6.2 aaa3123202c303ec788cf304dcc3cf6143df99960590fe4f4ad1097c1447d2b9
 "$tools/bao-2.7.2/bao" version | grep -q 'v2.7.2' || { echo "bao 2.7.2 does not run" >&2; exit 1; }
+# ruff lints the VM tests' Python (nixpkgs' test driver lints test scripts with ruff since ~26.05).
+ruff_version=0.17.6
+if [ ! -x "$tools/ruff-$ruff_version/bin/ruff" ]; then
+  echo "install-tools: pip install ruff==$ruff_version into .tools"
+  python3 -m pip install --quiet --target "$tools/ruff-$ruff_version" "ruff==$ruff_version"
+fi
+"$tools/ruff-$ruff_version/bin/ruff" --version | grep -q "$ruff_version" || { echo "ruff $ruff_version does not run" >&2; exit 1; }
 echo "install-tools: ok (bao 2.7.2 at $tools/bao-2.7.2/bao)"
