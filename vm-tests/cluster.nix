@@ -196,7 +196,9 @@ in
 
     with subtest("the snapshot restores into a fresh node"):
         snap = node1.succeed("ls -t /var/backups/vaultnix/*.snap | head -n1").strip()
-        data = node1.succeed(f"base64 -w0 {snap}").strip()
+        # Through the driver's shared directory (/tmp/shared in every VM), not as a shell
+        # argument (base64 in one argument fails past 128 KiB).
+        node1.succeed(f"cp {snap} /tmp/shared/restore.snap && cp {snap}.sha256 /tmp/shared/restore.snap.sha256")
         spare.start()
         spare.wait_for_unit("openbao.service")
         spare.wait_for_open_port(8200, "127.0.0.1", timeout=120)
@@ -208,7 +210,11 @@ in
         spare.wait_until_succeeds(
             f"curl -sf --cacert {CACERT} https://127.0.0.1:8200/v1/sys/health", timeout=120
         )
-        spare.succeed(f"echo {data} | base64 -d > /root/restore.snap")
+        spare.succeed(
+            "install -m 0600 /tmp/shared/restore.snap /root/restore.snap"
+            " && test \"$(sha256sum < /root/restore.snap | cut -d' ' -f1)\""
+            " = \"$(cut -d' ' -f1 /tmp/shared/restore.snap.sha256)\""
+        )
         bao(spare, "127.0.0.1:8200", "operator raft snapshot restore -force /root/restore.snap",
             spare_init["root_token"])
         # The restored data is encrypted with the cluster's keys; the same static seal
