@@ -73,6 +73,8 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt);
+      # `nix fmt` (Nix >= 2.25) passes no file when none is named: plain nixfmt then reads stdin
+      # and hangs; nixfmt-tree (treefmt with nixfmt) formats the whole tree.
+      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
     };
 }

@@ -107,8 +107,9 @@ in
     {
       assertions = [
         {
-          assertion = server.enable && overlay.kind == "none" -> cfg.clusterAllowedCIDRs != [ ];
-          message = "vaultnix.firewall: without an overlay, list the other servers in clusterAllowedCIDRs or raft cannot form.";
+          assertion =
+            server.enable && overlay.kind == "none" && !server.singleNode -> cfg.clusterAllowedCIDRs != [ ];
+          message = "vaultnix.firewall: without an overlay, list the other servers in clusterAllowedCIDRs or raft cannot form (a one-server cluster sets vaultnix.server.singleNode).";
         }
       ];
 

@@ -37,6 +37,7 @@ let
   usesStaticSeal = settings ? seal && (settings.seal ? static);
 
   envPrefix = if cfg.engine == "vault" then "VAULT" else "BAO";
+  enginePackage = if cfg.engine == "vault" then config.services.vault.package else config.services.openbao.package;
 in
 {
   options.vaultnix = {
@@ -172,6 +173,37 @@ in
         default = 8201;
         description = "Port of the cluster listener (raft and request forwarding between servers).";
       };
+
+      version = mkOption {
+        type = types.nullOr (types.strMatching "[0-9]+\\.[0-9]+\\.[0-9]+.*");
+        default = null;
+        example = "2.7.2";
+        description = ''
+          Engine version the server configuration was rendered for (the spec's
+          `cluster.version`). The deployed package ({option}`services.openbao.package` or
+          {option}`services.vault.package`) must have this version: the server only warns on
+          keys it does not know, so a configuration for another version silently loses
+          features. `null` skips the check.
+        '';
+      };
+
+      allowVersionMismatch = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Deploy even when the package's version differs from {option}`vaultnix.server.version`
+          (e.g. a patch release of the package you have checked against the rendered file).
+        '';
+      };
+
+      singleNode = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          This server is the whole cluster (the spec's `cluster.allow_single_node`): there
+          are no raft peers to admit, so no overlay and no {option}`vaultnix.firewall.clusterAllowedCIDRs` are needed.
+        '';
+      };
     };
   };
 
@@ -215,6 +247,16 @@ in
             message = "vaultnix: ${toString cfg.settingsFile} uses a static seal; set vaultnix.server.sealKeyFile.";
           }
           {
+            assertion =
+              cfg.version != null && !cfg.allowVersionMismatch -> lib.getVersion enginePackage == cfg.version;
+            message = ''
+              vaultnix: ${top.machine.name}'s server configuration was rendered for ${cfg.engine} ${toString cfg.version}
+              (cluster.version in the spec), but the package to deploy is ${lib.getName enginePackage} ${lib.getVersion enginePackage}.
+              Set services.${unit}.package to a ${toString cfg.version} build, or change cluster.version and re-run
+              `vaultnix generate`, or set vaultnix.server.allowVersionMismatch = true if you checked the difference.
+            '';
+          }
+          {
             assertion = cfg.sealKeyFile != null -> cfg.engine == "openbao";
             message = "vaultnix: the static seal (vaultnix.server.sealKeyFile) is an OpenBao feature.";
           }
@@ -248,8 +290,9 @@ in
             ++ lib.optional (cfg.sealKeyFile != null) "seal.key:${cfg.sealKeyFile}";
             LogsDirectory = unit;
             LogsDirectoryMode = "0700";
-            MemorySwapMax = 0;
-            LimitCORE = 0;
+            # No swap and no core dumps (they could hold unsealed keys): both upstream units set
+            # LimitCORE = 0 and services.openbao also MemorySwapMax = 0; defining them here again
+            # at the same priority would be a duplicate definition (tests/nix/units.nix).
           };
         };
       }
@@ -274,6 +317,8 @@ in
           storagePath = "/var/lib/vault";
         };
         environment.systemPackages = [ config.services.vault.package ];
+        # services.vault sets LimitCORE = 0 but not MemorySwapMax (services.openbao sets both).
+        systemd.services.vault.serviceConfig.MemorySwapMax = 0;
         systemd.services.vault.serviceConfig.ExecStart = lib.mkForce (
           lib.escapeShellArgs [
             (lib.getExe' config.services.vault.package "vault")

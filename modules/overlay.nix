@@ -4,6 +4,7 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }:
 let
@@ -17,6 +18,7 @@ let
   vlib = import ./lib.nix { inherit lib; };
 
   cfg = config.vaultnix.overlay;
+  wgNetworkd = cfg.kind == "wireguard" && config.networking.wireguard.useNetworkd;
 
   peerModule = {
     options = {
@@ -130,13 +132,21 @@ in
       type = types.listOf types.str;
       readOnly = true;
       internal = true;
+      # Only units that exist in this configuration: networking.wireguard with networkd (the
+      # OCI profile turns networking.useNetworkd on) makes a netdev and no wireguard-<if>
+      # unit, and services.tailscale has its autoconnect unit only with an auth key file.
       default =
         {
           none = [ ];
-          wireguard = [ "wireguard-${cfg.interface}.service" ];
-          tailscale = [ "tailscaled-autoconnect.service" ];
+          wireguard =
+            if wgNetworkd then [ "vaultnix-overlay-ready.service" ] else [ "wireguard-${cfg.interface}.service" ];
+          tailscale =
+            if cfg.authKeyFile != null then [ "tailscaled-autoconnect.service" ] else [ "tailscaled.service" ];
         }
         .${cfg.kind};
+      defaultText = literalExpression ''
+        wireguard: [ "wireguard-<interface>.service" ], or [ "vaultnix-overlay-ready.service" ] with networkd;
+        tailscale: [ "tailscaled-autoconnect.service" ] with an auth key file, else [ "tailscaled.service" ]'';
       description = "systemd units that bring the overlay up; services bound to overlay addresses order after them.";
     };
   };
@@ -166,6 +176,22 @@ in
 
       # The WireGuard module does not open its port itself.
       networking.firewall.allowedUDPPorts = mkIf cfg.openFirewall [ cfg.listenPort ];
+    })
+
+    # With networkd the interface is a netdev that systemd-networkd configures on its own
+    # schedule; this unit is done once the interface carries its (global-scope) overlay
+    # address, so listeners bound to that address can start after it.
+    (mkIf wgNetworkd {
+      systemd.services.vaultnix-overlay-ready = {
+        description = "vaultnix: wait for the overlay address on ${cfg.interface}";
+        wants = [ "systemd-networkd.service" ];
+        after = [ "systemd-networkd.service" ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${pkgs.systemd}/lib/systemd/systemd-networkd-wait-online --interface=${cfg.interface}:routable --timeout=120";
+        };
+      };
     })
 
     (mkIf (cfg.kind == "tailscale") {

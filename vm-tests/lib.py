@@ -61,10 +61,27 @@ def kv_read(client, url, token, key):
 
 
 def voters(machine, addr, token):
-    out = bao(machine, addr, "operator raft list-peers -format=json", token)
-    return [s["node_id"] for s in json.loads(out)["data"]["config"]["servers"] if s["voter"]]
+    """Node ids of the raft voters; [] while the server cannot answer yet (right after
+    `operator init` list-peers fails for a while): callers retry inside wait_until, which a
+    `succeed` raising on the first error would abort."""
+    rc, out = bao(machine, addr, "operator raft list-peers -format=json", token, check=False)
+    if rc != 0:
+        return []
+    try:
+        servers = json.loads(out)["data"]["config"]["servers"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [s["node_id"] for s in servers if s["voter"]]
 
 
 def autopilot_healthy(machine, addr, token):
+    """Whether autopilot calls the cluster healthy. `bao operator raft autopilot state
+    -format=json` prints the state itself, not a secret: top-level `Healthy`,
+    `FailureTolerance`, `Servers`, ... (bao 2.7.2); there is no `data` wrapper."""
     rc, out = bao(machine, addr, "operator raft autopilot state -format=json", token, check=False)
-    return rc == 0 and json.loads(out)["data"]["healthy"]
+    if rc != 0:
+        return False
+    try:
+        return json.loads(out)["Healthy"] is True
+    except (ValueError, KeyError, TypeError):
+        return False

@@ -34,6 +34,7 @@ in
 
     with subtest("the WireGuard mesh comes up"):
         for m in [lb, *servers]:
+            # scripted networking.wireguard; with networkd this would be vaultnix-overlay-ready
             m.wait_for_unit("wireguard-wg0.service")
         node1.wait_until_succeeds("ping -c1 -W2 10.77.0.4", timeout=60)
         node1.wait_until_succeeds("ping -c1 -W2 10.77.0.2", timeout=60)
@@ -60,7 +61,16 @@ in
 
     with subtest("the cluster port answers on wg0 only"):
         node1.succeed("nc -z -w 3 10.77.0.4 8201")
+        # OpenBao binds the wg0 address only, so on eth1 nothing would answer anyway: put probe
+        # listeners on node2's eth1 address (same ports), prove they answer locally, and only
+        # then that the firewall keeps node1 and the client out.
+        for port in (8200, 8201):
+            node2.succeed(f"systemd-run --unit=probe-{port} nc -lk 192.168.1.4 {port}")
+            node2.wait_until_succeeds(f"nc -z -w 3 192.168.1.4 {port}", timeout=30)
         node1.fail("nc -z -w 3 192.168.1.4 8201")
+        client.fail("nc -z -w 3 192.168.1.4 8201")
         client.fail("nc -z -w 3 192.168.1.4 8200")
+        for port in (8200, 8201):
+            node2.succeed(f"systemctl stop probe-{port}")
   '';
 }

@@ -50,10 +50,14 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
     // API: TLS handshake verified against the CA and the node's name, then health.
     let mut active = Vec::new();
     let mut up = 0usize;
+    let mut cluster_ids: Vec<(String, String)> = Vec::new();
     for (i, (n, h)) in health_all(&cluster).await.into_iter().enumerate() {
         let node = Some(n.name.as_str());
         match h {
             Ok(h) => {
+                if let Some(id) = h.body.cluster_id.as_ref().filter(|id| !id.is_empty()) {
+                    cluster_ids.push((n.name.clone(), id.clone()));
+                }
                 r.push(Finding::ok(
                     "tls-api",
                     node,
@@ -109,6 +113,9 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
                 "start the server (`systemctl start openbao`) and check the firewall/overlay between this machine and the node",
             )),
         }
+    }
+    if let Some(f) = cluster_id_finding(&cluster_ids) {
+        r.push(f);
     }
     match active.len() {
         1 => r.push(Finding::ok("leader", active.first().map(String::as_str), "the active node")),
@@ -378,8 +385,49 @@ fn snapshot_check(plan: &Plan, o: &LiveOptions, r: &mut Report) {
     }
 }
 
+/// Nodes that report different cluster ids belong to different clusters: e.g. a self-init node
+/// that came back with empty storage and initialized a second cluster instead of joining.
+pub(crate) fn cluster_id_finding(ids: &[(String, String)]) -> Option<Finding> {
+    let mut distinct: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() <= 1 {
+        return None;
+    }
+    let by_id: Vec<String> = distinct
+        .iter()
+        .map(|id| {
+            let nodes: Vec<&str> = ids.iter().filter(|(_, i)| i == id).map(|(n, _)| n.as_str()).collect();
+            format!("{id}: {}", nodes.join(", "))
+        })
+        .collect();
+    Some(Finding::new(
+        Severity::Error,
+        "cluster-id",
+        None,
+        format!("the nodes belong to {} different clusters ({})", distinct.len(), by_id.join("; ")),
+        "a node initialized a cluster of its own: stop it, wipe its raft data and let it join (`vaultnix node replace <node>`)",
+    ))
+}
+
 fn cert_der(out: &Path, node: &str) -> Option<Vec<u8>> {
     let pem = std::fs::read(out.join(format!("pki/{node}.crt"))).ok()?;
     let (_, p) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
     Some(p.contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_cluster_ids_are_an_error() {
+        let one = |n: &str, id: &str| (n.to_string(), id.to_string());
+        assert!(cluster_id_finding(&[one("a", "x"), one("b", "x"), one("c", "x")]).is_none());
+        assert!(cluster_id_finding(&[]).is_none());
+        let f = cluster_id_finding(&[one("a", "x"), one("b", "y"), one("c", "x")]).expect("flagged");
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.check, "cluster-id");
+        assert!(f.what.contains("x: a, c") && f.what.contains("y: b"), "{}", f.what);
+    }
 }

@@ -105,7 +105,7 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
     let _ = writeln!(s, "    timeout server 5m");
     let _ = writeln!(s, "    timeout check 2s");
     let _ = writeln!(s);
-    let bind = if lb.bind.is_unspecified() { format!("*:{}", lb.port) } else { sock(lb.bind, lb.port) };
+    let bind = client_bind(lb);
     let _ = writeln!(s, "frontend vault_api");
     let _ = writeln!(s, "    bind {bind}");
     if profile == HaproxyProfile::Tuned {
@@ -175,6 +175,20 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
     s
 }
 
+/// The frontend's `bind`: an explicit address as is; otherwise every address of the family the
+/// load balancer's public address needs. `*:port` is IPv4 only, so an IPv6 load balancer gets
+/// `:::port v4v6` (IPv6 and IPv4-mapped, one socket); an IPv4 one keeps `*:port`, which also
+/// works on hosts with IPv6 disabled.
+fn client_bind(lb: &crate::plan::LbPlan) -> String {
+    if !lb.bind.is_unspecified() {
+        sock(lb.bind, lb.port)
+    } else if lb.public_address.is_some_and(|a| a.is_ipv6()) || lb.bind.is_ipv6() {
+        format!(":::{} v4v6", lb.port)
+    } else {
+        format!("*:{}", lb.port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +197,24 @@ mod tests {
 
     fn lab_plan() -> Plan {
         Plan::from_loaded(&spec::example()).for_lab(Ipv4Addr::new(127, 0, 0, 10))
+    }
+
+    #[test]
+    fn frontend_binds_the_family_the_lb_address_needs() {
+        let mut p = Plan::from_loaded(&spec::example());
+        let l = Layout::NixOs;
+        // IPv4 load balancer: `*:port` (IPv4 only; works with IPv6 disabled).
+        p.lb.public_address = Some("192.0.2.50".parse().unwrap());
+        assert!(render_haproxy(&p, &l).contains("\n    bind *:8200\n"));
+        // IPv6 load balancer: one socket for IPv6 and IPv4-mapped clients.
+        p.lb.public_address = Some("2001:db8::50".parse().unwrap());
+        let cfg = render_haproxy(&p, &l);
+        let frontend: Vec<&str> =
+            cfg.lines().skip_while(|l| !l.starts_with("frontend vault_api")).take_while(|l| !l.is_empty()).collect();
+        assert!(frontend.contains(&"    bind :::8200 v4v6"), "{frontend:?}");
+        // An explicit bind address stays as it is.
+        p.lb.bind = "2001:db8::50".parse().unwrap();
+        assert!(render_haproxy(&p, &l).contains("bind [2001:db8::50]:8200"), "{}", render_haproxy(&p, &l));
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         seal_key_file => (plan.seal.kind == crate::spec::SealKind::Static).then(|| format!("{}/seal.key", plan.secrets_dir)),
                         api_port => plan.api_port,
                         cluster_port => plan.cluster_port,
+                        version => plan.version_string,
+                        single_node => plan.nodes.len() == 1,
                     },
                     overlay => overlay,
                     firewall => minijinja::context! {

@@ -122,7 +122,21 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         api["tls_auto_reload_interval"] = json!("1m");
     }
     let mut listeners = Map::new();
+    // With an overlay the API listener binds the overlay address, which the spec's client_cidrs
+    // cannot reach: they get the same API (same TLS, no cluster port) on the node's host address;
+    // the firewall admits client_cidrs to the API port (vaultnix.firewall.apiAllowedCIDRs).
+    let clients = client_listener_address(plan, node).map(|public| {
+        let mut clients = api.clone();
+        clients["address"] = json!(sock(public, plan.api_port));
+        if let Some(o) = clients.as_object_mut() {
+            o.remove("cluster_address");
+        }
+        clients
+    });
     listeners.insert("api".into(), api);
+    if let Some(clients) = clients {
+        listeners.insert("clients".into(), clients);
+    }
     if plan.openbao_at_least(METRICS_ONLY_LISTENER) {
         // 2.5+: a metrics-only listener on loopback for the node's Prometheus, no token needed, no API.
         listeners.insert(
@@ -211,6 +225,15 @@ fn render_initialize(plan: &Plan, layout: &Layout) -> Value {
     ]}}])
 }
 
+/// The host address a second API listener binds for the spec's client_cidrs: only with an overlay
+/// (without one the API listener is on the host address already), client CIDRs and a host address.
+fn client_listener_address(plan: &Plan, node: &crate::plan::NodePlan) -> Option<std::net::IpAddr> {
+    if plan.overlay.kind == crate::spec::OverlayKind::None || plan.firewall.client_cidrs.is_empty() {
+        return None;
+    }
+    node.public_address.filter(|a| *a != node.ip)
+}
+
 /// The loopback address the metrics listener binds: 127.0.0.1 on a host; the node's own loopback
 /// address in the lab (several nodes share one machine there).
 fn loopback_for(node: &NodePlan) -> std::net::IpAddr {
@@ -278,6 +301,28 @@ mod tests {
                 assert_eq!(cert["certificate"]["path"], json!(layout.ca_file(&plan)));
                 assert_eq!(cert["allowed_common_names"], json!(["vaultnix-admin"]));
             }
+        }
+    }
+    #[test]
+    fn client_cidrs_get_a_listener_on_the_host_address_with_an_overlay() {
+        // The example: WireGuard overlay, client_cidrs = ["192.0.2.0/24"], public node addresses.
+        let plan = Plan::from_loaded(&crate::spec::example());
+        assert!(!plan.firewall.client_cidrs.is_empty());
+        for n in &plan.nodes {
+            let cfg = render_server_config(&plan, n, &Layout::NixOs);
+            let api = &cfg["listener"]["api"];
+            let clients = &cfg["listener"]["clients"];
+            assert_eq!(api["address"], json!(crate::plan::sock(n.ip, plan.api_port)));
+            assert_eq!(clients["address"], json!(crate::plan::sock(n.public_address.unwrap(), plan.api_port)), "{cfg}");
+            assert!(clients.get("cluster_address").is_none(), "raft stays on the overlay: {clients}");
+            assert_eq!(clients["tls_key_file"], api["tls_key_file"]);
+            assert_eq!(clients["tls_cert_file"], api["tls_cert_file"]);
+        }
+        // Without an overlay (the lab) the API listener already is on the host address.
+        let lab = plan.for_lab(std::net::Ipv4Addr::new(127, 0, 0, 10));
+        for n in &lab.nodes {
+            let cfg = render_server_config(&lab, n, &Layout::Lab("/tmp/x".into()));
+            assert!(cfg["listener"].get("clients").is_none(), "{cfg}");
         }
     }
 }

@@ -21,11 +21,27 @@ let
     "monitoring"
     "hardening"
   ];
+  # The fixture's stand-in packages all have version "0-fixture"; a real nixpkgs has a real
+  # one. Give the engine package the rendered version (mkDefault: a test that sets
+  # services.<engine>.package itself, e.g. to another version, wins) so that the version
+  # assertion of modules/node.nix is exercised, not switched off.
+  versionShim =
+    { config, pkgs, lib, ... }:
+    let
+      v = config.vaultnix.server.version;
+    in
+    {
+      config = lib.mkIf (v != null) {
+        services.openbao.package = lib.mkDefault (pkgs.openbao // { version = v; });
+        services.vault.package = lib.mkDefault (pkgs.vault // { version = v; });
+      };
+    };
 in
 import (subset + "/eval.nix") {
   inherit system;
   modules = [
     ../../modules
+    versionShim
     # mkCluster sets the backup unit's package to vaultnix's own; the fixture has a stand-in.
     (
       { lib, pkgs, ... }:

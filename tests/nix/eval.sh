@@ -19,7 +19,10 @@
 #      is reported SKIP with the reason (provider.nix)
 #   6. the final haproxy configuration (module prefix + rendered file) passes `haproxy -c`
 #   7. lib.mkCluster maps cluster.json to configurations and images (mk-cluster.nix)
-#   8. negative cases (tests/nix/negative/*.nix) fail with the expected message, and a
+#   8. units: ordering only on units that exist (also with images/oracle.nix, i.e. networkd),
+#      no duplicate upstream serviceConfig keys, engine version check, single node without
+#      overlay, the flake's formatter (units.nix)
+#   9. negative cases (tests/nix/negative/*.nix) fail with the expected message, and a
 #      defined value that throws fails "config evaluates" (self-check)
 # The last line is "N passed, M failed" (", K skipped" when K > 0); the exit status is
 # non-zero on any failure. stderr of Nix never reaches what is parsed.
@@ -217,6 +220,9 @@ tier_subset() {
 
   section "lib.mkCluster on $out/cluster.json"
   run_checks "mkCluster" "import $here/mk-cluster.nix { subset = $subset; src = $out; }"
+
+  section "units, upstream keys, engine version, single node, formatter (tests/nix/units.nix)"
+  run_checks "units" "import $here/units.nix { subset = $subset; contract = $repo/docs/contract; }"
 
   section "negative cases (must fail)"
   base="$repo/docs/contract/nodes/vault-1.nix"

@@ -21,6 +21,7 @@
       sealKeyFile = null;
       apiPort = 8200;
       clusterPort = 8201;
+      version = "2.7.2";
     };
     overlay = {
       kind = "wireguard";
