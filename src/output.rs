@@ -377,14 +377,15 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
         Err(e) => return Err(anyhow!("cannot inspect {}: {e}", out.display())),
     };
     if !meta.is_dir() {
-        bail!("{} exists and is not a directory", out.display());
+        bail!("cannot write the output tree into {}: it exists and is not a directory", out.display());
     }
-    let has_manifest = out.join(MANIFEST).is_file();
+    // A tree restored from a backup (`secrets/` and `pki/` copied into a new directory) is ours.
+    let has_manifest = out.join(MANIFEST).is_file() || out.join("secrets/ca.key").is_file();
     if !has_manifest {
         let non_empty = fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_some();
         if non_empty {
             bail!(
-                "{} is not empty and holds no vaultnix {MANIFEST}: refusing to take it over; choose a new or empty directory",
+                "{} is not empty and holds no vaultnix {MANIFEST} (nor secrets/ca.key): refusing to take it over; choose a new or empty directory",
                 out.display()
             );
         }
@@ -472,9 +473,9 @@ pub fn check_cluster(out: &Path, cluster: &str) -> Result<()> {
     Ok(())
 }
 
-/// One writer per output directory: an exclusive `flock` on `.<name>.vaultnix.lock` next to it, held
-/// until the guard is dropped. Waits at most `wait` for another writer (calling `on_wait` once), then
-/// fails clearly.
+/// One writer per output directory: an exclusive `flock` on the directory that holds it (no lock file
+/// is left behind; two trees in one directory take turns), held until the guard is dropped. Waits at
+/// most `wait` for another writer (calling `on_wait` once), then fails clearly.
 pub struct TreeLock {
     _file: fs::File,
 }
@@ -483,17 +484,9 @@ pub fn lock_tree(out: &Path, wait: std::time::Duration, on_wait: &dyn Fn(&str)) 
     use std::os::fd::AsRawFd;
     let out = resolve_out(out)?;
     let parent = out.parent().ok_or_else(|| anyhow!("{} has no parent directory", out.display()))?;
-    let base = out.file_name().ok_or_else(|| anyhow!("{} has no name", out.display()))?.to_string_lossy().into_owned();
     create_dirs(parent)?;
-    let path = parent.join(format!(".{base}.vaultnix.lock"));
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    let path = parent.to_path_buf();
+    let file = fs::File::open(&path).with_context(|| format!("cannot open {} to lock it", path.display()))?;
     let deadline = std::time::Instant::now() + wait;
     let mut told = false;
     loop {
@@ -507,7 +500,7 @@ pub fn lock_tree(out: &Path, wait: std::time::Duration, on_wait: &dyn Fn(&str)) 
         }
         if std::time::Instant::now() >= deadline {
             bail!(
-                "another vaultnix is still writing {} (lock {} held for more than {} s); try again when it finishes",
+                "another vaultnix is still writing {} (the lock on {} was held for more than {} s); try again when it finishes",
                 out.display(),
                 path.display(),
                 wait.as_secs()
