@@ -469,3 +469,36 @@ fn init_with_a_bare_file_name_and_with_none() {
         assert_eq!(names.len(), 1, "{args:?}: only cluster.toml written: {names:?}");
     }
 }
+
+/// `doctor` reports secrets group or others can read (and is ok once `generate` tightened them).
+#[test]
+fn doctor_reports_loosened_secrets() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    first_generate(d);
+    let doctor = || {
+        vaultnix()
+            .current_dir(d)
+            .args(["doctor", "--no-validate-config", "--output", "json", "--out", "out", "--spec"])
+            .arg(four())
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let finding = |o: &Output| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)));
+        let all = v["findings"].as_array().cloned().unwrap_or_default();
+        all.into_iter().find(|f| f["check"] == "secret-modes").unwrap_or_else(|| panic!("no secret-modes finding: {v}"))
+    };
+    let f = finding(&doctor());
+    assert_eq!(f["severity"], "ok", "{f}");
+    loosen(d);
+    let o = doctor();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let f = finding(&o);
+    assert_eq!(f["severity"], "error", "{f}");
+    assert!(f["what"].as_str().unwrap().contains("secrets (0755)"), "{f}");
+    assert!(f["what"].as_str().unwrap().contains("secrets/a.key (0644)"), "{f}");
+    first_generate(d);
+    assert_eq!(finding(&doctor())["severity"], "ok");
+}
