@@ -41,6 +41,14 @@ pub fn render_tree(
 }
 
 pub fn generate(plan: &Plan, layout: &Layout, opts: &GenerateOptions) -> Result<Generated> {
+    // One writer at a time from reading the CA to the swap: parallel runs on a fresh directory would
+    // each create a CA, and all but the last would be thrown away.
+    let _lock = if opts.check {
+        None
+    } else {
+        output::check_out_dir(&output::resolve_out(&opts.out)?)?;
+        Some(output::lock_tree(&opts.out, std::time::Duration::from_secs(120), &|m: &str| eprintln!("vaultnix: {m}"))?)
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let material = secrets::prepare(plan, &opts.out, &opts.rotate, !opts.check, now)?;
     generate_with(plan, layout, opts, material)

@@ -59,11 +59,16 @@ pub struct Diff {
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
+    /// Secrets (or the secrets directory) that group or others can access: "path (mode)".
+    pub loose_modes: Vec<String>,
+    /// Secrets vaultnix generated before and no longer renders (keys of a removed node): kept, never
+    /// deleted by `generate`, but reported.
+    pub orphaned_secrets: Vec<String>,
 }
 
 impl Diff {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty() && self.loose_modes.is_empty()
     }
 }
 
@@ -79,10 +84,15 @@ pub fn diff(out: &Path, files: &[OutFile], old_manifest: Option<&Manifest>) -> R
             Err(e) => return Err(anyhow!("cannot read {}: {e}", out.join(&f.path).display())),
         }
     }
+    d.loose_modes = loose_secret_modes(out).into_iter().map(|(p, m)| format!("{p} ({m:04o})")).collect();
     if let Some(m) = old_manifest {
         for p in m.files.keys() {
-            if !new.contains(p.as_str()) && !p.starts_with("secrets/") && out.join(p).exists() {
-                d.removed.push(p.clone());
+            if !new.contains(p.as_str()) && out.join(p).exists() {
+                if p.starts_with("secrets/") {
+                    d.orphaned_secrets.push(p.clone());
+                } else {
+                    d.removed.push(p.clone());
+                }
             }
         }
     }
@@ -92,12 +102,10 @@ pub fn diff(out: &Path, files: &[OutFile], old_manifest: Option<&Manifest>) -> R
 /// Writes `files` (and manifest.json) to `out` atomically. Files listed in the old manifest but no
 /// longer rendered are removed, except secrets (keys are never deleted by `generate`).
 pub fn write_tree(out: &Path, files: &[OutFile], manifest: &Manifest) -> Result<()> {
-    let out = absolute(out)?;
+    let out = resolve_out(out)?;
     let parent = out.parent().ok_or_else(|| anyhow!("{} has no parent directory", out.display()))?;
     let base = out.file_name().ok_or_else(|| anyhow!("{} has no name", out.display()))?.to_string_lossy().into_owned();
-    if out.exists() && !out.is_dir() {
-        bail!("{} exists and is not a directory", out.display());
-    }
+    check_out_dir(&out)?;
     create_dirs(parent)?;
     remove_stale_staging(parent, &base)?;
     let staging = parent.join(format!("{}{}", staging_prefix(&base), std::process::id()));
@@ -169,7 +177,10 @@ fn link_tree(
         let dst = dst_root.join(&rel_child);
         if ft.is_dir() {
             fs::create_dir_all(&dst)?;
-            let mode = entry.metadata()?.permissions().mode() & 0o7777;
+            let mut mode = entry.metadata()?.permissions().mode() & 0o7777;
+            if key == "secrets" || key.starts_with("secrets/") {
+                mode &= 0o700;
+            }
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
             link_tree(src_root, dst_root, &rel_child, ours, stale)?;
         } else if ours.contains(key.as_str()) || stale.contains(&key) {
@@ -181,6 +192,15 @@ fn link_tree(
             fs::hard_link(entry.path(), &dst)
                 .or_else(|_| fs::copy(entry.path(), &dst).map(|_| ()))
                 .with_context(|| format!("cannot keep {}", entry.path().display()))?;
+            // A kept secret (init.json, an old node's key) that someone loosened is tightened: the
+            // file is the same inode, so this only ever removes group/other access.
+            if key.starts_with("secrets/") && ft.is_file() {
+                let mode = entry.metadata()?.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    fs::set_permissions(&dst, fs::Permissions::from_mode(mode & 0o700))
+                        .with_context(|| format!("cannot tighten the mode of {}", entry.path().display()))?;
+                }
+            }
         }
     }
     Ok(())
@@ -230,6 +250,8 @@ fn create_dirs(p: &Path) -> Result<()> {
 /// Atomically replaces one file (write to a temporary sibling, fsync, rename).
 pub fn write_file_atomic(path: &Path, contents: &[u8], secret: bool) -> Result<()> {
     let parent = path.parent().ok_or_else(|| anyhow!("{} has no parent", path.display()))?;
+    // A bare file name ("cluster.toml") has the parent "": the current directory.
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     create_dirs(parent)?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
@@ -313,6 +335,183 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
     fs::rename(a, b)?;
     fs::rename(&old, a)?;
     Ok(())
+}
+
+/// The directory `--out` names, with a symlink followed: the tree is written into the link's target
+/// (the link itself is never replaced).
+pub fn resolve_out(out: &Path) -> Result<PathBuf> {
+    let out = absolute(out)?;
+    match fs::symlink_metadata(&out) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::canonicalize(&out).with_context(|| {
+                format!("{} is a symlink whose target does not exist; create the target directory first", out.display())
+            })?;
+            Ok(target)
+        }
+        _ => Ok(out),
+    }
+}
+
+/// Refuses an output directory `write_tree` must not take over, before anything is written:
+/// - not a directory;
+/// - an existing, non-empty directory without a vaultnix manifest (`--out /etc`, a home directory):
+///   the tree is rebuilt by hard-linking what it holds, which must only ever be a vaultnix tree;
+/// - inside another tree's `secrets/` (it would loosen that directory);
+/// - a mount point, or a tree with a mount point inside: the tree is swapped in by renaming it, and a
+///   mount cannot move with it (the previous tree, with the mount, would then be deleted). Refused
+///   rather than left alone, because leaving it alone would mean not replacing the tree at all.
+pub fn check_out_dir(out: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for anc in out.ancestors().skip(1) {
+        if anc.file_name().is_some_and(|n| n == "secrets") && anc.parent().is_some_and(|p| p.join(MANIFEST).is_file()) {
+            bail!(
+                "{} is inside the secrets directory {} of another output tree; choose an output directory outside it",
+                out.display(),
+                anc.display()
+            );
+        }
+    }
+    let meta = match fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow!("cannot inspect {}: {e}", out.display())),
+    };
+    if !meta.is_dir() {
+        bail!("cannot write the output tree into {}: it exists and is not a directory", out.display());
+    }
+    // A tree restored from a backup (`secrets/` and `pki/` copied into a new directory) is ours.
+    let has_manifest = out.join(MANIFEST).is_file() || out.join("secrets/ca.key").is_file();
+    if !has_manifest {
+        let non_empty = fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_some();
+        if non_empty {
+            bail!(
+                "{} is not empty and holds no vaultnix {MANIFEST} (nor secrets/ca.key): refusing to take it over; choose a new or empty directory",
+                out.display()
+            );
+        }
+    }
+    if let Some(parent) = out.parent() {
+        if fs::metadata(parent).map(|p| p.dev() != meta.dev()).unwrap_or(false) {
+            bail!(
+                "{} is a mount point; vaultnix replaces the output tree by renaming it, which cannot move a mount: \
+                 use a directory inside the mounted filesystem as --out",
+                out.display()
+            );
+        }
+    }
+    if let Some(m) = find_mount(out, meta.dev())? {
+        bail!(
+            "{} is a mount point inside the output tree {}; vaultnix replaces the tree by renaming it, which \
+             cannot carry a mount: unmount it, or mount it outside the output directory; nothing was written",
+            m.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The first directory under `dir` (not following symlinks) on another device than `dev`.
+fn find_mount(dir: &Path, dev: u64) -> Result<Option<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let p = e.path();
+        let m = fs::symlink_metadata(&p)?;
+        if m.dev() != dev {
+            return Ok(Some(p));
+        }
+        if let Some(found) = find_mount(&p, dev)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// Secret files and directories under `out/secrets` that group or others can access, with their modes.
+pub fn loose_secret_modes(out: &Path) -> Vec<(String, u32)> {
+    fn walk(root: &Path, rel: &str, acc: &mut Vec<(String, u32)>) {
+        let p = root.join(rel);
+        let Ok(m) = fs::symlink_metadata(&p) else { return };
+        if m.file_type().is_symlink() {
+            return;
+        }
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            acc.push((rel.to_string(), mode));
+        }
+        if m.is_dir() {
+            let Ok(rd) = fs::read_dir(&p) else { return };
+            let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names {
+                walk(root, &format!("{rel}/{n}"), acc);
+            }
+        }
+    }
+    let mut acc = Vec::new();
+    walk(out, "secrets", &mut acc);
+    acc
+}
+
+/// Refuses to rewrite a tree generated for another cluster (a forgotten `--spec` would otherwise
+/// replace it with the built-in example).
+pub fn check_cluster(out: &Path, cluster: &str) -> Result<()> {
+    if let Ok(Some(m)) = read_manifest(out) {
+        if m.cluster != cluster {
+            bail!(
+                "{} holds the output of cluster {:?}, but the spec is for cluster {:?}; check --spec \
+                 (pass --replace-cluster to replace it anyway); nothing was written",
+                out.display(),
+                m.cluster,
+                cluster
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One writer per output directory: an exclusive `flock` on the directory that holds it (no lock file
+/// is left behind; two trees in one directory take turns), held until the guard is dropped. Waits at
+/// most `wait` for another writer (calling `on_wait` once), then fails clearly.
+pub struct TreeLock {
+    _file: fs::File,
+}
+
+pub fn lock_tree(out: &Path, wait: std::time::Duration, on_wait: &dyn Fn(&str)) -> Result<TreeLock> {
+    use std::os::fd::AsRawFd;
+    let out = resolve_out(out)?;
+    let parent = out.parent().ok_or_else(|| anyhow!("{} has no parent directory", out.display()))?;
+    create_dirs(parent)?;
+    let path = parent.to_path_buf();
+    let file = fs::File::open(&path).with_context(|| format!("cannot open {} to lock it", path.display()))?;
+    let deadline = std::time::Instant::now() + wait;
+    let mut told = false;
+    loop {
+        // SAFETY: a valid open file descriptor; flock does not retain it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(TreeLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(anyhow!("cannot lock {}: {err}", path.display()));
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "another vaultnix is still writing {} (the lock on {} was held for more than {} s); try again when it finishes",
+                out.display(),
+                path.display(),
+                wait.as_secs()
+            );
+        }
+        if !told {
+            on_wait(&format!("waiting for another vaultnix writing {} (at most {} s)", out.display(), wait.as_secs()));
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 pub fn absolute(p: &Path) -> Result<PathBuf> {

@@ -10,7 +10,14 @@ pub struct Args {
 }
 
 pub fn exec(a: Args) -> CliResult {
+    use std::io::Write;
     let mut cmd = super::Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "vaultnix", &mut std::io::stdout());
-    Ok(())
+    // Rendered into memory first: clap_complete panics on a write error, and `| head -1` closes the pipe.
+    let mut buf = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "vaultnix", &mut buf);
+    match std::io::stdout().write_all(&buf).and_then(|_| std::io::stdout().flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(super::CliError::failure(format!("cannot write the completions: {e}"))),
+    }
 }

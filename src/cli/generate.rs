@@ -31,6 +31,9 @@ pub struct Args {
     /// Flake URL the generated flake.nix takes vaultnix from.
     #[arg(long, default_value = "github:vaultnix/vaultnix")]
     pub vaultnix_url: String,
+    /// Replace an output tree generated for a different cluster (refused by default).
+    #[arg(long, conflicts_with = "check")]
+    pub replace_cluster: bool,
     /// Print the summary as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: super::OutputFormat,
@@ -40,6 +43,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     let loaded = super::load_spec(shell, a.spec.as_deref())?;
     let plan = Plan::from_loaded(&loaded);
     let q = plan.quorum;
+    if !a.check && !a.replace_cluster {
+        crate::output::check_cluster(&a.out, &plan.name).map_err(|e| CliError::failure(format!("{e:#}")))?;
+    }
     let opts = GenerateOptions {
         out: a.out.clone(),
         check: a.check,
@@ -63,6 +69,8 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             "changed": g.diff.changed,
             "removed": g.diff.removed,
             "unchanged": g.diff.unchanged,
+            "loose_modes": g.diff.loose_modes,
+            "orphaned_secrets": g.diff.orphaned_secrets,
             "events": g.events,
             "notes": notes,
             "warnings": loaded.warnings.warnings().map(|d| d.to_string()).collect::<Vec<_>>(),
@@ -102,6 +110,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 for p in &g.diff.removed {
                     shell.status(format!("  stale:   {p}"));
                 }
+                for p in &g.diff.loose_modes {
+                    shell.status(format!("  loose mode: {p}; group/other may read it"));
+                }
             } else {
                 shell.status(format!("{}: up to date ({} files)", a.out.display(), g.diff.unchanged));
             }
@@ -123,11 +134,22 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             for p in g.diff.added.iter().chain(&g.diff.changed) {
                 shell.detail(format!("  wrote {p}"));
             }
+            for p in &g.diff.loose_modes {
+                shell.status(format!("  tightened {p} to owner-only"));
+            }
             shell.status(format!(
                 "secrets are in {}/secrets (0600); keep them out of git and the Nix store",
                 a.out.display()
             ));
         }
+    }
+    if !g.diff.orphaned_secrets.is_empty() && a.output != super::OutputFormat::Json {
+        shell.warn(format!(
+            "kept {} secret(s) of nodes no longer in the spec (never deleted by generate; remove them by hand once \
+             those nodes are gone): {}",
+            g.diff.orphaned_secrets.len(),
+            g.diff.orphaned_secrets.join(", ")
+        ));
     }
     if a.check && g.drift {
         return Err(CliError {

@@ -41,6 +41,7 @@ pub fn offline(plan: &Plan, o: &OfflineOptions) -> Report {
     }
     check_node_ids(plan, &configs, &mut r);
     check_drift(plan, o, &mut r);
+    check_secret_modes(o, &mut r);
     check_validate_config(plan, o, &configs, &mut r);
     r
 }
@@ -666,7 +667,12 @@ fn check_drift(plan: &Plan, o: &OfflineOptions, r: &mut Report) {
         )),
         Ok(g) => {
             let mut parts = Vec::new();
-            for (label, list) in [("differ", &g.diff.changed), ("missing", &g.diff.added), ("stale", &g.diff.removed)] {
+            for (label, list) in [
+                ("differ", &g.diff.changed),
+                ("missing", &g.diff.added),
+                ("stale", &g.diff.removed),
+                ("loose mode", &g.diff.loose_modes),
+            ] {
                 if !list.is_empty() {
                     parts.push(format!("{label}: {}", list.join(", ")));
                 }
@@ -686,6 +692,23 @@ fn check_drift(plan: &Plan, o: &OfflineOptions, r: &mut Report) {
             format!("the tree cannot be re-rendered for comparison: {e:#}"),
             REGENERATE,
         )),
+    }
+}
+
+/// Secrets group or others can read (someone ran `chmod 0644 secrets/*`): an error, fixed by `generate`.
+fn check_secret_modes(o: &OfflineOptions, r: &mut Report) {
+    let loose = crate::output::loose_secret_modes(&o.out);
+    if loose.is_empty() {
+        r.push(Finding::ok("secret-modes", None, format!("{}/secrets is owner-only", o.out.display())));
+    } else {
+        let list: Vec<String> = loose.iter().map(|(p, m)| format!("{p} ({m:04o})")).collect();
+        r.push(Finding::new(
+            Severity::Error,
+            "secret-modes",
+            None,
+            format!("secrets group or others can access: {}", list.join(", ")),
+            "run `vaultnix generate` (it tightens them to owner-only), and ask who could have read them",
+        ));
     }
 }
 

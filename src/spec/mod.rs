@@ -62,11 +62,36 @@ fn too_large(name: &str, len: usize) -> LoadError {
 }
 
 /// Reads and checks a spec file.
-pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+/// Reads a regular file, at most `max + 1` bytes (so the caller can tell "too large"). A FIFO, a device
+/// (`/dev/zero`), a socket or a directory is refused at once: it is opened non-blocking (a FIFO with no
+/// writer would otherwise block the open forever) and checked before a byte is read.
+pub fn read_regular_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let ft = f.metadata()?.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it is {kind}, not a regular file")));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let io = |error| LoadError::Io { path: path.to_path_buf(), error };
-    let mut text = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(MAX_SPEC_BYTES as u64 + 1).read_to_end(&mut text)).map_err(io)?;
+    let text = read_regular_bounded(path, MAX_SPEC_BYTES as u64).map_err(io)?;
     if text.len() > MAX_SPEC_BYTES {
         return Err(too_large(&path.display().to_string(), text.len()));
     }

@@ -660,7 +660,12 @@ fn check_self_init(c: &mut Ctx<'_>, spec: &Spec) {
 fn check_key_file(c: &mut Ctx<'_>, path: &[Seg<'_>], spec_dir: &Path, file: &str) {
     let p = spec_dir.join(file);
     // Binary keys (`gpg --export`) are not UTF-8: read bytes.
-    match std::fs::read(&p) {
+    // A key is a few KiB; 1 MiB bounds a wrong file (`/dev/zero` is refused as a device).
+    const MAX_KEY_BYTES: u64 = 1 << 20;
+    match super::read_regular_bounded(&p, MAX_KEY_BYTES) {
+        Ok(b) if b.len() as u64 > MAX_KEY_BYTES => {
+            c.err(path, format!("PGP key {} is larger than 1 MiB", p.display()), "a PGP public key file (a few KiB)")
+        }
         Err(e) => c.err(
             path,
             format!("cannot read PGP key {}: {e}", p.display()),
