@@ -31,7 +31,7 @@ rec {
     { lib, ... }:
     {
       imports = [
-        (gen + "/nodes/${name}.nix")
+        (gen + "/flake/nodes/${name}.nix")
         extra
       ];
       systemd.tmpfiles.rules = secretLinks gen (
@@ -60,7 +60,7 @@ rec {
 
   # The load balancer of the generated cluster as a test node.
   loadBalancer = gen: name: {
-    imports = [ (gen + "/nodes/${name}.nix") ];
+    imports = [ (gen + "/flake/nodes/${name}.nix") ];
     systemd.tmpfiles.rules = lib.optionals (builtins.pathExists (gen + "/secrets/${name}.wg.key")) (
       secretLinks gen [
         {
@@ -73,7 +73,7 @@ rec {
 
   # A machine outside the cluster that trusts its CA and resolves the LB's name.
   client = gen: lbAddress: hostname: {
-    security.pki.certificateFiles = [ (gen + "/pki/ca.crt") ];
+    security.pki.certificateFiles = [ (gen + "/flake/pki/ca.crt") ];
     networking.hosts.${lbAddress} = [ hostname ];
     environment.systemPackages = [
       pkgs.curl
