@@ -206,7 +206,16 @@ pub fn prepare_renewing(
 
     if plan.seal.kind == SealKind::Static {
         let p = sec.join("seal.key");
-        let k = if rotate.keys { None } else { read_opt_bytes(&p)? };
+        // Never rotated, not even by --rotate-keys: the key encrypts the barrier keyring, so a new one
+        // would make every byte of data unreadable. (Rotation needs the old key rendered as
+        // previous_key and deployed alongside; until vaultnix does that, the key is kept.)
+        let k = read_opt_bytes(&p)?;
+        if rotate.keys && k.is_some() {
+            m.events.push(
+                "kept the static seal key (secrets/seal.key): --rotate-keys never replaces it, a new key would make all data unreadable"
+                    .into(),
+            );
+        }
         m.seal_key = Some(match k {
             Some(k) if k.len() == 32 => k,
             Some(k) => bail!("{} has {} bytes; the static seal needs exactly 32 (AES-256)", p.display(), k.len()),
