@@ -4,7 +4,7 @@
 //! manage are hard-linked, so nothing a user put there is lost), then swapped in with one
 //! `renameat2(RENAME_EXCHANGE)`. A crash before the swap leaves the previous output intact.
 
-use crate::render::OutFile;
+use crate::render::{paths, OutFile};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +88,7 @@ pub fn diff(out: &Path, files: &[OutFile], old_manifest: Option<&Manifest>) -> R
     if let Some(m) = old_manifest {
         for p in m.files.keys() {
             if !new.contains(p.as_str()) && out.join(p).exists() {
-                if p.starts_with("secrets/") {
+                if paths::is_secret(p) {
                     d.orphaned_secrets.push(p.clone());
                 } else {
                     d.removed.push(p.clone());
@@ -141,14 +141,39 @@ fn build_staging(out: &Path, staging: &Path, files: &[OutFile], manifest: &Manif
     let old_manifest = read_manifest(out).ok().flatten();
     let ours: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).chain([MANIFEST]).collect();
     // Files vaultnix generated before and no longer renders (a removed node): dropped, except secrets.
-    let stale: BTreeSet<String> = old_manifest
-        .map(|m| m.files.into_keys().filter(|p| !ours.contains(p.as_str()) && !p.starts_with("secrets/")).collect())
+    let mut stale: BTreeSet<String> = old_manifest
+        .map(|m| m.files.into_keys().filter(|p| !ours.contains(p.as_str()) && !paths::is_secret(p)).collect())
         .unwrap_or_default();
+    // Migration of a tree written before `flake/` existed: its public files sat at the top, next to
+    // secrets/ (inside the flake's source). Their new copies are written under flake/ below, so the old
+    // ones are dropped; secrets/ stays where it is, hard-linked byte for byte (never rotated). A
+    // flake.lock Nix wrote there moves with the flake.
+    if is_legacy(out) {
+        stale.extend(files.iter().filter_map(|f| paths::legacy(&f.path)).map(str::to_string));
+        let lock = out.join("flake.lock");
+        let new_lock = staging.join(paths::FLAKE).join("flake.lock");
+        if lock.is_file() && !out.join(paths::FLAKE).join("flake.lock").exists() {
+            create_dirs(&staging.join(paths::FLAKE))?;
+            fs::hard_link(&lock, &new_lock).or_else(|_| fs::copy(&lock, &new_lock).map(|_| ()))?;
+            stale.insert("flake.lock".into());
+        }
+    }
     // Keep everything else that is in the old tree (user files, init.json, old keys) by hard link.
+    let legacy = is_legacy(out);
     if out.is_dir() {
         link_tree(out, staging, Path::new(""), &ours, &stale)?;
     }
-    let secrets = staging.join("secrets");
+    if legacy {
+        // The old public directories (nodes/, pki/, …), now empty unless the user kept files there.
+        for old in files.iter().filter_map(|f| paths::legacy(&f.path)) {
+            let mut d = Path::new(old).parent();
+            while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+                let _ = fs::remove_dir(staging.join(p));
+                d = p.parent();
+            }
+        }
+    }
+    let secrets = staging.join(paths::SECRETS);
     fs::create_dir_all(&secrets)?;
     fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700))?;
     for f in files {
@@ -159,6 +184,13 @@ fn build_staging(out: &Path, staging: &Path, files: &[OutFile], manifest: &Manif
     // commit; an fsync per file cost one each (most of generate's time).
     sync_fs(staging)?;
     Ok(())
+}
+
+/// Whether `out` has the layout from before `flake/`: generated public files (flake.nix, pki/ca.crt)
+/// at the top, next to secrets/.
+pub fn is_legacy(out: &Path) -> bool {
+    !out.join(paths::FLAKE).exists()
+        && (out.join("flake.nix").is_file() || out.join(paths::legacy(paths::CA_CRT).unwrap_or_default()).is_file())
 }
 
 fn link_tree(

@@ -93,9 +93,9 @@ pub struct Ca {
 impl Ca {
     pub fn load(key_pem: &str, cert_pem: &str) -> Result<Ca> {
         let key = KeyPair::from_pem(key_pem).context("the CA key (secrets/ca.key) is not a PEM private key")?;
-        let info = inspect(cert_pem).context("the CA certificate (pki/ca.crt) does not parse")?;
+        let info = inspect(cert_pem).context("the CA certificate (flake/pki/ca.crt) does not parse")?;
         if info.public_key != key.public_key_raw() {
-            bail!("the CA key (secrets/ca.key) does not match the CA certificate (pki/ca.crt): one of them was replaced; restore the pair or re-run with --rotate-ca");
+            bail!("the CA key (secrets/ca.key) does not match the CA certificate (flake/pki/ca.crt): one of them was replaced; restore the pair or re-run with --rotate-ca");
         }
         let params = CertificateParams::from_ca_cert_pem(cert_pem).context("reading the CA certificate")?;
         // Only used as the issuer (name + key identifier) when signing node certificates.

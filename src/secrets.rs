@@ -4,6 +4,7 @@
 
 use crate::pki;
 use crate::plan::{Plan, Role};
+use crate::render::paths;
 use crate::spec::{OverlayKind, SealKind};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -84,8 +85,18 @@ pub fn prepare_renewing(
     now: i64,
     renew: &dyn Fn(&str) -> bool,
 ) -> Result<Material> {
-    let sec = out.join("secrets");
-    let pki_dir = out.join("pki");
+    let sec = out.join(paths::SECRETS);
+    // A public file of the flake tree; in a tree written before `flake/` existed it sits at the top
+    // (`generate` then moves it: see output::write_tree).
+    let public = |rel: &str| -> Result<Option<String>> {
+        match read_opt(&out.join(rel))? {
+            Some(t) => Ok(Some(t)),
+            None => match paths::legacy(rel) {
+                Some(old) => read_opt(&out.join(old)),
+                None => Ok(None),
+            },
+        }
+    };
     let mut m = Material::default();
     let alg = plan.tls.key_algorithm;
 
@@ -95,7 +106,7 @@ pub fn prepare_renewing(
 
     // CA
     let ca_key = if rotate.ca { None } else { read_opt(&sec.join("ca.key"))? };
-    let ca_cert = if rotate.ca { None } else { read_opt(&pki_dir.join("ca.crt"))? };
+    let ca_cert = if rotate.ca { None } else { public(paths::CA_CRT)? };
     match (ca_key, ca_cert) {
         (Some(k), Some(c)) => {
             pki::Ca::load(&k, &c)?; // checks the pair
@@ -104,7 +115,7 @@ pub fn prepare_renewing(
         }
         (Some(k), None) => {
             if !create {
-                return Err(missing("pki/ca.crt"));
+                return Err(missing(paths::CA_CRT));
             }
             let kp = rcgen::KeyPair::from_pem(&k).context("secrets/ca.key is not a PEM private key")?;
             m.ca_cert = pki::new_ca_cert(&plan.name, &kp, plan.tls.ca_validity_days)?;
@@ -112,7 +123,7 @@ pub fn prepare_renewing(
             m.events.push("re-created the CA certificate from the existing CA key".into());
         }
         (None, Some(_)) => {
-            bail!("pki/ca.crt exists but secrets/ca.key is missing under {}: restore the CA key (node certificates cannot be issued without it), or rotate the CA with --rotate-ca", out.display());
+            bail!("flake/pki/ca.crt exists but secrets/ca.key is missing under {}: restore the CA key (node certificates cannot be issued without it), or rotate the CA with --rotate-ca", out.display());
         }
         (None, None) => {
             if !create {
@@ -143,7 +154,7 @@ pub fn prepare_renewing(
             }
         };
         let sans = pki::node_sans(plan, n);
-        let existing = read_opt(&pki_dir.join(format!("{}.crt", n.name)))?;
+        let existing = public(&paths::node_crt(&n.name))?;
         // Keep the existing certificate only when nothing asks for a new one.
         let keep_or_reason = match existing {
             _ if renew(&n.name) => Err("renewal requested".to_string()),
@@ -157,7 +168,7 @@ pub fn prepare_renewing(
             Ok(c) => c,
             Err(why) => {
                 if !create {
-                    bail!("pki/{}.crt must be reissued ({why}): run `vaultnix generate`", n.name);
+                    bail!("flake/pki/{}.crt must be reissued ({why}): run `vaultnix generate`", n.name);
                 }
                 m.events.push(format!("issued certificate for {} ({why})", n.name));
                 ca.issue(&n.fqdn, &key, &sans, plan.tls.node_validity_days)?
@@ -195,7 +206,16 @@ pub fn prepare_renewing(
 
     if plan.seal.kind == SealKind::Static {
         let p = sec.join("seal.key");
-        let k = if rotate.keys { None } else { read_opt_bytes(&p)? };
+        // Never rotated, not even by --rotate-keys: the key encrypts the barrier keyring, so a new one
+        // would make every byte of data unreadable. (Rotation needs the old key rendered as
+        // previous_key and deployed alongside; until vaultnix does that, the key is kept.)
+        let k = read_opt_bytes(&p)?;
+        if rotate.keys && k.is_some() {
+            m.events.push(
+                "kept the static seal key (secrets/seal.key): --rotate-keys never replaces it, a new key would make all data unreadable"
+                    .into(),
+            );
+        }
         m.seal_key = Some(match k {
             Some(k) if k.len() == 32 => k,
             Some(k) => bail!("{} has {} bytes; the static seal needs exactly 32 (AES-256)", p.display(), k.len()),
@@ -223,7 +243,7 @@ pub fn prepare_renewing(
                 pki::key_pem(&pki::generate_key(alg)?)
             }
         };
-        let existing = read_opt(&pki_dir.join("admin.crt"))?;
+        let existing = public(paths::ADMIN_CRT)?;
         let reason = match (&existing, rotate.certs) {
             (_, true) => Some("renewal requested".to_string()),
             (None, _) => Some("new".to_string()),
@@ -233,9 +253,9 @@ pub fn prepare_renewing(
             (None, Some(c)) => c,
             (Some(why), _) => {
                 if !create {
-                    bail!("pki/admin.crt must be reissued ({why}): run `vaultnix generate`");
+                    bail!("flake/pki/admin.crt must be reissued ({why}): run `vaultnix generate`");
                 }
-                m.events.push(format!("issued the operator client certificate pki/admin.crt ({why})"));
+                m.events.push(format!("issued the operator client certificate flake/pki/admin.crt ({why})"));
                 ca.issue_client(pki::ADMIN_CN, &key, plan.tls.node_validity_days)?
             }
             (None, None) => unreachable!("no reason to reissue implies an existing certificate"),

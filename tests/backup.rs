@@ -68,7 +68,7 @@ fn backup_unit_command_on_a_standby_saves_the_active_nodes_latest_writes() {
             active.kv_put("secret", &format!("k{i}"), &json!({ "v": i })).await.unwrap();
         }
     });
-    let config = dir.join(format!("nodes/{}.backup.json", standby.name));
+    let config = dir.join(format!("flake/nodes/{}.backup.json", standby.name));
     let run = || Command::cargo_bin("vaultnix").unwrap().args(unit_args(&config)).assert();
     let a = run().success();
     let out = format!(

@@ -116,7 +116,7 @@ fn node_certificates_are_valid_for_server_and_client_tls() {
             other => panic!("unknown algorithm {other}"),
         };
 
-        let ca_path = out.join("pki/ca.crt");
+        let ca_path = out.join("flake/pki/ca.crt");
         let ca_der = pem_der(&ca_path);
         let (_, ca) = X509Certificate::from_der(&ca_der).expect("CA parses");
         let bc = ca.basic_constraints().expect("bc").expect("CA has basicConstraints");
@@ -129,7 +129,7 @@ fn node_certificates_are_valid_for_server_and_client_tls() {
 
         for node in get(&spec, &["nodes"]).and_then(|n| n.as_array()).expect("nodes") {
             let name = s(node, &["name"]).expect("name");
-            let cert_path = out.join(format!("pki/{name}.crt"));
+            let cert_path = out.join(format!("flake/pki/{name}.crt"));
             let der = pem_der(&cert_path);
             let (_, cert) = X509Certificate::from_der(&der).expect("node cert parses");
             let ctx = format!("{}/{name}", case.name);
@@ -177,7 +177,7 @@ fn node_certificates_are_valid_for_server_and_client_tls() {
             assert_eq!(
                 pubkey(&["x509", "-noout", "-pubkey", "-in"], &cert_path),
                 pubkey(&["pkey", "-pubout", "-in"], &out.join(format!("secrets/{name}.key"))),
-                "{ctx}: secrets/{name}.key does not match pki/{name}.crt"
+                "{ctx}: secrets/{name}.key does not match flake/pki/{name}.crt"
             );
 
             for purpose in ["sslserver", "sslclient"] {
@@ -198,7 +198,7 @@ fn example_vault_1_has_exactly_the_documented_sans() {
     common::generate(None, &out, &["--quiet"]);
     let o = Command::new("openssl")
         .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
-        .arg(out.join("pki/vault-1.crt"))
+        .arg(out.join("flake/pki/vault-1.crt"))
         .output()
         .expect("openssl");
     let text = String::from_utf8_lossy(&o.stdout);
@@ -228,6 +228,6 @@ fn a_certificate_from_another_cluster_does_not_verify() {
     let b = t.path().join("b");
     common::generate(None, &a, &["--quiet"]);
     common::generate(None, &b, &["--quiet"]);
-    let (ok, text) = openssl_verify(&a.join("pki/ca.crt"), &b.join("pki/vault-1.crt"), "sslserver");
+    let (ok, text) = openssl_verify(&a.join("flake/pki/ca.crt"), &b.join("flake/pki/vault-1.crt"), "sslserver");
     assert!(!ok, "a foreign certificate verified:\n{text}");
 }

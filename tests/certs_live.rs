@@ -23,7 +23,7 @@ fn renew_reload_and_verify_served_certificates_without_failed_requests() {
     let plan = lab.plan().clone();
     let before = block_on(vaultnix::ops::certs::verify_served(&plan, &dir, 1, Duration::from_millis(100))).unwrap();
     assert!(before.iter().all(|s| s.ok), "{before:?}");
-    let ca_before = std::fs::read(dir.join("pki/ca.crt")).unwrap();
+    let ca_before = std::fs::read(dir.join("flake/pki/ca.crt")).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let lb = c.lb.clone().with_timeout(Duration::from_secs(10));
@@ -73,14 +73,14 @@ fn renew_reload_and_verify_served_certificates_without_failed_requests() {
     );
     for n in ["vault-1", "vault-2", "vault-3"] {
         assert!(out.contains(&format!("renewed {n}")), "{out}");
-        assert!(out.contains(&format!("{n}: serves pki/{n}.crt")), "{out}");
+        assert!(out.contains(&format!("{n}: serves flake/pki/{n}.crt")), "{out}");
     }
     let after = block_on(vaultnix::ops::certs::verify_served(&plan, &dir, 1, Duration::from_millis(100))).unwrap();
     for (b, a) in before.iter().zip(&after) {
         assert!(a.ok, "{a:?}");
         assert_ne!(b.served, a.served, "{} serves a new certificate", a.node);
     }
-    assert_eq!(std::fs::read(dir.join("pki/ca.crt")).unwrap(), ca_before, "same CA");
+    assert_eq!(std::fs::read(dir.join("flake/pki/ca.crt")).unwrap(), ca_before, "same CA");
     assert!(ok > 50, "the client made progress");
     assert_eq!(failed, 0, "requests failed during the renewal: {errors:?}");
     lab.down().unwrap();

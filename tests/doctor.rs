@@ -80,7 +80,7 @@ fn problems(r: &Report) -> String {
 fn reissue(out: &Path, node: &str, sans: &vaultnix::pki::Sans, not_before: i64, not_after: i64) {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
     let ca_key = KeyPair::from_pem(&std::fs::read_to_string(out.join("secrets/ca.key")).unwrap()).unwrap();
-    let ca_pem = std::fs::read_to_string(out.join("pki/ca.crt")).unwrap();
+    let ca_pem = std::fs::read_to_string(out.join("flake/pki/ca.crt")).unwrap();
     let issuer = CertificateParams::from_ca_cert_pem(&ca_pem).unwrap().self_signed(&ca_key).unwrap();
     let key = KeyPair::from_pem(&std::fs::read_to_string(out.join(format!("secrets/{node}.key"))).unwrap()).unwrap();
     let mut p = CertificateParams::default();
@@ -93,7 +93,7 @@ fn reissue(out: &Path, node: &str, sans: &vaultnix::pki::Sans, not_before: i64, 
     p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
     p.use_authority_key_identifier_extension = true;
     let cert = p.signed_by(&key, &issuer, &ca_key).unwrap();
-    std::fs::write(out.join(format!("pki/{node}.crt")), cert.pem()).unwrap();
+    std::fs::write(out.join(format!("flake/pki/{node}.crt")), cert.pem()).unwrap();
 }
 
 fn now() -> i64 {
@@ -120,7 +120,7 @@ fn good_lan_cluster_is_quiet() {
 fn join_address_missing_from_san_is_found() {
     let f = generated(&lan_spec(3));
     // vault-1 is told to dial vault-2 at an address its certificate does not cover.
-    let p = f.out.join("nodes/vault-1.server.json");
+    let p = f.out.join("flake/nodes/vault-1.server.json");
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("https://192.0.2.12:8200"));
     std::fs::write(&p, text.replace("https://192.0.2.12:8200", "https://192.0.2.99:8200")).unwrap();
@@ -154,7 +154,7 @@ fn certificate_reissued_without_the_dialled_ip_is_found() {
 fn wrong_ca_is_found() {
     let f = generated(&lan_spec(3));
     let other = generated(&lan_spec(3));
-    std::fs::copy(other.out.join("pki/ca.crt"), f.out.join("pki/ca.crt")).unwrap();
+    std::fs::copy(other.out.join("flake/pki/ca.crt"), f.out.join("flake/pki/ca.crt")).unwrap();
     let r = run(&f);
     assert!(r.has("ca-key", Severity::Error, None), "{}", problems(&r));
     for n in ["vault-1", "vault-2", "vault-3"] {
@@ -224,7 +224,7 @@ fn wan_multiplier_and_autopilot_mistakes_are_found() {
 #[test]
 fn invalid_rendered_config_is_rejected_by_bao() {
     let f = generated(&lan_spec(3));
-    let p = f.out.join("nodes/vault-2.server.json");
+    let p = f.out.join("flake/nodes/vault-2.server.json");
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, text.replacen("\"listener\": {", "\"listener\": 5, \"x\": {", 1)).unwrap();
     let r = run(&f);

@@ -38,29 +38,30 @@ fn the_example_generates_every_file_and_prints_its_quorum_math() {
     let o = generate(None, &out, &[]);
     let text = stdout(&o);
     assert!(text.contains("3 voter(s) — quorum 2, tolerates 1 failure(s)"), "{text}");
-    assert!(text.contains("28 added, 0 changed, 0 removed"), "{text}");
+    assert!(text.contains("29 added, 0 changed, 0 removed"), "{text}");
     assert!(stderr(&o).contains("using the built-in example"), "{}", stderr(&o));
     let names: Vec<String> = files(&out).into_keys().collect();
     let mut want: Vec<String> = [
-        "cluster.json",
-        "flake.nix",
-        "haproxy/haproxy.cfg",
-        "haproxy/hold.lua",
+        ".gitignore",
+        "flake/cluster.json",
+        "flake/flake.nix",
+        "flake/haproxy/haproxy.cfg",
+        "flake/haproxy/hold.lua",
         "manifest.json",
-        "monitoring/alerts.yml",
-        "pki/ca.crt",
+        "flake/monitoring/alerts.yml",
+        "flake/pki/ca.crt",
         "secrets/ca.key",
-        "nodes/vault-lb.nix",
+        "flake/nodes/vault-lb.nix",
         "secrets/vault-lb.wg.key",
     ]
     .map(String::from)
     .to_vec();
     for n in ["vault-1", "vault-2", "vault-3"] {
         for f in [
-            "nodes/{}.nix",
-            "nodes/{}.server.json",
-            "nodes/{}.backup.json",
-            "pki/{}.crt",
+            "flake/nodes/{}.nix",
+            "flake/nodes/{}.server.json",
+            "flake/nodes/{}.backup.json",
+            "flake/pki/{}.crt",
             "secrets/{}.key",
             "secrets/{}.wg.key",
         ] {
@@ -86,9 +87,9 @@ fn five_and_seven_node_specs_print_their_failure_tolerance() {
         assert_eq!(configs, nodes, "{spec}");
     }
     // seven.toml's non-voter joins as one.
-    let r1 = std::fs::read_to_string(t.path().join("seven.toml/nodes/r1.server.json")).expect("read");
+    let r1 = std::fs::read_to_string(t.path().join("seven.toml/flake/nodes/r1.server.json")).expect("read");
     assert!(r1.contains("\"retry_join_as_non_voter\": true"), "{r1}");
-    let s1 = std::fs::read_to_string(t.path().join("seven.toml/nodes/s1.server.json")).expect("read");
+    let s1 = std::fs::read_to_string(t.path().join("seven.toml/flake/nodes/s1.server.json")).expect("read");
     assert!(!s1.contains("retry_join_as_non_voter"), "{s1}");
 }
 
@@ -198,7 +199,7 @@ fn rerunning_generate_changes_nothing_and_writes_nothing() {
     let stamps: Vec<_> = files(&out).keys().map(|k| stamp(&out.join(k))).collect();
     let dir_stamp = stamp(&out);
     let o = generate(None, &out, &[]);
-    assert!(stdout(&o).contains("already up to date (28 files); nothing written"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("already up to date (29 files); nothing written"), "{}", stdout(&o));
     assert!(!stdout(&o).contains("created") && !stdout(&o).contains("issued"), "{}", stdout(&o));
     assert_eq!(tree(&out), before, "CA, keys, certs and configs must be byte-identical");
     assert_eq!(files(&out).keys().map(|k| stamp(&out.join(k))).collect::<Vec<_>>(), stamps, "a file was rewritten");
@@ -215,8 +216,14 @@ fn same_spec_and_same_secrets_give_byte_identical_output() {
         let _ = std::fs::remove_dir_all(&b);
         generate(spec.as_deref(), &a, &["--quiet"]);
         std::fs::create_dir_all(&b).expect("mkdir");
-        for sub in ["secrets", "pki"] {
-            let o = std::process::Command::new("cp").arg("-a").arg(a.join(sub)).arg(&b).output().expect("cp");
+        std::fs::create_dir_all(b.join("flake")).expect("mkdir");
+        for sub in ["secrets", "flake/pki"] {
+            let o = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(a.join(sub))
+                .arg(b.join(sub).parent().unwrap())
+                .output()
+                .expect("cp");
             assert!(o.status.success(), "{}", stderr(&o));
         }
         generate(spec.as_deref(), &b, &["--quiet"]);
@@ -235,16 +242,16 @@ fn check_passes_on_a_fresh_tree_and_lists_drift() {
     generate(None, &out, &["--quiet"]);
     let (code, text) = check(None, &out);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("up to date (28 files)"), "{text}");
+    assert!(text.contains("up to date (29 files)"), "{text}");
 
     // One of each kind of drift, each found alone and all together.
     let edit = |out: &Path| {
-        let p = out.join("nodes/vault-2.server.json");
+        let p = out.join("flake/nodes/vault-2.server.json");
         let s =
             std::fs::read_to_string(&p).expect("read").replace("\"log_level\": \"info\"", "\"log_level\": \"debug\"");
         std::fs::write(p, s).expect("write");
     };
-    let delete = |out: &Path| std::fs::remove_file(out.join("haproxy/haproxy.cfg")).expect("rm");
+    let delete = |out: &Path| std::fs::remove_file(out.join("flake/haproxy/haproxy.cfg")).expect("rm");
     let manifest = |out: &Path| {
         let p = out.join("manifest.json");
         let s = std::fs::read_to_string(&p).expect("read").replace("\"cluster\": \"hybrid\"", "\"cluster\": \"other\"");
@@ -252,8 +259,8 @@ fn check_passes_on_a_fresh_tree_and_lists_drift() {
     };
     type Damage<'a> = (&'a dyn Fn(&Path), &'a str);
     let cases: [Damage; 3] = [
-        (&edit, "differs: nodes/vault-2.server.json"),
-        (&delete, "missing: haproxy/haproxy.cfg"),
+        (&edit, "differs: flake/nodes/vault-2.server.json"),
+        (&delete, "missing: flake/haproxy/haproxy.cfg"),
         (&manifest, "differs: manifest.json"),
     ];
     for (i, (damage, line)) in cases.iter().enumerate() {
@@ -306,14 +313,14 @@ fn changing_a_nodes_address_reissues_only_that_nodes_certificate() {
     assert_eq!(stdout(&o).matches("issued certificate").count(), 1, "{}", stdout(&o));
     let after = files(&out);
     assert_eq!(only(&before, "secrets/"), only(&after, "secrets/"), "keys must not change");
-    for (k, v) in only(&before, "pki/") {
-        if k == "pki/home-2.crt" {
+    for (k, v) in only(&before, "flake/pki/") {
+        if k == "flake/pki/home-2.crt" {
             assert_ne!(after[&k], v, "home-2's certificate was not reissued");
         } else {
             assert_eq!(after[&k], v, "{k} changed");
         }
     }
-    let info = vaultnix::pki::inspect(&String::from_utf8_lossy(&after["pki/home-2.crt"])).expect("inspect");
+    let info = vaultnix::pki::inspect(&String::from_utf8_lossy(&after["flake/pki/home-2.crt"])).expect("inspect");
     assert!(info.sans.ips.contains(&"198.51.100.99".parse().expect("ip")));
     assert!(!info.sans.ips.contains(&"198.51.100.12".parse().expect("ip")));
 }
@@ -328,11 +335,11 @@ fn rotate_ca_replaces_the_ca_and_reissues_every_certificate() {
     assert!(stdout(&o).contains("rotated the CA"), "{}", stdout(&o));
     let after = files(&out);
     assert_ne!(before["secrets/ca.key"], after["secrets/ca.key"]);
-    for k in before.keys().filter(|k| k.starts_with("pki/")) {
+    for k in before.keys().filter(|k| k.starts_with("flake/pki/")) {
         assert_ne!(before[k], after[k], "{k} was not replaced");
         let ok = vaultnix::pki::verify_signed_by(
             &String::from_utf8_lossy(&after[k]),
-            &String::from_utf8_lossy(&after["pki/ca.crt"]),
+            &String::from_utf8_lossy(&after["flake/pki/ca.crt"]),
         );
         assert!(ok, "{k} is not signed by the new CA");
     }
@@ -398,8 +405,8 @@ fn a_users_files_survive_regeneration() {
     assert_eq!(std::fs::read_to_string(out.join("NOTES.md")).expect("NOTES.md"), "mine");
     assert_eq!(std::fs::read_to_string(out.join("extra/deploy.sh")).expect("deploy.sh"), "#!/bin/sh\n");
     assert_eq!(std::fs::read_to_string(out.join("secrets/init.json")).expect("init.json"), "{}");
-    assert!(!out.join("nodes/do-1.server.json").exists(), "a removed node's config stays");
-    assert!(!out.join("pki/do-1.crt").exists());
+    assert!(!out.join("flake/nodes/do-1.server.json").exists(), "a removed node's config stays");
+    assert!(!out.join("flake/pki/do-1.crt").exists());
     assert!(out.join("secrets/do-1.key").exists(), "keys are never deleted by generate");
     assert_eq!(check(Some(&spec), &out).0, 0);
 }
@@ -432,16 +439,16 @@ fn a_failed_generation_leaves_the_previous_output_intact() {
     assert_eq!(tree(&out), before, "the crash changed the previous output");
 
     // 2. A directory where a generated file must go: refused with exit 1, nothing changed.
-    std::fs::remove_file(out.join("monitoring/alerts.yml")).expect("rm");
-    std::fs::create_dir(out.join("monitoring/alerts.yml")).expect("mkdir");
+    std::fs::remove_file(out.join("flake/monitoring/alerts.yml")).expect("rm");
+    std::fs::create_dir(out.join("flake/monitoring/alerts.yml")).expect("mkdir");
     let before = tree(&out);
     let o = vaultnix().args(["generate", "--rotate-ca", "--out"]).arg(&out).output().expect("run");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("monitoring/alerts.yml"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("flake/monitoring/alerts.yml"), "{}", stderr(&o));
     assert_eq!(tree(&out), before);
 
     // The next good run repairs the tree and cleans up what the crash left beside it.
-    std::fs::remove_dir(out.join("monitoring/alerts.yml")).expect("rmdir");
+    std::fs::remove_dir(out.join("flake/monitoring/alerts.yml")).expect("rmdir");
     generate(None, &out, &["--quiet"]);
     assert_eq!(check(None, &out).0, 0);
     assert_eq!(std::fs::read_to_string(out.join("NOTES.md")).expect("NOTES.md"), "mine");

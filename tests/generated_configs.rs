@@ -71,7 +71,7 @@ fn bao_validate_config_accepts_every_server_config() {
     let t = tempfile::tempdir().expect("tempdir");
     let mut checked = 0;
     for (name, out, bao) in generate_all(t.path()) {
-        let configs = with_ext(&out.join("nodes"), ".server.json");
+        let configs = with_ext(&out.join("flake/nodes"), ".server.json");
         assert!(!configs.is_empty(), "{name}: no server config");
         for cfg in configs {
             let (mut ok, mut text) = run(Command::new(&bao)
@@ -107,7 +107,7 @@ fn bao_validate_config_really_rejects_bad_configs() {
     let t = tempfile::tempdir().expect("tempdir");
     let out = t.path().join("example");
     common::generate(None, &out, &["--quiet"]);
-    let text = std::fs::read_to_string(out.join("nodes/vault-1.server.json")).expect("read");
+    let text = std::fs::read_to_string(out.join("flake/nodes/vault-1.server.json")).expect("read");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
     v["listener"]["api"]["tls_cert_fil"] = serde_json::json!("/x");
     let unknown = t.path().join("unknown.json");
@@ -135,11 +135,11 @@ fn haproxy_accepts_every_generated_config() {
         // and the admin socket at /run/haproxy/admin.sock. `haproxy -c` opens the CA file, and the
         // socket's directory must exist, so the check runs on a copy with exactly those two paths
         // pointed into a temporary directory; nothing else is changed.
-        let cfg = std::fs::read_to_string(out.join("haproxy/haproxy.cfg")).expect("read haproxy.cfg");
+        let cfg = std::fs::read_to_string(out.join("flake/haproxy/haproxy.cfg")).expect("read haproxy.cfg");
         assert!(cfg.contains("/etc/vaultnix/ca.crt") && cfg.contains("/run/haproxy/admin.sock"), "{name}: {cfg}");
         let dir = t.path().join(format!("haproxy-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::copy(out.join("pki/ca.crt"), dir.join("ca.crt")).expect("copy ca");
+        std::fs::copy(out.join("flake/pki/ca.crt"), dir.join("ca.crt")).expect("copy ca");
         let local = cfg
             .replace("/etc/vaultnix/ca.crt", &dir.join("ca.crt").to_string_lossy())
             .replace("/run/haproxy/admin.sock", &dir.join("admin.sock").to_string_lossy());
@@ -155,7 +155,7 @@ fn promtool_checks_every_alerts_file() {
     let promtool = common::tool("VAULTNIX_PROMTOOL", "promtool");
     let t = tempfile::tempdir().expect("tempdir");
     for (name, out, _) in generate_all(t.path()) {
-        let f = out.join("monitoring/alerts.yml");
+        let f = out.join("flake/monitoring/alerts.yml");
         let (ok, text) = run(Command::new(&promtool).arg("check").arg("rules").arg(&f));
         assert!(ok && text.contains("SUCCESS: 8 rules found"), "{name}: promtool check rules failed:\n{text}");
     }
@@ -172,7 +172,7 @@ fn alert_rules_fire_on_the_series_that_should_trigger_them() {
     common::generate(None, &out, &["--quiet"]);
     let dir = t.path().join("alerts");
     std::fs::create_dir(&dir).expect("mkdir");
-    std::fs::copy(out.join("monitoring/alerts.yml"), dir.join("alerts.yml")).expect("copy");
+    std::fs::copy(out.join("flake/monitoring/alerts.yml"), dir.join("alerts.yml")).expect("copy");
     let tests = with_ext(&common::root().join("tests/alerts"), ".yml");
     assert!(tests.len() >= 5, "{tests:?}");
     let mut names = Vec::new();
@@ -192,8 +192,8 @@ fn nix_instantiate_parses_every_generated_nix_file() {
     let t = tempfile::tempdir().expect("tempdir");
     let mut checked = 0;
     for (name, out, _) in generate_all(t.path()) {
-        let mut files = with_ext(&out.join("nodes"), ".nix");
-        files.push(out.join("flake.nix"));
+        let mut files = with_ext(&out.join("flake/nodes"), ".nix");
+        files.push(out.join("flake/flake.nix"));
         for f in files {
             let (ok, text) = run(Command::new(&nix).arg("--parse").arg(&f));
             assert!(ok, "{name}: nix-instantiate --parse {} failed:\n{text}", f.display());

@@ -47,7 +47,7 @@ fn new_connections_wait_for_a_server_and_the_wait_is_bounded() {
         render: RenderOptions { nix: false, ..RenderOptions::default() },
     };
     generate(&plan, &layout, &opts).unwrap();
-    let rendered = std::fs::read_to_string(dir.path().join("haproxy/haproxy.cfg")).unwrap();
+    let rendered = std::fs::read_to_string(dir.path().join("flake/haproxy/haproxy.cfg")).unwrap();
     // The generated global `lua-load` line and frontend hold lines, verbatim; only the backend is ours
     // (plain TCP check on a loopback port that starts listening later).
     let keep = |p: &str| rendered.lines().filter(|l| l.trim_start().starts_with(p)).collect::<Vec<_>>().join("\n");

@@ -174,7 +174,7 @@ fn generate_root_with_key_shares_after_revoke() {
 
     let o = vaultnix::ops::root_token::GenerateRootOptions {
         address: lab.plan().api_url(lab.plan().node(&active.name).unwrap()),
-        ca_pem: std::fs::read(dir.join("pki/ca.crt")).unwrap(),
+        ca_pem: std::fs::read(dir.join("flake/pki/ca.crt")).unwrap(),
         token: None,
         timeout: Duration::from_secs(30),
     };

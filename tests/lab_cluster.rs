@@ -71,7 +71,7 @@ fn lab_cluster_end_to_end() {
         assert!(rep.init_saved.is_none());
 
         // A certificate that does not match: dial vault-2's address but expect vault-1's name.
-        let ca = std::fs::read(dir.join("pki/ca.crt")).unwrap();
+        let ca = std::fs::read(dir.join("flake/pki/ca.crt")).unwrap();
         let wrong = NodeClient::new("vault-1", "vault-1.vault.internal", plan.nodes[1].ip, 8200, &ca).unwrap();
         let e = wrong.health().await.expect_err("name mismatch must fail");
         assert!(e.is_certificate(), "{e}");
@@ -161,8 +161,8 @@ fn unreachable_node_is_named_with_its_address() {
     assert!(e.is_unreachable(), "{msg}");
     assert!(msg.starts_with(&format!("vault-2 (https://{}:8200): connection refused", plan.nodes[1].ip)), "{msg}");
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(tmp.path().join("pki")).unwrap();
-    std::fs::write(tmp.path().join("pki/ca.crt"), &ca).unwrap();
+    std::fs::create_dir_all(tmp.path().join("flake/pki")).unwrap();
+    std::fs::write(tmp.path().join("flake/pki/ca.crt"), &ca).unwrap();
     let st = block_on(vaultnix::ops::status::status(&plan, tmp.path())).unwrap();
     assert!(st.nodes.iter().all(|n| !n.reachable && n.error.as_deref().is_some_and(|e| e.contains(&n.address))));
     let text = vaultnix::ops::status::render_text(&st);

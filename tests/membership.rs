@@ -38,7 +38,7 @@ fn add_a_fourth_voter_then_remove_it() {
     let text = std::fs::read_to_string(&spec).unwrap();
     assert!(text.starts_with("# ops test cluster\n"), "comments kept");
     assert!(text.contains("name = \"vault-4\""));
-    assert!(dir.join("pki/vault-4.crt").exists() && dir.join("nodes/vault-4.server.json").exists());
+    assert!(dir.join("flake/pki/vault-4.crt").exists() && dir.join("flake/nodes/vault-4.server.json").exists());
     let c = vaultnix::lab::Lab::open(&dir, None).unwrap().cluster().unwrap();
     let root = lab.root_token().unwrap();
     let st = vaultnix::api::block_on(async {
@@ -59,7 +59,7 @@ fn add_a_fourth_voter_then_remove_it() {
     eprintln!("{out}");
     assert!(out.contains("raft peers: 3"), "{out}");
     assert!(!std::fs::read_to_string(&spec).unwrap().contains("vault-4"));
-    assert!(!dir.join("nodes/vault-4.server.json").exists());
+    assert!(!dir.join("flake/nodes/vault-4.server.json").exists());
     let lab2 = vaultnix::lab::Lab::open(&dir, None).unwrap();
     assert!(lab2.pid("vault-4").is_none());
     // The node process for vault-4 is no longer part of the lab plan: make sure nothing of it runs.

@@ -25,8 +25,8 @@ fn node_add_then_remove_edits_spec_and_regenerates() {
         .success();
     let edited = fs::read_to_string(&spec).unwrap();
     assert!(edited.starts_with(original.trim_end()), "comments and formatting kept");
-    assert!(out.join("pki/vault-4.crt").exists() && out.join("nodes/vault-4.server.json").exists());
-    let n1 = fs::read_to_string(out.join("nodes/vault-1.server.json")).unwrap();
+    assert!(out.join("flake/pki/vault-4.crt").exists() && out.join("flake/nodes/vault-4.server.json").exists());
+    let n1 = fs::read_to_string(out.join("flake/nodes/vault-1.server.json")).unwrap();
     assert!(n1.contains("10.88.0.4:8200"), "peers retry_join the new node");
     // generate --check agrees with what node add wrote
     vaultnix().args(["generate", "--check", "--spec"]).arg(&spec).arg("--out").arg(&out).assert().success();
@@ -62,7 +62,7 @@ fn node_add_then_remove_edits_spec_and_regenerates() {
         .assert()
         .success();
     assert_eq!(fs::read_to_string(&spec).unwrap().trim_end(), original.trim_end());
-    assert!(!out.join("nodes/vault-4.server.json").exists());
+    assert!(!out.join("flake/nodes/vault-4.server.json").exists());
 }
 
 #[test]
@@ -70,15 +70,15 @@ fn certs_renew_all_reissues_under_same_ca() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out");
     vaultnix().args(["generate", "--out"]).arg(&out).assert().success();
-    let ca = fs::read(out.join("pki/ca.crt")).unwrap();
-    let c1 = fs::read(out.join("pki/vault-1.crt")).unwrap();
+    let ca = fs::read(out.join("flake/pki/ca.crt")).unwrap();
+    let c1 = fs::read(out.join("flake/pki/vault-1.crt")).unwrap();
     let a = vaultnix().args(["certs", "renew", "--out"]).arg(&out).assert().success();
     let s = String::from_utf8_lossy(&a.get_output().stdout).to_string();
     assert!(s.contains("kept vault-1") && s.contains("CA:"), "{s}");
-    assert_eq!(fs::read(out.join("pki/vault-1.crt")).unwrap(), c1);
+    assert_eq!(fs::read(out.join("flake/pki/vault-1.crt")).unwrap(), c1);
     vaultnix().args(["certs", "renew", "--all", "--out"]).arg(&out).assert().success();
-    assert_ne!(fs::read(out.join("pki/vault-1.crt")).unwrap(), c1);
-    assert_eq!(fs::read(out.join("pki/ca.crt")).unwrap(), ca);
+    assert_ne!(fs::read(out.join("flake/pki/vault-1.crt")).unwrap(), c1);
+    assert_eq!(fs::read(out.join("flake/pki/ca.crt")).unwrap(), ca);
     vaultnix().args(["generate", "--check", "--out"]).arg(&out).assert().success();
     vaultnix().args(["certs", "renew", "--within", "soon", "--out"]).arg(&out).assert().code(2);
 }

@@ -197,7 +197,13 @@ fn permissions_hold_under_umask_000_and_nothing_secret_leaks() {
         for name in ["ca.key", "vault-1.key", "vault-1.wg.key", "vault-lb.wg.key", "seal.key"] {
             assert!(secrets.join(name).is_file(), "{name} missing");
         }
-        for public in ["flake.nix", "cluster.json", "manifest.json", "haproxy/haproxy.cfg", "monitoring/alerts.yml"] {
+        for public in [
+            "flake/flake.nix",
+            "flake/cluster.json",
+            "manifest.json",
+            "flake/haproxy/haproxy.cfg",
+            "flake/monitoring/alerts.yml",
+        ] {
             assert!(tree.join(public).is_file(), "{public} missing");
         }
     }

@@ -38,7 +38,7 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
 
     // Only the bootstrap node carries the initialize stanza.
     for n in &plan.nodes {
-        let cfg = std::fs::read_to_string(dir.join(format!("nodes/{}.server.json", n.name))).unwrap();
+        let cfg = std::fs::read_to_string(dir.join(format!("flake/nodes/{}.server.json", n.name))).unwrap();
         assert_eq!(cfg.contains("\"initialize\""), n.name == plan.bootstrap_node, "{}", n.name);
     }
 
@@ -49,7 +49,7 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
         assert!(matches!(e.status(), Some(400..=403)), "{e}");
 
         // Cert login through the load balancer (TLS passthrough carries the client certificate).
-        let id = admin_identity(&dir).expect("pki/admin.crt + secrets/admin.key");
+        let id = admin_identity(&dir).expect("flake/pki/admin.crt + secrets/admin.key");
         let lb = c.lb.clone().with_identity(&id).unwrap();
         let auth = lb.login_cert("vaultnix-admin").await.expect("cert login via LB");
         assert!(auth.policies.iter().any(|p| p == "vaultnix-admin"), "{auth:?}");
@@ -111,22 +111,22 @@ fn operator_certificate_is_kept_across_generate_runs() {
     };
     gen();
     let key = std::fs::read(out.join("secrets/admin.key")).unwrap();
-    let crt = std::fs::read(out.join("pki/admin.crt")).unwrap();
+    let crt = std::fs::read(out.join("flake/pki/admin.crt")).unwrap();
     gen();
     assert_eq!(std::fs::read(out.join("secrets/admin.key")).unwrap(), key);
-    assert_eq!(std::fs::read(out.join("pki/admin.crt")).unwrap(), crt);
+    assert_eq!(std::fs::read(out.join("flake/pki/admin.crt")).unwrap(), crt);
 
     let info = vaultnix::pki::inspect(&String::from_utf8(crt).unwrap()).unwrap();
     assert!(info.client_auth && !info.server_auth && info.subject.contains("CN=vaultnix-admin"), "{info:?}");
     let verify = |purpose: &str| {
         let o = std::process::Command::new("openssl")
             .args(["verify", "-purpose", purpose, "-CAfile"])
-            .arg(out.join("pki/ca.crt"))
-            .arg(out.join("pki/admin.crt"))
+            .arg(out.join("flake/pki/ca.crt"))
+            .arg(out.join("flake/pki/admin.crt"))
             .output()
             .expect("openssl must be installed");
         o.status.success()
     };
-    assert!(verify("sslclient"), "openssl refuses pki/admin.crt as a client certificate");
-    assert!(!verify("sslserver"), "pki/admin.crt must not be usable as a server certificate");
+    assert!(verify("sslclient"), "openssl refuses flake/pki/admin.crt as a client certificate");
+    assert!(!verify("sslserver"), "flake/pki/admin.crt must not be usable as a server certificate");
 }

@@ -79,7 +79,7 @@ fn modified_manifest_is_drift() {
     let text = std::fs::read_to_string(&m).unwrap();
     // Point the manifest's hash for a file at something else, as someone hiding an edit might.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let first_hash = v["files"]["haproxy/haproxy.cfg"].as_str().unwrap();
+    let first_hash = v["files"]["flake/haproxy/haproxy.cfg"].as_str().unwrap();
     std::fs::write(&m, text.replace(first_hash, &"0".repeat(64))).unwrap();
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
@@ -104,22 +104,22 @@ fn modified_manifest_is_drift() {
 fn modified_generated_file_is_drift_even_with_a_matching_manifest() {
     let t = tempfile::tempdir().unwrap();
     let out = generated(t.path());
-    let f = out.join("nodes/vault-1.server.json");
+    let f = out.join("flake/nodes/vault-1.server.json");
     let orig = std::fs::read_to_string(&f).unwrap();
     let evil = orig.replace("\"tls_min_version\": \"tls12\"", "\"tls_disable\": true");
     assert_ne!(orig, evil);
     std::fs::write(&f, &evil).unwrap();
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1));
-    assert!(r.stdout.contains("differs: nodes/vault-1.server.json"), "{}", r.stdout);
+    assert!(r.stdout.contains("differs: flake/nodes/vault-1.server.json"), "{}", r.stdout);
     // Now also "fix" the manifest to the edited file's hash: still drift.
     let m = out.join("manifest.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
-    v["files"]["nodes/vault-1.server.json"] = vaultnix::output::sha256_hex(evil.as_bytes()).into();
+    v["files"]["flake/nodes/vault-1.server.json"] = vaultnix::output::sha256_hex(evil.as_bytes()).into();
     std::fs::write(&m, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1));
-    assert!(r.stdout.contains("nodes/vault-1.server.json"), "{}", r.stdout);
+    assert!(r.stdout.contains("flake/nodes/vault-1.server.json"), "{}", r.stdout);
     // A plain generate repairs it.
     assert_eq!(vaultnix(&["generate"], &out).code, Some(0));
     assert_eq!(std::fs::read_to_string(&f).unwrap(), orig);
@@ -144,17 +144,18 @@ fn ca_key_that_does_not_match_the_certificate_is_refused_and_nothing_written() {
     for args in [&["generate"][..], &["generate", "--check"][..], &["generate", "--rotate-keys"][..]] {
         let r = vaultnix(args, &out);
         assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("secrets/ca.key") && r.stderr.contains("pki/ca.crt"), "{}", r.stderr);
+        assert!(r.stderr.contains("secrets/ca.key") && r.stderr.contains("flake/pki/ca.crt"), "{}", r.stderr);
         assert!(r.stderr.contains("does not match"), "{}", r.stderr);
         assert_eq!(snapshot(&out), before, "{args:?} wrote something");
         no_staging_left(t.path());
     }
     // A CA certificate that is garbage is refused the same way.
-    std::fs::write(out.join("pki/ca.crt"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(out.join("flake/pki/ca.crt"), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+        .unwrap();
     let before = snapshot(&out);
     let r = vaultnix(&["generate"], &out);
     assert_eq!(r.code, Some(1));
-    assert!(r.stderr.contains("pki/ca.crt"), "{}", r.stderr);
+    assert!(r.stderr.contains("flake/pki/ca.crt"), "{}", r.stderr);
     assert_eq!(snapshot(&out), before);
 }
 
@@ -180,7 +181,7 @@ fn corrupted_node_key_is_refused_and_nothing_written() {
     std::fs::write(&key, openssl_key()).unwrap();
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1));
-    assert!(r.stderr.contains("pki/vault-2.crt must be reissued (does not match the node key)"), "{}", r.stderr);
+    assert!(r.stderr.contains("flake/pki/vault-2.crt must be reissued (does not match the node key)"), "{}", r.stderr);
     let r = vaultnix(&["generate"], &out);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("issued certificate for vault-2 (does not match the node key)"), "{}", r.stdout);
@@ -193,8 +194,8 @@ fn node_certificate_from_another_ca_is_never_trusted() {
     // A second cluster with the same spec: same CA name, different CA key.
     let other = t.path().join("other");
     assert_eq!(vaultnix(&["generate"], &other).code, Some(0));
-    let cert = out.join("pki/vault-1.crt");
-    std::fs::copy(other.join("pki/vault-1.crt"), &cert).unwrap();
+    let cert = out.join("flake/pki/vault-1.crt");
+    std::fs::copy(other.join("flake/pki/vault-1.crt"), &cert).unwrap();
     std::fs::copy(other.join("secrets/vault-1.key"), out.join("secrets/vault-1.key")).unwrap();
     let verify = |ca: &Path, c: &Path| {
         std::process::Command::new("openssl")
@@ -207,18 +208,18 @@ fn node_certificate_from_another_ca_is_never_trusted() {
             .status
             .success()
     };
-    assert!(!verify(&out.join("pki/ca.crt"), &cert), "precondition: the foreign cert must not verify");
+    assert!(!verify(&out.join("flake/pki/ca.crt"), &cert), "precondition: the foreign cert must not verify");
 
     let r = vaultnix(&["generate", "--check"], &out);
     assert_eq!(r.code, Some(1));
-    assert!(r.stderr.contains("pki/vault-1.crt must be reissued (not signed by the current CA)"), "{}", r.stderr);
+    assert!(r.stderr.contains("flake/pki/vault-1.crt must be reissued (not signed by the current CA)"), "{}", r.stderr);
 
     let r = vaultnix(&["generate"], &out);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("issued certificate for vault-1 (not signed by the current CA)"), "{}", r.stdout);
-    assert!(verify(&out.join("pki/ca.crt"), &cert), "the reissued certificate must chain to our CA");
+    assert!(verify(&out.join("flake/pki/ca.crt"), &cert), "the reissued certificate must chain to our CA");
     for n in ["vault-2", "vault-3"] {
-        assert!(verify(&out.join("pki/ca.crt"), &out.join(format!("pki/{n}.crt"))), "{n}");
+        assert!(verify(&out.join("flake/pki/ca.crt"), &out.join(format!("flake/pki/{n}.crt"))), "{n}");
     }
     assert_eq!(vaultnix(&["generate", "--check"], &out).code, Some(0));
 }

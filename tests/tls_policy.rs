@@ -188,7 +188,7 @@ address = "192.0.2.11"
     let logf = std::fs::File::create(&log).unwrap();
     let child = Command::new(bao())
         .arg("server")
-        .arg(format!("-config={}", dir.join("nodes/n1.server.json").display()))
+        .arg(format!("-config={}", dir.join("flake/nodes/n1.server.json").display()))
         .stdout(logf.try_clone().unwrap())
         .stderr(logf)
         .stdin(Stdio::null())
@@ -260,7 +260,7 @@ fn client_can_speak_tls11(dir: &Path, ip: Ipv4Addr) {
         .args(["s_server", "-accept"])
         .arg(format!("{ip}:{port}"))
         .arg("-cert")
-        .arg(dir.join("pki/n1.crt"))
+        .arg(dir.join("flake/pki/n1.crt"))
         .arg("-key")
         .arg(dir.join("secrets/n1.key"))
         .args(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-www"])
@@ -273,7 +273,7 @@ fn client_can_speak_tls11(dir: &Path, ip: Ipv4Addr) {
     while TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let h = handshake(addr, "n1.vault.internal", &dir.join("pki/ca.crt"), "-tls1_1");
+    let h = handshake(addr, "n1.vault.internal", &dir.join("flake/pki/ca.crt"), "-tls1_1");
     let _ = s.kill();
     let _ = s.wait();
     assert_eq!(h.protocol.as_deref(), Some("TLSv1.1"), "control: client cannot do TLS 1.1 here:\n{}", h.output);
@@ -283,7 +283,7 @@ fn client_can_speak_tls11(dir: &Path, ip: Ipv4Addr) {
 fn live_listener_refuses_tls11_and_negotiates_tls13() {
     let t = tempfile::tempdir().unwrap();
     let (server, addr, plan) = start_server(t.path(), "tls12");
-    let ca = t.path().join("pki/ca.crt");
+    let ca = t.path().join("flake/pki/ca.crt");
     let name = plan.nodes[0].fqdn.clone();
     let std::net::IpAddr::V4(ip) = addr.ip() else { panic!("ipv4 lab") };
     client_can_speak_tls11(t.path(), ip);
@@ -316,7 +316,7 @@ fn live_listener_refuses_tls11_and_negotiates_tls13() {
 fn live_listener_with_tls13_minimum_refuses_tls12() {
     let t = tempfile::tempdir().unwrap();
     let (server, addr, plan) = start_server(t.path(), "tls13");
-    let ca = t.path().join("pki/ca.crt");
+    let ca = t.path().join("flake/pki/ca.crt");
     let name = plan.nodes[0].fqdn.clone();
     let h12 = handshake(addr, &name, &ca, "-tls1_2");
     assert!(!h12.ok, "TLS 1.2 accepted with min_version tls13:\n{}", h12.output);

@@ -58,7 +58,7 @@ in
     spare =
       { lib, pkgs, ... }:
       let
-        base = lib.importJSON (gen + "/nodes/node1.server.json");
+        base = lib.importJSON (gen + "/flake/nodes/node1.server.json");
         settings = lib.recursiveUpdate base {
           api_addr = "https://127.0.0.1:8200";
           cluster_addr = "https://127.0.0.1:8201";
@@ -81,11 +81,11 @@ in
             provider = "onprem";
             fqdn = "localhost";
           };
-          pki.caCertFile = gen + "/pki/ca.crt";
+          pki.caCertFile = gen + "/flake/pki/ca.crt";
           server = {
             enable = true;
             settingsFile = pkgs.writeText "spare.server.json" (builtins.toJSON settings);
-            certFile = gen + "/pki/node1.crt";
+            certFile = gen + "/flake/pki/node1.crt";
             sealKeyFile = "/var/lib/vaultnix/secrets/seal.key";
           };
           hardening.enable = true;

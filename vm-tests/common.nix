@@ -31,7 +31,7 @@ rec {
     { lib, ... }:
     {
       imports = [
-        (gen + "/nodes/${name}.nix")
+        (gen + "/flake/nodes/${name}.nix")
         extra
       ];
       # The backup unit runs the packaged CLI, as mkCluster sets it.
@@ -63,7 +63,7 @@ rec {
 
   # The load balancer of the generated cluster as a test node.
   loadBalancer = gen: name: {
-    imports = [ (gen + "/nodes/${name}.nix") ];
+    imports = [ (gen + "/flake/nodes/${name}.nix") ];
     systemd.tmpfiles.rules = lib.optionals (builtins.pathExists (gen + "/secrets/${name}.wg.key")) (
       secretLinks gen [
         {
@@ -76,7 +76,7 @@ rec {
 
   # A machine outside the cluster that trusts its CA and resolves the LB's name.
   client = gen: lbAddress: hostname: {
-    security.pki.certificateFiles = [ (gen + "/pki/ca.crt") ];
+    security.pki.certificateFiles = [ (gen + "/flake/pki/ca.crt") ];
     networking.hosts.${lbAddress} = [ hostname ];
     environment.systemPackages = [
       pkgs.curl

@@ -5,6 +5,7 @@
 //! resolved to the node's IP with reqwest's `resolve`). There is no "insecure" switch.
 
 use crate::plan::{sock, NodePlan, Plan};
+use crate::render::paths;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -136,7 +137,7 @@ fn build_http(
         .tls_info(true);
     if let Some(pem) = identity_pem {
         let id = reqwest::Identity::from_pem(pem).map_err(|e| {
-            anyhow::anyhow!("the client certificate/key (pki/admin.crt, secrets/admin.key) do not load: {e}")
+            anyhow::anyhow!("the client certificate/key (flake/pki/admin.crt, secrets/admin.key) do not load: {e}")
         })?;
         b = b.identity(id);
     }
@@ -346,7 +347,7 @@ fn last(text: &[String]) -> String {
 }
 
 const UNKNOWN_ISSUER: &str =
-    "the server's certificate is not signed by the cluster CA (pki/ca.crt): wrong CA, or a certificate from another cluster";
+    "the server's certificate is not signed by the cluster CA (flake/pki/ca.crt): wrong CA, or a certificate from another cluster";
 
 fn tls_kind(e: &rustls::Error, expected: &str) -> ErrorKind {
     use rustls::CertificateError as C;
@@ -384,7 +385,7 @@ pub struct Cluster {
 impl Cluster {
     /// Builds clients from the plan and the generated output directory (`<out>/pki/ca.crt`).
     pub fn from_out(plan: &Plan, out: &Path) -> anyhow::Result<Cluster> {
-        let ca_path = out.join("pki/ca.crt");
+        let ca_path = out.join(paths::CA_CRT);
         let ca = std::fs::read(&ca_path).map_err(|e| {
             anyhow::anyhow!("cannot read the cluster CA {}: {e} (run `vaultnix generate` first)", ca_path.display())
         })?;

@@ -82,7 +82,7 @@ fn verify(shell: &Shell, plan: &Plan, out: &std::path::Path, tries: usize) -> Cl
     for s in &served {
         if s.ok {
             shell.status(format!(
-                "{}: serves pki/{}.crt (sha256 {}…, {} handshake(s))",
+                "{}: serves flake/pki/{}.crt (sha256 {}…, {} handshake(s))",
                 s.node,
                 s.node,
                 &s.expected[..16],
@@ -91,7 +91,7 @@ fn verify(shell: &Shell, plan: &Plan, out: &std::path::Path, tries: usize) -> Cl
         } else {
             bad.push(s.node.clone());
             shell.status(format!(
-                "{}: serves {} instead of pki/{}.crt ({}…) after {} handshake(s)",
+                "{}: serves {} instead of flake/pki/{}.crt ({}…) after {} handshake(s)",
                 s.node,
                 s.served
                     .as_deref()

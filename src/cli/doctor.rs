@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Checks (offline): retry_join addresses and leader_tls_servername against each target's \
-certificate SANs, the LB hostname in every certificate, chains to pki/ca.crt, EKU serverAuth+clientAuth, the CA key \
+certificate SANs, the LB hostname in every certificate, chains to flake/pki/ca.crt, EKU serverAuth+clientAuth, the CA key \
 against the CA certificate, days left, voter count and quorum, raft performance_multiplier against the sites, \
 autopilot settings, node IDs, drift of the rendered files against the spec, and `bao operator validate-config` on each \
 rendered server config when bao is found ($VAULTNIX_BAO or PATH).
 
-Checks (--live, added to the offline ones): a TLS handshake to every node's API verified against pki/ca.crt and the \
-node's DNS name (and whether it serves the current pki/<node>.crt), health of each node, exactly one active node, \
+Checks (--live, added to the offline ones): a TLS handshake to every node's API verified against flake/pki/ca.crt and the \
+node's DNS name (and whether it serves the current flake/pki/<node>.crt), health of each node, exactly one active node, \
 the LB hostname through HAProxy, TCP reachability of every cluster port (OpenBao's cluster port speaks its own \
 internal TLS with its own CA, so only reachability can be checked from outside), the raft configuration against the \
 plan (missing/extra peers, voter status, addresses), dead voters lowering failure tolerance (autopilot state), and \

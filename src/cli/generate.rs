@@ -25,7 +25,8 @@ pub struct Args {
     /// Create a new CA (and reissue every certificate). Existing clients must trust the new CA.
     #[arg(long, conflicts_with = "check")]
     pub rotate_ca: bool,
-    /// Create new node TLS, WireGuard and static seal keys.
+    /// Create new node TLS and WireGuard keys (and reissue the certificates). The static seal key is
+    /// kept: replacing it would make all data unreadable.
     #[arg(long, conflicts_with = "check")]
     pub rotate_keys: bool,
     /// Flake URL the generated flake.nix takes vaultnix from.

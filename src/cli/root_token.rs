@@ -51,8 +51,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             token_file.display()
         )));
     }
-    let ca_pem = std::fs::read(g.out.join("pki/ca.crt"))
-        .map_err(|e| CliError::invalid(format!("cannot read {}: {e}", g.out.join("pki/ca.crt").display())))?;
+    let ca_pem = std::fs::read(g.out.join(crate::render::paths::CA_CRT)).map_err(|e| {
+        CliError::invalid(format!("cannot read {}: {e}", g.out.join(crate::render::paths::CA_CRT).display()))
+    })?;
     let rt = super::status::runtime()?;
     let cluster = crate::api::Cluster::new(&plan, &ca_pem)?;
     let active = rt

@@ -138,7 +138,7 @@ fn resolve(shell: &Shell, t: &Target) -> Result<Resolved, CliError> {
 }
 
 fn resolve_plan(plan: Plan, t: &Target) -> Result<Resolved, CliError> {
-    let ca_path = t.out.join("pki/ca.crt");
+    let ca_path = t.out.join(crate::render::paths::CA_CRT);
     let ca_pem = std::fs::read(&ca_path).map_err(|e| {
         CliError::invalid(format!("cannot read {} ({e}): run `vaultnix generate` first", ca_path.display()))
     })?;
@@ -169,13 +169,13 @@ pub fn token_from_env_or_out(out: &std::path::Path) -> Option<String> {
             }
         }
     }
-    if let Ok(t) = std::fs::read_to_string(out.join("secrets/admin-token")) {
+    if let Ok(t) = std::fs::read_to_string(out.join(crate::render::paths::ADMIN_TOKEN)) {
         if !t.trim().is_empty() {
             return Some(t.trim().to_string());
         }
     }
     let init: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("secrets/init.json")).ok()?).ok()?;
+        serde_json::from_str(&std::fs::read_to_string(out.join(crate::render::paths::INIT_JSON)).ok()?).ok()?;
     init.get("root_token").and_then(|v| v.as_str()).map(str::to_string)
 }
 

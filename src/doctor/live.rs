@@ -9,6 +9,7 @@ use super::{Finding, Report, Severity};
 use crate::api::{Cluster, NodeState};
 use crate::ops::common::{health_all, resolve_token};
 use crate::plan::{sock, Plan};
+use crate::render::paths;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
                 r.push(Finding::ok(
                     "tls-api",
                     node,
-                    format!("{} serves a certificate for {} signed by pki/ca.crt", n.addr(), n.server_name),
+                    format!("{} serves a certificate for {} signed by flake/pki/ca.crt", n.addr(), n.server_name),
                 ));
                 if let (Some(served), Some(Some(local))) = (&h.peer_cert, local_certs.get(i)) {
                     if served != local {
@@ -69,7 +70,7 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
                             Severity::Warning,
                             "tls-api",
                             node,
-                            format!("{} serves a different certificate than pki/{}.crt", n.addr(), n.name),
+                            format!("{} serves a different certificate than flake/pki/{}.crt", n.addr(), n.name),
                             "deploy the current certificate; the listener reloads it (tls_auto_reload_interval or SIGHUP: `systemctl reload openbao`)",
                         ));
                     }
@@ -103,7 +104,7 @@ pub async fn live(plan: &Plan, o: &LiveOptions) -> Report {
                 "tls-api",
                 node,
                 format!("TLS to {} as {} failed: {e}", n.addr(), n.server_name),
-                "the node serves a certificate that does not match pki/ca.crt or its name: deploy pki/<node>.crt and the CA from the generated tree (`vaultnix doctor` offline checks the files)",
+                "the node serves a certificate that does not match flake/pki/ca.crt or its name: deploy flake/pki/<node>.crt and the CA from the generated tree (`vaultnix doctor` offline checks the files)",
             )),
             Err(e) => r.push(Finding::new(
                 Severity::Error,
@@ -411,7 +412,7 @@ pub(crate) fn cluster_id_finding(ids: &[(String, String)]) -> Option<Finding> {
 }
 
 fn cert_der(out: &Path, node: &str) -> Option<Vec<u8>> {
-    let pem = std::fs::read(out.join(format!("pki/{node}.crt"))).ok()?;
+    let pem = std::fs::read(out.join(paths::node_crt(node))).ok()?;
     let (_, p) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
     Some(p.contents)
 }

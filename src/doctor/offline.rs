@@ -4,6 +4,7 @@ use super::{bao, Finding, OfflineOptions, Report, Severity};
 use crate::generate::{generate, GenerateOptions};
 use crate::pki::{self, CertInfo, Sans};
 use crate::plan::{NodePlan, Plan};
+use crate::render::paths;
 use crate::secrets::Rotate;
 use crate::spec::Engine;
 use serde_json::Value;
@@ -158,14 +159,14 @@ fn check_autopilot(plan: &Plan, r: &mut Report) {
 
 /// Reads, parses and checks the CA; returns (pem, info) when it parses.
 fn check_ca(plan: &Plan, o: &OfflineOptions, r: &mut Report) -> Option<(String, CertInfo)> {
-    let ca_pem = match std::fs::read_to_string(o.out.join("pki/ca.crt")) {
+    let ca_pem = match std::fs::read_to_string(o.out.join(paths::CA_CRT)) {
         Ok(s) => s,
         Err(e) => {
             r.push(Finding::new(
                 Severity::Error,
                 "ca",
                 None,
-                format!("cannot read {}: {e}", o.out.join("pki/ca.crt").display()),
+                format!("cannot read {}: {e}", o.out.join(paths::CA_CRT).display()),
                 "run `vaultnix generate` (or point --out at the generated tree)",
             ));
             return None;
@@ -174,7 +175,13 @@ fn check_ca(plan: &Plan, o: &OfflineOptions, r: &mut Report) -> Option<(String, 
     let info = match pki::inspect(&ca_pem) {
         Ok(i) => i,
         Err(e) => {
-            r.push(Finding::new(Severity::Error, "ca", None, format!("pki/ca.crt does not parse: {e}"), REGENERATE));
+            r.push(Finding::new(
+                Severity::Error,
+                "ca",
+                None,
+                format!("flake/pki/ca.crt does not parse: {e}"),
+                REGENERATE,
+            ));
             return None;
         }
     };
@@ -183,11 +190,11 @@ fn check_ca(plan: &Plan, o: &OfflineOptions, r: &mut Report) -> Option<(String, 
             Severity::Error,
             "ca",
             None,
-            format!("pki/ca.crt ({}) is not a CA certificate", info.subject),
+            format!("flake/pki/ca.crt ({}) is not a CA certificate", info.subject),
             "restore the cluster CA certificate from backup",
         ));
     }
-    match std::fs::read_to_string(o.out.join("secrets/ca.key")) {
+    match std::fs::read_to_string(o.out.join(paths::CA_KEY)) {
         Err(e) => r.push(Finding::new(
             Severity::Warning,
             "ca-key",
@@ -207,10 +214,10 @@ fn check_ca(plan: &Plan, o: &OfflineOptions, r: &mut Report) -> Option<(String, 
                 Severity::Error,
                 "ca-key",
                 None,
-                format!("secrets/ca.key does not match pki/ca.crt ({}): one of them was replaced", info.subject),
+                format!("secrets/ca.key does not match flake/pki/ca.crt ({}): one of them was replaced", info.subject),
                 "restore the matching pair from backup; to replace the CA on purpose run `vaultnix generate --rotate-ca` (every node certificate is reissued and clients must trust the new CA)",
             )),
-            Ok(_) => r.push(Finding::ok("ca-key", None, "secrets/ca.key matches pki/ca.crt")),
+            Ok(_) => r.push(Finding::ok("ca-key", None, "secrets/ca.key matches flake/pki/ca.crt")),
         },
     }
     r.push(expiry_finding("ca-expiry", None, "the CA certificate", &info, plan.monitoring.cert_expiry_days, o.now, "rotate the CA before it expires: `vaultnix generate --rotate-ca`, then deploy the new CA to every client and node"));
@@ -258,7 +265,7 @@ fn check_node_cert(
     r: &mut Report,
 ) -> Option<CertInfo> {
     let node = Some(n.name.as_str());
-    let rel = format!("pki/{}.crt", n.name);
+    let rel = paths::node_crt(&n.name);
     let pem = match std::fs::read_to_string(o.out.join(&rel)) {
         Ok(s) => s,
         Err(e) => {
@@ -275,17 +282,17 @@ fn check_node_cert(
     };
     if let Some((ca_pem, ca_info)) = ca {
         if info.issuer == ca_info.subject && pki::verify_signed_by(&pem, ca_pem) {
-            r.push(Finding::ok("cert-chain", node, format!("{rel} verifies against pki/ca.crt")));
+            r.push(Finding::ok("cert-chain", node, format!("{rel} verifies against flake/pki/ca.crt")));
         } else {
             r.push(Finding::new(
                 Severity::Error,
                 "cert-chain",
                 node,
                 format!(
-                    "{rel} (issuer {:?}) does not verify against pki/ca.crt ({:?}): peers, HAProxy and clients trusting pki/ca.crt reject this node",
+                    "{rel} (issuer {:?}) does not verify against flake/pki/ca.crt ({:?}): peers, HAProxy and clients trusting flake/pki/ca.crt reject this node",
                     info.issuer, ca_info.subject
                 ),
-                "if pki/ca.crt was replaced, restore the CA that signed the node certificates; otherwise run `vaultnix generate` to reissue the node certificates under the current CA",
+                "if flake/pki/ca.crt was replaced, restore the CA that signed the node certificates; otherwise run `vaultnix generate` to reissue the node certificates under the current CA",
             ));
         }
     }
@@ -305,7 +312,7 @@ fn check_node_cert(
             REGENERATE,
         ));
     }
-    match std::fs::read_to_string(o.out.join(format!("secrets/{}.key", n.name))) {
+    match std::fs::read_to_string(o.out.join(paths::node_key(&n.name))) {
         Ok(k) => match rcgen::KeyPair::from_pem(&k) {
             Ok(kp) if kp.public_key_raw() == info.public_key.as_slice() => {
                 r.push(Finding::ok("cert-key", node, format!("{rel} matches secrets/{}.key", n.name)))
@@ -375,7 +382,7 @@ fn sans_text(s: &Sans) -> String {
 }
 
 fn read_config(n: &NodePlan, out: &Path, r: &mut Report) -> Option<Value> {
-    let rel = format!("nodes/{}.server.json", n.name);
+    let rel = paths::server_json(&n.name);
     let text = match std::fs::read_to_string(out.join(&rel)) {
         Ok(t) => t,
         Err(e) => {
@@ -422,7 +429,7 @@ fn check_own_addrs(n: &NodePlan, cfg: &Value, cert: Option<&CertInfo>, r: &mut R
                 Severity::Error,
                 "addr-san",
                 node,
-                format!("nodes/{}.server.json has no {key}: raft HA needs it", n.name),
+                format!("flake/nodes/{}.server.json has no {key}: raft HA needs it", n.name),
                 REGENERATE,
             ));
             continue;
@@ -434,7 +441,7 @@ fn check_own_addrs(n: &NodePlan, cfg: &Value, cert: Option<&CertInfo>, r: &mut R
                 "addr-san",
                 node,
                 format!(
-                    "{key} {addr}: {host} is not in pki/{}.crt (SANs: {}); clients redirected there fail TLS",
+                    "{key} {addr}: {host} is not in flake/pki/{}.crt (SANs: {}); clients redirected there fail TLS",
                     n.name,
                     sans_text(&cert.sans)
                 ),
@@ -465,7 +472,7 @@ fn check_join(plan: &Plan, n: &NodePlan, cfg: &Value, certs: &BTreeMap<String, C
                 "join",
                 node,
                 format!(
-                    "nodes/{}.server.json has no storage.raft.retry_join: this node never joins the cluster",
+                    "flake/nodes/{}.server.json has no storage.raft.retry_join: this node never joins the cluster",
                     n.name
                 ),
                 REGENERATE,
@@ -535,7 +542,7 @@ fn check_join(plan: &Plan, n: &NodePlan, cfg: &Value, certs: &BTreeMap<String, C
                 "join-san",
                 node,
                 format!(
-                    "retry_join dials {host} for {}, but {host} is not in pki/{}.crt (SANs: {}): whatever verifies the dialled address fails TLS (the join itself without leader_tls_servername, clients and tools using that address)",
+                    "retry_join dials {host} for {}, but {host} is not in flake/pki/{}.crt (SANs: {}): whatever verifies the dialled address fails TLS (the join itself without leader_tls_servername, clients and tools using that address)",
                     t.name,
                     t.name,
                     sans_text(&tc.sans)
@@ -551,7 +558,7 @@ fn check_join(plan: &Plan, n: &NodePlan, cfg: &Value, certs: &BTreeMap<String, C
                     "join-servername",
                     node,
                     format!(
-                        "retry_join to {} checks leader_tls_servername {s:?}, which is not in pki/{}.crt (SANs: {})",
+                        "retry_join to {} checks leader_tls_servername {s:?}, which is not in flake/pki/{}.crt (SANs: {})",
                         t.name,
                         t.name,
                         sans_text(&tc.sans)
@@ -634,7 +641,7 @@ fn check_node_ids(plan: &Plan, configs: &BTreeMap<String, Value>, r: &mut Report
                 "node-id",
                 Some(&n.name),
                 format!(
-                    "nodes/{}.server.json has node_id {id:?}, the plan {:?}: raft would see a new, unknown server and the old one as dead",
+                    "flake/nodes/{}.server.json has node_id {id:?}, the plan {:?}: raft would see a new, unknown server and the old one as dead",
                     n.name, n.node_id
                 ),
                 REGENERATE,
@@ -739,7 +746,7 @@ fn check_validate_config(plan: &Plan, o: &OfflineOptions, configs: &BTreeMap<Str
     };
     for n in &plan.nodes {
         if configs.contains_key(&n.name) {
-            r.push(bao::validate_config(&bin, &n.name, &o.out.join(format!("nodes/{}.server.json", n.name))));
+            r.push(bao::validate_config(&bin, &n.name, &o.out.join(paths::server_json(&n.name))));
         }
     }
 }

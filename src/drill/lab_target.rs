@@ -7,7 +7,7 @@ use super::run::{self, Progress, Scenario, Target, TrialOptions};
 use crate::api::Cluster;
 use crate::cli::Shell;
 use crate::lab::{Lab, LabHandle, LabOptions};
-use crate::render::{render_haproxy_profile, HaproxyProfile, Layout};
+use crate::render::{paths, render_haproxy_profile, HaproxyProfile, Layout};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -211,7 +211,7 @@ impl FreshLab {
 fn use_seed_haproxy(handle: &LabHandle) -> Result<()> {
     let layout = Layout::Lab(handle.dir().to_path_buf());
     let cfg = render_haproxy_profile(handle.plan(), &layout, HaproxyProfile::Seed);
-    crate::output::write_file_atomic(&handle.dir().join("haproxy/haproxy.cfg"), cfg.as_bytes(), false)?;
+    crate::output::write_file_atomic(&handle.dir().join(paths::HAPROXY_CFG), cfg.as_bytes(), false)?;
     handle.stop_haproxy()?;
     handle.start_haproxy()?;
     Ok(())

@@ -14,7 +14,7 @@ use crate::api::{Cluster, InitResponse};
 use crate::generate::{generate, GenerateOptions};
 use crate::ops::bootstrap::{bootstrap, BootstrapOptions, BootstrapReport};
 use crate::plan::Plan;
-use crate::render::{Layout, RenderOptions};
+use crate::render::{paths, Layout, RenderOptions};
 use crate::secrets::Rotate;
 use anyhow::{anyhow, bail, Context, Result};
 use process::{haproxy_spec, node_spec, ProcSpec, HAPROXY};
@@ -339,7 +339,7 @@ impl Lab {
     /// `export ...` lines pointing `bao`/`vault` at the lab through its load balancer.
     pub fn env(&self) -> Result<String> {
         let addr = format!("https://{}:{}", self.plan.lb.hostname, self.plan.lb.port);
-        let ca = self.dir.join("pki/ca.crt");
+        let ca = self.dir.join(paths::CA_CRT);
         let token = crate::ops::common::read_init(&self.dir)?.map(|i| i.root_token);
         // The certificate names the LB hostname, which does not resolve here: clients dial the LB's
         // loopback address and verify the name via the TLS server name.

@@ -2,6 +2,7 @@
 //! reads it and checks `/proc/<pid>/cmdline` still names this lab's config before signalling, so a
 //! recycled pid (or another lab) is never touched.
 
+use crate::render::paths;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -22,13 +23,13 @@ pub struct ProcSpec {
 }
 
 pub fn node_spec(dir: &Path, bao: &Path, node: &str) -> ProcSpec {
-    let cfg = dir.join(format!("nodes/{node}.server.json"));
+    let cfg = dir.join(paths::server_json(node));
     let marker = format!("-config={}", cfg.display());
     ProcSpec { name: node.to_string(), program: bao.to_path_buf(), args: vec!["server".into(), marker.clone()], marker }
 }
 
 pub fn haproxy_spec(dir: &Path, haproxy: &Path) -> ProcSpec {
-    let cfg = dir.join("haproxy/haproxy.cfg").display().to_string();
+    let cfg = dir.join(paths::HAPROXY_CFG).display().to_string();
     ProcSpec {
         name: HAPROXY.into(),
         program: haproxy.to_path_buf(),

@@ -384,7 +384,7 @@ pub fn pgp_key_base64(raw: &[u8]) -> Result<String> {
 }
 
 pub const SELF_INIT_NOTE: &str = "self-initialized cluster: there are NO recovery keys and NO root token. \
-Access is the operator certificate pki/admin.crt + secrets/admin.key (cert login, policy vaultnix-admin): keep \
+Access is the operator certificate flake/pki/admin.crt + secrets/admin.key (cert login, policy vaultnix-admin): keep \
 secrets/admin.key safe and backed up, together with secrets/ca.key (it can issue a new operator certificate) \
 and the seal key (secrets/seal.key for the static seal; without it the data cannot be unsealed).";
 

@@ -6,7 +6,7 @@ use crate::generate::{self, GenerateOptions};
 use crate::output::Diff;
 use crate::pki;
 use crate::plan::Plan;
-use crate::render::{Layout, RenderOptions};
+use crate::render::{paths, Layout, RenderOptions};
 use crate::secrets::{self, Rotate};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -54,7 +54,7 @@ pub struct RenewReport {
 }
 
 fn state(node: &str, pem: &str, now: i64) -> Result<CertState> {
-    let i = pki::inspect(pem).with_context(|| format!("pki/{node}.crt"))?;
+    let i = pki::inspect(pem).with_context(|| format!("flake/pki/{node}.crt"))?;
     Ok(CertState {
         node: node.into(),
         not_after: i.not_after,
@@ -68,7 +68,7 @@ pub fn current(plan: &Plan, out: &Path, now: i64) -> Result<Vec<CertState>> {
     plan.nodes
         .iter()
         .map(|n| {
-            let p = out.join(format!("pki/{}.crt", n.name));
+            let p = out.join(paths::node_crt(&n.name));
             let pem = std::fs::read_to_string(&p)
                 .with_context(|| format!("cannot read {}: run `vaultnix generate` first", p.display()))?;
             state(&n.name, &pem, now)
@@ -79,17 +79,17 @@ pub fn current(plan: &Plan, out: &Path, now: i64) -> Result<Vec<CertState>> {
 pub fn renew(plan: &Plan, o: &RenewOptions) -> Result<RenewReport> {
     // Renewal never creates a CA or keys: missing material means the tree was never generated (or the
     // CA key is kept offline), and inventing a CA here would silently split trust.
-    for f in ["secrets/ca.key".to_string(), "pki/ca.crt".to_string()]
+    for f in [paths::CA_KEY.to_string(), paths::CA_CRT.to_string()]
         .into_iter()
-        .chain(plan.nodes.iter().map(|n| format!("secrets/{}.key", n.name)))
+        .chain(plan.nodes.iter().map(|n| paths::node_key(&n.name)))
     {
         if !o.out.join(&f).exists() {
             bail!("{} is missing: `certs renew` reissues under the existing CA and keys; run `vaultnix generate` first (or restore the file)", o.out.join(f).display());
         }
     }
     let before = current(plan, &o.out, o.now)?;
-    let ca_pem = std::fs::read_to_string(o.out.join("pki/ca.crt"))?;
-    let ca = pki::inspect(&ca_pem).context("pki/ca.crt")?;
+    let ca_pem = std::fs::read_to_string(o.out.join(paths::CA_CRT))?;
+    let ca = pki::inspect(&ca_pem).context(paths::CA_CRT)?;
     let window = o.within_secs as i64;
     let pick: BTreeSet<String> =
         before.iter().filter(|c| o.all || c.not_after - o.now <= window).map(|c| c.node.clone()).collect();
@@ -150,10 +150,10 @@ pub struct Served {
 /// `<out>/pki/<node>.crt`. Reloads are asynchronous (SIGHUP, or tls_auto_reload_interval), so each
 /// node is retried up to `tries` times `every` apart.
 pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::time::Duration) -> Result<Vec<Served>> {
-    let ca = std::fs::read(out.join("pki/ca.crt")).context("pki/ca.crt")?;
+    let ca = std::fs::read(out.join(paths::CA_CRT)).context(paths::CA_CRT)?;
     let mut res = Vec::new();
     for n in &plan.nodes {
-        let pem = std::fs::read_to_string(out.join(format!("pki/{}.crt", n.name)))?;
+        let pem = std::fs::read_to_string(out.join(paths::node_crt(&n.name)))?;
         let expected = pki::inspect(&pem)?.sha256_fingerprint;
         let address = plan.api_url(n);
         let mut s =
@@ -207,8 +207,8 @@ mod tests {
         let out = t.path().join("out");
         let plan = Plan::from_loaded(&spec::example());
         gen(&plan, &out);
-        let ca_before = std::fs::read(out.join("pki/ca.crt")).unwrap();
-        let key_before = std::fs::read(out.join("secrets/vault-2.key")).unwrap();
+        let ca_before = std::fs::read(out.join(paths::CA_CRT)).unwrap();
+        let key_before = std::fs::read(out.join(paths::node_key("vault-2"))).unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
 
         // Nothing expires within 30 days of a fresh tree.
@@ -221,8 +221,8 @@ mod tests {
         for x in &r.renewed {
             assert_ne!(x.old.sha256, x.new.sha256);
         }
-        assert_eq!(std::fs::read(out.join("pki/ca.crt")).unwrap(), ca_before, "same CA");
-        assert_eq!(std::fs::read(out.join("secrets/vault-2.key")).unwrap(), key_before, "same key");
+        assert_eq!(std::fs::read(out.join(paths::CA_CRT)).unwrap(), ca_before, "same CA");
+        assert_eq!(std::fs::read(out.join(paths::node_key("vault-2"))).unwrap(), key_before, "same key");
 
         // A renewed tree is what generate produces: --check reports no drift.
         let chk = GenerateOptions {
@@ -244,27 +244,31 @@ mod tests {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         // Make vault-3's certificate short-lived (10 days) by issuing it directly under the same CA.
         let ca = pki::Ca::load(
-            &std::fs::read_to_string(out.join("secrets/ca.key")).unwrap(),
-            &std::fs::read_to_string(out.join("pki/ca.crt")).unwrap(),
+            &std::fs::read_to_string(out.join(paths::CA_KEY)).unwrap(),
+            &std::fs::read_to_string(out.join(paths::CA_CRT)).unwrap(),
         )
         .unwrap();
         let n3 = plan.node("vault-3").unwrap();
         let short = ca
             .issue(
                 &n3.fqdn,
-                &std::fs::read_to_string(out.join("secrets/vault-3.key")).unwrap(),
+                &std::fs::read_to_string(out.join(paths::node_key("vault-3"))).unwrap(),
                 &pki::node_sans(&plan, n3),
                 10,
             )
             .unwrap();
         // Hand-placing it through generate keeps the manifest right: write then regenerate.
-        std::fs::write(out.join("pki/vault-3.crt"), &short).unwrap();
+        std::fs::write(out.join(paths::node_crt("vault-3")), &short).unwrap();
 
         let mut o = opts(&out, 30, false, now);
         o.dry_run = true;
         let r = renew(&plan, &o).unwrap();
         assert_eq!(r.renewed.iter().map(|x| x.node.as_str()).collect::<Vec<_>>(), ["vault-3"]);
-        assert_eq!(std::fs::read_to_string(out.join("pki/vault-3.crt")).unwrap(), short, "dry run writes nothing");
+        assert_eq!(
+            std::fs::read_to_string(out.join(paths::node_crt("vault-3"))).unwrap(),
+            short,
+            "dry run writes nothing"
+        );
 
         let r = renew(&plan, &opts(&out, 30, false, now)).unwrap();
         assert_eq!(r.renewed.len(), 1);

@@ -2,6 +2,7 @@
 //! bounded waits.
 
 use crate::api::{ApiResult, Cluster, Health, InitResponse, NodeClient};
+use crate::render::paths;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -9,20 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub fn init_json_path(out: &Path) -> PathBuf {
-    out.join("secrets/init.json")
+    out.join(paths::INIT_JSON)
 }
 pub fn admin_token_path(out: &Path) -> PathBuf {
-    out.join("secrets/admin-token")
+    out.join(paths::ADMIN_TOKEN)
 }
 
 pub fn admin_cert_path(out: &Path) -> PathBuf {
-    out.join("pki/admin.crt")
+    out.join(paths::ADMIN_CRT)
 }
 pub fn admin_key_path(out: &Path) -> PathBuf {
-    out.join("secrets/admin.key")
+    out.join(paths::ADMIN_KEY)
 }
 
-/// The operator's client identity (pki/admin.crt + secrets/admin.key as one PEM) when both exist: the
+/// The operator's client identity (flake/pki/admin.crt + secrets/admin.key as one PEM) when both exist: the
 /// only way into a self-initialized cluster.
 pub fn admin_identity(out: &Path) -> Option<Vec<u8>> {
     let mut pem = std::fs::read(admin_cert_path(out)).ok()?;

@@ -10,6 +10,7 @@ use crate::lab::LabHandle;
 use crate::ops::live::{health, Http};
 use crate::ops::snapshot::{self, RestoreOptions, SaveOptions};
 use crate::plan::Plan;
+use crate::render::paths;
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::Method;
 use serde::Serialize;
@@ -168,7 +169,7 @@ async fn kv_many(
 }
 
 fn init_json(dir: &Path) -> Result<serde_json::Value> {
-    let p = dir.join("secrets/init.json");
+    let p = dir.join(paths::INIT_JSON);
     serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?)
         .with_context(|| format!("{}", p.display()))
 }
@@ -302,7 +303,7 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
     // --- A: the original cluster.
     let lab_a = LabHandle::up(o.spec.as_deref(), &dir_a).context("bringing up lab A")?;
     let plan_a = lab_a.plan().clone();
-    let ca_a = std::fs::read(dir_a.join("pki/ca.crt"))?;
+    let ca_a = std::fs::read(dir_a.join(paths::CA_CRT))?;
     let http_a = Http::new(&ca_a, Duration::from_secs(120))?;
     let init_a = init_json(&dir_a)?;
     let root_a = init_a.get("root_token").and_then(|v| v.as_str()).unwrap_or_default().to_string();
@@ -340,7 +341,7 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
     // --- B: a fresh cluster with its own barrier keys.
     let lab_b = LabHandle::up(o.spec.as_deref(), &dir_b).context("bringing up lab B")?;
     let plan_b = lab_b.plan().clone();
-    let ca_b = std::fs::read(dir_b.join("pki/ca.crt"))?;
+    let ca_b = std::fs::read(dir_b.join(paths::CA_CRT))?;
     let http_b = Http::new(&ca_b, Duration::from_secs(300))?;
     let root_b = lab_b.root_token()?;
     let (active_b, _) = rt.block_on(roles(&http_b, &plan_b))?;

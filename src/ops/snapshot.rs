@@ -5,6 +5,7 @@
 use crate::ops::live::{health, Http};
 use crate::output;
 use crate::plan::Plan;
+use crate::render::paths;
 use crate::spec::SealKind;
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::Method;
@@ -53,7 +54,7 @@ pub struct SealInfo {
 pub fn seal_info(plan: &Plan, out: &Path) -> Result<SealInfo> {
     let key = match plan.seal.kind {
         SealKind::Static => {
-            let p = out.join("secrets/seal.key");
+            let p = out.join(paths::SEAL_KEY);
             Some(fs::read(&p).with_context(|| format!("cannot read the static seal key {}", p.display()))?)
         }
         _ => None,

@@ -3,6 +3,7 @@
 use super::common::{health_all, resolve_token};
 use crate::api::{Cluster, NodeState};
 use crate::plan::Plan;
+use crate::render::paths;
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -101,7 +102,7 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
         }
         nodes.push(s);
     }
-    let ca_days_left = std::fs::read_to_string(out.join("pki/ca.crt"))
+    let ca_days_left = std::fs::read_to_string(out.join(paths::CA_CRT))
         .ok()
         .and_then(|pem| crate::pki::inspect(&pem).ok())
         .map(|i| i.days_left(now));
@@ -121,7 +122,7 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
     };
     let Some(token) = resolve_token(&active, out).await else {
         st.notes.push(
-            "no token (secrets/admin-token, secrets/init.json, $BAO_TOKEN, or the operator certificate pki/admin.crt): raft peers and autopilot skipped".into(),
+            "no token (secrets/admin-token, secrets/init.json, $BAO_TOKEN, or the operator certificate flake/pki/admin.crt): raft peers and autopilot skipped".into(),
         );
         return Ok(st);
     };

@@ -35,7 +35,7 @@ pub async fn step_down(plan: &Plan, opts: &StepDownOptions) -> Result<StepDownRe
         anyhow!("no node is active (every node answered something other than 200 on sys/health): nothing to step down")
     })?;
     let token = resolve_token(&active, &opts.out).await.ok_or_else(|| {
-        anyhow!("step-down needs a token: secrets/admin-token, the root token in secrets/init.json, $BAO_TOKEN, or a cert login with pki/admin.crt + secrets/admin.key")
+        anyhow!("step-down needs a token: secrets/admin-token, the root token in secrets/init.json, $BAO_TOKEN, or a cert login with flake/pki/admin.crt + secrets/admin.key")
     })?;
     let cluster = cluster.with_token(Some(token));
     // The drain, the verified step-down and the restore are shared with `vaultnix drill leader-stepdown

@@ -5,6 +5,60 @@ use crate::plan::{NodePlan, Plan};
 use crate::spec::Engine;
 use std::path::{Path, PathBuf};
 
+/// Every path inside an output directory (`generate --out DIR`), relative, '/'-separated. The one place
+/// that knows the layout: renderers, `generate`, the lab and every live command go through it.
+///
+/// `DIR/flake/` holds everything Nix may copy into the store (flake.nix, cluster.json, nodes/,
+/// haproxy/, monitoring/, pki/*.crt); key material (`DIR/secrets/`), the manifest and lab state stay
+/// outside it, so `nix build ./DIR/flake#…` cannot copy a key by construction.
+pub mod paths {
+    /// The flake's source tree: public files only.
+    pub const FLAKE: &str = "flake";
+    /// Private key material, bootstrap output and tokens (0700, files 0600). Never inside `FLAKE`.
+    pub const SECRETS: &str = "secrets";
+    pub const FLAKE_NIX: &str = "flake/flake.nix";
+    pub const CLUSTER_JSON: &str = "flake/cluster.json";
+    pub const HAPROXY_CFG: &str = "flake/haproxy/haproxy.cfg";
+    pub const HOLD_LUA: &str = "flake/haproxy/hold.lua";
+    pub const ALERTS: &str = "flake/monitoring/alerts.yml";
+    pub const CA_CRT: &str = "flake/pki/ca.crt";
+    pub const ADMIN_CRT: &str = "flake/pki/admin.crt";
+    pub const CA_KEY: &str = "secrets/ca.key";
+    pub const SEAL_KEY: &str = "secrets/seal.key";
+    pub const ADMIN_KEY: &str = "secrets/admin.key";
+    pub const ADMIN_TOKEN: &str = "secrets/admin-token";
+    pub const INIT_JSON: &str = "secrets/init.json";
+    /// Written by `generate` (unless the user has their own): keeps secrets/ and lab state out of git.
+    pub const GITIGNORE: &str = ".gitignore";
+    pub fn node_crt(node: &str) -> String {
+        format!("flake/pki/{node}.crt")
+    }
+    pub fn node_key(node: &str) -> String {
+        format!("secrets/{node}.key")
+    }
+    pub fn wg_key(machine: &str) -> String {
+        format!("secrets/{machine}.wg.key")
+    }
+    pub fn server_json(node: &str) -> String {
+        format!("flake/nodes/{node}.server.json")
+    }
+    pub fn backup_json(node: &str) -> String {
+        format!("flake/nodes/{node}.backup.json")
+    }
+    pub fn node_nix(machine: &str) -> String {
+        format!("flake/nodes/{machine}.nix")
+    }
+    /// Whether a relative path is private material (never removed by `generate`).
+    pub fn is_secret(rel: &str) -> bool {
+        rel.starts_with("secrets/")
+    }
+    /// Where a file of the flake tree sat in the layout before `flake/` existed (everything at the
+    /// top of DIR, secrets/ included): `flake/pki/ca.crt` -> `pki/ca.crt`.
+    pub fn legacy(rel: &str) -> Option<&str> {
+        rel.strip_prefix("flake/")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// A NixOS host deployed by modules/: public files from the store under /etc/vaultnix, secrets via
@@ -29,25 +83,25 @@ impl Layout {
     }
     pub fn ca_file(&self, _plan: &Plan) -> String {
         match self.lab() {
-            Some(d) => path(d.join("pki/ca.crt")),
+            Some(d) => path(d.join(paths::CA_CRT)),
             None => "/etc/vaultnix/ca.crt".into(),
         }
     }
     pub fn cert_file(&self, _plan: &Plan, n: &NodePlan) -> String {
         match self.lab() {
-            Some(d) => path(d.join(format!("pki/{}.crt", n.name))),
+            Some(d) => path(d.join(paths::node_crt(&n.name))),
             None => "/etc/vaultnix/tls.crt".into(),
         }
     }
     pub fn key_file(&self, plan: &Plan, n: &NodePlan) -> String {
         match self.lab() {
-            Some(d) => path(d.join(format!("secrets/{}.key", n.name))),
+            Some(d) => path(d.join(paths::node_key(&n.name))),
             None => format!("/run/credentials/{}.service/tls.key", Self::unit(plan.engine)),
         }
     }
     pub fn seal_key_file(&self, plan: &Plan) -> String {
         match self.lab() {
-            Some(d) => path(d.join("secrets/seal.key")),
+            Some(d) => path(d.join(paths::SEAL_KEY)),
             None => format!("/run/credentials/{}.service/seal.key", Self::unit(plan.engine)),
         }
     }
@@ -75,7 +129,7 @@ impl Layout {
     /// (`render::haproxy::HOLD_LUA`; deployed by modules/haproxy.nix on NixOS).
     pub fn haproxy_hold_lua(&self) -> String {
         match self.lab() {
-            Some(d) => path(d.join("haproxy/hold.lua")),
+            Some(d) => path(d.join(paths::HOLD_LUA)),
             None => "/etc/haproxy/vaultnix-hold.lua".into(),
         }
     }

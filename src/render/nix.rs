@@ -215,7 +215,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                 };
                 env.get_template("node.nix.j2")?
                     .render(ctx)
-                    .with_context(|| format!("rendering nodes/{}.nix", m.name))?
+                    .with_context(|| format!("rendering flake/nodes/{}.nix", m.name))?
             }
             Role::Lb => {
                 let ctx = minijinja::context! {
@@ -233,10 +233,12 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     overlay => overlay,
                     firewall => minijinja::context! { api_allowed_cidrs => plan.firewall.client_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ssh_allowed_cidrs => ssh_allowed },
                 };
-                env.get_template("lb.nix.j2")?.render(ctx).with_context(|| format!("rendering nodes/{}.nix", m.name))?
+                env.get_template("lb.nix.j2")?
+                    .render(ctx)
+                    .with_context(|| format!("rendering flake/nodes/{}.nix", m.name))?
             }
         };
-        out.push((format!("nodes/{}.nix", m.name), text));
+        out.push((super::paths::node_nix(&m.name), text));
     }
     Ok(out)
 }

@@ -49,7 +49,7 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
     }
     if plan.seal.self_init {
         notes.push(format!(
-            "self_init: {} initializes itself on first start (initialize stanza); no root token, no recovery keys: the operator certificate pki/admin.crt + secrets/admin.key is the way in",
+            "self_init: {} initializes itself on first start (initialize stanza); no root token, no recovery keys: the operator certificate flake/pki/admin.crt + secrets/admin.key is the way in",
             plan.bootstrap_node
         ));
     }

@@ -579,9 +579,8 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
         }
     }
     for (k, v) in &u.params {
-        let secretish = ["secret_key", "access_key", "client_secret", "token", "credentials"];
-        if secretish.iter().any(|s| k == s) {
-            c.err(&[K("unseal"), K("params"), K(k)], format!("params.{k} would put a secret into the generated config (and the Nix store)"), "set it in the service environment (e.g. AWS_SECRET_ACCESS_KEY, VAULT_TOKEN from a file), not in the spec");
+        if is_credential_param(k) {
+            c.err(&[K("unseal"), K("params"), K(k)], format!("params.{k} would put a credential into the generated server config (and the Nix store)"), "give the service its credentials from its environment on the host (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, VAULT_TOKEN, … in a root-only systemd EnvironmentFile outside the store, or an instance role), not in the spec");
         }
         if v.is_table() || v.is_array() {
             c.err(
@@ -839,6 +838,23 @@ fn check_monitoring(c: &mut Ctx<'_>, spec: &Spec) {
             "a Prometheus duration such as \"2m\"",
         );
     }
+}
+
+/// Seal parameters that carry a credential (the server JSON reaches the world-readable store): the
+/// known names of every seal kind (AWS access_key/secret_key/session_token, Azure client_secret, GCP
+/// credentials, transit token, PKCS#11 pin, …) and anything named like a secret. Paths to files
+/// (`*_file`, `*_path`, e.g. transit's tls_client_key is a path too) are not credentials.
+fn is_credential_param(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    const EXACT: &[&str] =
+        &["access_key", "credentials", "token", "pin", "client_secret", "secret_key", "session_token"];
+    if EXACT.contains(&k.as_str()) {
+        return true;
+    }
+    if k.ends_with("_file") || k.ends_with("_path") || k == "tls_client_key" {
+        return false;
+    }
+    ["secret", "token", "password", "passphrase", "credential"].iter().any(|w| k.contains(w))
 }
 
 #[cfg(test)]

@@ -101,7 +101,9 @@ let
       else
         [
           (h.check "${me}: without overlay, cluster port admitted only from clusterAllowedCIDRs" (
-            v.firewall.clusterAllowedCIDRs != [ ]
+            # A single server has no peer to admit: the cluster port stays closed everywhere.
+            (v.firewall.clusterAllowedCIDRs != [ ] || (v.server.singleNode or false))
+            && !(lib.hasInfix "dport { ${toString v.server.clusterPort} }" fw.extraInputRules && v.firewall.clusterAllowedCIDRs == [ ])
             && lib.all (ps: !(builtins.elem v.server.clusterPort ps)) (
               lib.attrValues (h.interfaceTcpPorts fw)
             )

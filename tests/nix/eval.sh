@@ -3,7 +3,7 @@
 #
 #   tests/nix/eval.sh [OUT_DIR]
 #
-# OUT_DIR is a `vaultnix generate` output directory (default: docs/contract). The NixOS option
+# OUT_DIR is a `vaultnix generate` output directory or its flake/ (default: docs/contract). The NixOS option
 # declarations of services.openbao/vault/haproxy/tailscale and networking.wireguard come from
 # the real upstream modules in the nixpkgs-subset fixture ($NIXPKGS_SUBSET, default
 # ../shared/nixpkgs-subset next to the repository). Checks:
@@ -33,6 +33,9 @@ repo=$(cd "$here/../.." && pwd)
 which_tier=false
 if [ "${1:-}" = --which-tier ]; then which_tier=true; shift; fi
 out=$(cd "${1:-$repo/docs/contract}" && pwd)
+# A whole output directory (DIR/flake/ + DIR/secrets/) is evaluated through its flake tree: only
+# DIR/flake/ is what Nix sees.
+if [ -f "$out/flake/flake.nix" ]; then out="$out/flake"; fi
 PATH="$repo/.tools/bin:$PATH"
 subset_dir=${NIXPKGS_SUBSET:-$repo/../shared/nixpkgs-subset}
 
