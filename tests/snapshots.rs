@@ -40,6 +40,6 @@ fn example_output_snapshots() {
         insta::assert_snapshot!(name.clone(), mask(&text));
         names.push(name);
     }
-    // 3 server configs, 4 machine modules, haproxy.cfg, alerts.yml, cluster.json, flake.nix.
-    assert_eq!(names.len(), 11, "{names:?}");
+    // 3 server configs, 4 machine modules, haproxy.cfg, alerts.yml, prometheus.yml, cluster.json, flake.nix.
+    assert_eq!(names.len(), 12, "{names:?}");
 }

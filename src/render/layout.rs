@@ -21,6 +21,10 @@ impl Layout {
             Engine::Vault => "vault",
         }
     }
+    /// The lab directory (None on a NixOS host).
+    pub fn lab_dir(&self) -> Option<&Path> {
+        self.lab()
+    }
     fn lab(&self) -> Option<&Path> {
         match self {
             Layout::Lab(d) => Some(d),
@@ -78,7 +82,8 @@ impl Layout {
             None => "/run/haproxy/admin.sock".into(),
         }
     }
-    /// Metrics-only listener port on loopback (Prometheus on the node scrapes it; never exposed).
+    /// Port of the metrics listener on every node's cluster address (scraped by every Prometheus of the
+    /// cluster; the firewall admits only the servers).
     pub fn metrics_port(&self) -> u16 {
         9102
     }

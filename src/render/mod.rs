@@ -4,11 +4,13 @@ pub mod alerts;
 pub mod haproxy;
 pub mod layout;
 pub mod nix;
+pub mod prometheus;
 pub mod server;
 
-pub use alerts::render_alerts;
+pub use alerts::{render_alerts, render_alerts_with, AlertTiming};
 pub use haproxy::{render_haproxy, render_haproxy_profile, HaproxyProfile};
 pub use layout::Layout;
+pub use prometheus::{render_prometheus, PrometheusParams};
 pub use server::{render_server_config, to_json_text, version_notes};
 
 use crate::plan::Plan;
@@ -75,6 +77,10 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     }
     files.push(OutFile::public("haproxy/haproxy.cfg", render_haproxy(plan, layout)));
     files.push(OutFile::public("monitoring/alerts.yml", render_alerts(plan)));
+    files.push(OutFile::public(
+        "monitoring/prometheus.yml",
+        render_prometheus(plan, layout, &PrometheusParams::for_layout(layout)),
+    ));
     if opts.nix {
         let wg = m.wg_public()?;
         for (path, text) in nix::render_nix(plan, &wg)? {
