@@ -1,7 +1,9 @@
-# Prometheus on the server: scrapes /v1/sys/metrics?format=prometheus of every server over
-# TLS (verified with the cluster CA), the local node exporter (with the textfile collector
-# that carries the backup job's metrics), and loads the alert rules rendered by vaultnix.
-# Every server runs its own Prometheus, so the cluster stays observable from any survivor.
+# Prometheus on every server, with the configuration and rules rendered by vaultnix
+# (monitoring/prometheus.yml, monitoring/alerts.yml) deployed unchanged: each server's
+# Prometheus scrapes the metrics listener of every server (TLS, verified with the cluster CA,
+# no token; the firewall admits only the servers) and the local node exporter, whose textfile
+# collector carries the backup job's metrics. Cluster-wide alerts (no active node) therefore
+# see the whole cluster from any survivor.
 {
   config,
   lib,
@@ -13,64 +15,86 @@ let
     mkEnableOption
     mkIf
     mkOption
-    optional
     types
     ;
   vlib = import ./lib.nix { inherit lib; };
 
   cfg = config.vaultnix.monitoring;
   top = config.vaultnix;
-  tokenCredential = "/run/credentials/prometheus.service/metrics-token";
-  labels = {
-    cluster = top.clusterName;
-  };
+  # Where the rendered prometheus.yml loads its rules from (render::prometheus::NIXOS_RULES_FILE).
+  rulesPath = "vaultnix/prometheus/alerts.yml";
 in
 {
   options.vaultnix.monitoring = {
     enable = mkEnableOption "Prometheus, the node exporter and vaultnix's alert rules";
 
-    scrapeTargets = mkOption {
-      type = types.listOf types.str;
-      default = [ ];
-      example = [
-        "10.88.0.1:8200"
-        "10.88.0.2:8200"
-      ];
-      description = "`address:port` of every server's API listener, scraped over HTTPS.";
-    };
-
-    tokenFile = mkOption {
-      type = types.nullOr vlib.secretPath;
+    configFile = mkOption {
+      type = types.nullOr types.path;
       default = null;
+      example = literalExpression "../monitoring/prometheus.yml";
       description = ''
-        Token sent when scraping the API listeners. `null` if the listeners allow
-        unauthenticated metrics (`telemetry.unauthenticated_metrics_access`). Passed with
-        `LoadCredential`, never via the store.
+        prometheus.yml rendered by `vaultnix generate`, deployed unchanged
+        (`services.prometheus.configText`).
       '';
-    };
-
-    localMetricsAddress = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "127.0.0.1:9102";
-      description = "A plain-HTTP, metrics-only listener of the local server, scraped in addition (job `vaultnix-local`).";
     };
 
     alertRulesFile = mkOption {
       type = types.nullOr types.path;
       default = null;
       example = literalExpression "../monitoring/alerts.yml";
-      description = "Prometheus alerting rules rendered by `vaultnix generate`.";
+      description = "Prometheus alerting rules rendered by `vaultnix generate` (linked to /etc/${rulesPath}).";
     };
 
-    scrapeInterval = mkOption {
+    metricsPort = mkOption {
+      type = types.port;
+      default = 9102;
+      description = "Port of the servers' metrics listener (the rendered server JSON binds it).";
+    };
+
+    metricsAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "10.88.0.1/32"
+        "10.88.0.2/32"
+      ];
+      description = "Sources admitted to the metrics port: the servers, whose Prometheus scrapes this one.";
+    };
+
+    package = mkOption {
+      type = types.nullOr types.package;
+      default = null;
+      defaultText = literalExpression "vaultnix (set by lib.mkCluster)";
+      description = ''
+        The vaultnix binary whose `vaultnix metrics` writes the certificate-expiry and raft-size
+        metrics from a timer. `null`: no such metrics (the expiry and growth alerts cannot fire).
+      '';
+    };
+
+    certFiles = mkOption {
+      type = types.attrsOf types.str;
+      default = {
+        node = "/etc/vaultnix/tls.crt";
+        ca = "/etc/vaultnix/ca.crt";
+      };
+      description = "Certificates reported as `vaultnix_cert_not_after_timestamp_seconds{cert=<name>}`.";
+    };
+
+    raftDir = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/openbao";
+      description = "Raft storage directory whose database sizes are reported (`vaultnix_raft_db_size_bytes`).";
+    };
+
+    metricsInterval = mkOption {
       type = types.str;
-      default = "15s";
-      description = "Prometheus scrape interval.";
+      default = "15min";
+      description = "How often `vaultnix metrics` runs ({manpage}`systemd.time(7)` time span).";
     };
 
     textfileDir = mkOption {
-      type = types.str;
+      type = vlib.secretPath;
       default = "/var/lib/vaultnix/textfile";
       description = "Directory of the node exporter's textfile collector (vaultnix_backup_* metrics).";
     };
@@ -78,59 +102,29 @@ in
     nodeExporterPort = mkOption {
       type = types.port;
       default = 9100;
-      description = "Port of the node exporter (listens on 127.0.0.1 only).";
+      description = "Port of the node exporter (listens on 127.0.0.1 only; the rendered prometheus.yml scrapes 127.0.0.1:9100).";
     };
   };
 
   config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.configFile != null && cfg.alertRulesFile != null;
+        message = "vaultnix.monitoring: set configFile and alertRulesFile (monitoring/prometheus.yml and alerts.yml from `vaultnix generate`).";
+      }
+    ];
+
+    environment.etc.${rulesPath} = mkIf (cfg.alertRulesFile != null) { source = cfg.alertRulesFile; };
+
     services.prometheus = {
       enable = true;
-      globalConfig.scrape_interval = cfg.scrapeInterval;
-      ruleFiles = optional (cfg.alertRulesFile != null) cfg.alertRulesFile;
-      scrapeConfigs = [
-        (
-          {
-            job_name = "vaultnix";
-            scheme = "https";
-            metrics_path = "/v1/sys/metrics";
-            params.format = [ "prometheus" ];
-            tls_config.ca_file = "/etc/vaultnix/ca.crt";
-            static_configs = [
-              {
-                targets = cfg.scrapeTargets;
-                inherit labels;
-              }
-            ];
-          }
-          // lib.optionalAttrs (cfg.tokenFile != null) {
-            authorization.credentials_file = tokenCredential;
-          }
-        )
-        {
-          job_name = "node";
-          static_configs = [
-            {
-              targets = [ "127.0.0.1:${toString cfg.nodeExporterPort}" ];
-              labels = labels // {
-                node = top.machine.name;
-              };
-            }
-          ];
-        }
-      ]
-      ++ optional (cfg.localMetricsAddress != null) {
-        job_name = "vaultnix-local";
-        metrics_path = "/v1/sys/metrics";
-        params.format = [ "prometheus" ];
-        static_configs = [
-          {
-            targets = [ cfg.localMetricsAddress ];
-            labels = labels // {
-              node = top.machine.name;
-            };
-          }
-        ];
-      };
+      # Listens on loopback only; nothing else reads this Prometheus's API.
+      listenAddress = "127.0.0.1";
+      configText = mkIf (cfg.configFile != null) (builtins.readFile cfg.configFile);
+      # The rules live under /etc (absent in the build sandbox) and the CA file is read at run time:
+      # check the syntax only at build time. vaultnix's tests run `promtool check config` and
+      # `check rules` on the rendered files and real Prometheus with them.
+      checkConfig = "syntax-only";
 
       exporters.node = {
         enable = true;
@@ -144,9 +138,51 @@ in
       };
     };
 
-    systemd.services.prometheus.serviceConfig.LoadCredential = mkIf (cfg.tokenFile != null) [
-      "metrics-token:${cfg.tokenFile}"
-    ];
+    # The vaultnix binary itself writes the metrics (no shell logic here); root reads the raft
+    # directory, writes only the textfile directory, has no network.
+    systemd.services.vaultnix-metrics = mkIf (cfg.package != null) {
+      description = "vaultnix: certificate-expiry and raft-size metrics for the node exporter";
+      after = [ "systemd-tmpfiles-setup.service" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = lib.escapeShellArgs (
+          [
+            (lib.getExe' cfg.package "vaultnix")
+            "--quiet"
+            "metrics"
+            "--textfile"
+            cfg.textfileDir
+          ]
+          ++ lib.concatLists (lib.mapAttrsToList (n: f: [ "--cert" "${n}=${f}" ]) cfg.certFiles)
+          ++ lib.optionals (cfg.raftDir != null) [
+            "--raft-dir"
+            cfg.raftDir
+          ]
+        );
+        PrivateNetwork = true;
+        ProtectSystem = "strict";
+        ReadWritePaths = [ cfg.textfileDir ];
+        NoNewPrivileges = true;
+        UMask = "0022";
+      };
+    };
+    systemd.timers.vaultnix-metrics = mkIf (cfg.package != null) {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "1min";
+        OnUnitActiveSec = cfg.metricsInterval;
+      };
+    };
+
+    systemd.services.prometheus.restartTriggers = mkIf (cfg.alertRulesFile != null) [ cfg.alertRulesFile ];
+
+    networking.firewall.extraInputRules = mkIf (top.firewall.enable && cfg.metricsAllowedCIDRs != [ ]) (
+      vlib.nftAcceptFrom {
+        cidrs = cfg.metricsAllowedCIDRs;
+        ports = [ cfg.metricsPort ];
+        comment = "vaultnix: metrics listener from the servers";
+      }
+    );
 
     systemd.tmpfiles.rules = mkIf (!top.backup.enable) [ "d ${cfg.textfileDir} 0755 root root -" ];
   };

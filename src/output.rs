@@ -414,7 +414,11 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
     // A tree restored from a backup (`secrets/` and `pki/` copied into a new directory) is ours.
     let has_manifest = out.join(MANIFEST).is_file() || out.join("secrets/ca.key").is_file();
     if !has_manifest {
-        let non_empty = fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_some();
+        // A fresh git work tree (`.git`, the user's own `.gitignore`) is still an empty output tree.
+        let mut entries = fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
+        let non_empty = entries.any(|e| {
+            e.map(|e| !matches!(e.file_name().to_str(), Some(".git" | ".gitignore"))).unwrap_or(true)
+        });
         if non_empty {
             bail!(
                 "{} is not empty and holds no vaultnix {MANIFEST} (nor secrets/ca.key): refusing to take it over; choose a new or empty directory",

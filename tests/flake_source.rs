@@ -136,6 +136,9 @@ fn an_old_layout_tree_is_migrated_with_secrets_and_certificates_unchanged() {
     generate(None, &out, &["--quiet"]);
     to_old_layout(&out);
     std::fs::write(out.join("secrets/init.json"), "{\"root_token\":\"s.x\"}").expect("init.json");
+    // bootstrap writes init.json 0600 (generate would tighten a loosened one: a separate test).
+    std::fs::set_permissions(out.join("secrets/init.json"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     std::fs::write(out.join("flake.lock"), "{\"version\":7}\n").expect("flake.lock");
     std::fs::write(out.join("NOTES.md"), "mine\n").expect("notes");
     assert!(out.join("flake.nix").is_file() && out.join("pki/ca.crt").is_file());

@@ -133,15 +133,19 @@ fn haproxy_accepts_every_generated_config() {
     for (name, out, _) in generate_all(t.path()) {
         // The config is rendered for the NixOS load balancer, where the CA sits at /etc/vaultnix/ca.crt
         // and the admin socket at /run/haproxy/admin.sock. `haproxy -c` opens the CA file, and the
-        // socket's directory must exist, so the check runs on a copy with exactly those two paths
+        // socket's directory must exist, so the check runs on a copy with exactly those paths (and the hold Lua file)
         // pointed into a temporary directory; nothing else is changed.
         let cfg = std::fs::read_to_string(out.join("flake/haproxy/haproxy.cfg")).expect("read haproxy.cfg");
         assert!(cfg.contains("/etc/vaultnix/ca.crt") && cfg.contains("/run/haproxy/admin.sock"), "{name}: {cfg}");
         let dir = t.path().join(format!("haproxy-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::copy(out.join("flake/pki/ca.crt"), dir.join("ca.crt")).expect("copy ca");
+        // The hold Lua action the module installs as /etc/haproxy/vaultnix-hold.lua.
+        assert!(cfg.contains("/etc/haproxy/vaultnix-hold.lua"), "{name}: {cfg}");
+        std::fs::copy(out.join("flake/haproxy/hold.lua"), dir.join("hold.lua")).expect("copy hold.lua");
         let local = cfg
             .replace("/etc/vaultnix/ca.crt", &dir.join("ca.crt").to_string_lossy())
+            .replace("/etc/haproxy/vaultnix-hold.lua", &dir.join("hold.lua").to_string_lossy())
             .replace("/run/haproxy/admin.sock", &dir.join("admin.sock").to_string_lossy());
         std::fs::write(dir.join("haproxy.cfg"), local).expect("write");
         let (ok, text) = run(Command::new(&haproxy).arg("-c").arg("-f").arg(dir.join("haproxy.cfg")));
@@ -157,7 +161,7 @@ fn promtool_checks_every_alerts_file() {
     for (name, out, _) in generate_all(t.path()) {
         let f = out.join("flake/monitoring/alerts.yml");
         let (ok, text) = run(Command::new(&promtool).arg("check").arg("rules").arg(&f));
-        assert!(ok && text.contains("SUCCESS: 8 rules found"), "{name}: promtool check rules failed:\n{text}");
+        assert!(ok && text.contains("SUCCESS: 9 rules found"), "{name}: promtool check rules failed:\n{text}");
     }
 }
 

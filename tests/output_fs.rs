@@ -352,8 +352,8 @@ fn parallel_generates_create_exactly_one_ca() {
     // The CA on disk is the one every node certificate chains to (no run replaced it afterwards).
     let o = std::process::Command::new("openssl")
         .args(["verify", "-CAfile"])
-        .arg(d.join("out/pki/ca.crt"))
-        .arg(d.join("out/pki/a.crt"))
+        .arg(d.join("out/flake/pki/ca.crt"))
+        .arg(d.join("out/flake/pki/a.crt"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));

@@ -43,6 +43,6 @@ fn example_output_snapshots() {
         names.push(name);
     }
     // 3 server configs, 3 backup configs, 4 machine modules, haproxy.cfg, hold.lua, alerts.yml,
-    // cluster.json, flake.nix.
-    assert_eq!(names.len(), 15, "{names:?}");
+    // prometheus.yml, cluster.json, flake.nix.
+    assert_eq!(names.len(), 16, "{names:?}");
 }

@@ -10,6 +10,7 @@ pub mod drill;
 pub mod generate;
 pub mod init;
 pub mod lab;
+pub mod metrics;
 pub mod node;
 pub mod recover;
 pub mod root_token;
@@ -78,6 +79,8 @@ pub enum Command {
     Upgrade(upgrade::Args),
     /// Renew node certificates under the same CA and verify what listeners serve.
     Certs(certs::Args),
+    /// Write certificate-expiry and raft-size metrics for the node exporter's textfile collector.
+    Metrics(metrics::Args),
     /// Pre-flight checks of the generated cluster (offline, and --live).
     Doctor(doctor::Args),
     /// A new root token from key shares (operator generate-root), written to a 0600 file.
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Node(a) => node::exec(&shell, a),
         Command::Upgrade(a) => upgrade::exec(&shell, a),
         Command::Certs(a) => certs::exec(&shell, a),
+        Command::Metrics(a) => metrics::exec(&shell, a),
         Command::Doctor(a) => doctor::exec(&shell, a),
         Command::Recover(a) => recover::exec(&shell, a),
         Command::RootToken(a) => root_token::exec(&shell, a),

@@ -9,6 +9,7 @@ pub mod common;
 pub mod lb;
 pub mod live;
 pub mod membership;
+pub mod metrics;
 pub mod restore_drill;
 pub mod root_token;
 pub mod snapshot;

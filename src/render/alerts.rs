@@ -14,14 +14,40 @@ struct Rule<'a> {
     description: String,
 }
 
+/// How long the slow conditions must hold. The defaults are what `generate` writes; the live tests
+/// shorten them (same rules, same file shape).
+#[derive(Debug, Clone)]
+pub struct AlertTiming {
+    /// No active node in the whole cluster.
+    pub no_active_for: String,
+    /// Certificate expiry and raft database growth.
+    pub slow_for: String,
+    /// Window the raft database growth is measured over.
+    pub growth_window: String,
+}
+
+impl Default for AlertTiming {
+    fn default() -> Self {
+        AlertTiming { no_active_for: "1m".into(), slow_for: "1h".into(), growth_window: "1d".into() }
+    }
+}
+
+/// The rules `generate` writes (monitoring/alerts.yml).
 pub fn render_alerts(plan: &Plan) -> String {
+    render_alerts_with(plan, &AlertTiming::default())
+}
+
+/// Every server's Prometheus scrapes every server (job `vaultnix`, see render::prometheus), so the
+/// cluster-wide rules see the whole cluster from any survivor.
+pub fn render_alerts_with(plan: &Plan, t: &AlertTiming) -> String {
     let m = &plan.monitoring;
     let f = m.alert_for.as_str();
+    let slow = t.slow_for.as_str();
     let cert_secs = m.cert_expiry_days as u64 * 86400;
     let rules = [
         Rule {
             alert: "VaultnixNodeSealed",
-            expr: "vault_core_unsealed == 0".into(),
+            expr: "vault_core_unsealed{job=\"vaultnix\"} == 0".into(),
             for_: f,
             severity: "critical",
             summary: "{{ $labels.instance }} is sealed".into(),
@@ -29,15 +55,17 @@ pub fn render_alerts(plan: &Plan) -> String {
         },
         Rule {
             alert: "VaultnixNoActiveNode",
-            expr: "(sum(vault_core_active) < 1) or absent(vault_core_active)".into(),
-            for_: "1m",
+            expr: "(sum(vault_core_active{job=\"vaultnix\"}) < 1) or absent(vault_core_active{job=\"vaultnix\"})"
+                .into(),
+            for_: &t.no_active_for,
             severity: "critical",
             summary: format!("cluster {} has no active node", plan.name),
             description: "No node reports itself active: clients get errors. Check quorum: `vaultnix status`; after losing a majority see `vaultnix recover lost-quorum`.".into(),
         },
         Rule {
             alert: "VaultnixRaftFailureToleranceLow",
-            expr: "vault_autopilot_failure_tolerance < 1".into(),
+            // Only the active node reports it; a cluster without one is VaultnixNoActiveNode.
+            expr: "vault_autopilot_failure_tolerance{job=\"vaultnix\"} < 1".into(),
             for_: f,
             severity: "warning",
             summary: "raft failure tolerance is {{ $value }}".into(),
@@ -46,7 +74,7 @@ pub fn render_alerts(plan: &Plan) -> String {
         Rule {
             alert: "VaultnixNodeCertExpiring",
             expr: format!("vaultnix_cert_not_after_timestamp_seconds{{cert=\"node\"}} - time() < {cert_secs}"),
-            for_: "1h",
+            for_: slow,
             severity: "warning",
             summary: format!("node certificate on {{{{ $labels.instance }}}} expires within {} days", m.cert_expiry_days),
             description: "Renew with `vaultnix certs renew` and redeploy; listeners reload the certificate without a restart.".into(),
@@ -54,7 +82,7 @@ pub fn render_alerts(plan: &Plan) -> String {
         Rule {
             alert: "VaultnixCaCertExpiring",
             expr: format!("vaultnix_cert_not_after_timestamp_seconds{{cert=\"ca\"}} - time() < {}", cert_secs * 4),
-            for_: "1h",
+            for_: slow,
             severity: "warning",
             summary: format!("the cluster CA expires within {} days", u64::from(m.cert_expiry_days) * 4),
             description: "Plan a CA rotation (`vaultnix generate --rotate-ca`) before node certificates can no longer be issued.".into(),
@@ -74,6 +102,17 @@ pub fn render_alerts(plan: &Plan) -> String {
             severity: "warning",
             summary: "no backup success metric reported".into(),
             description: "The backup timer has never succeeded or the node-exporter textfile collector is not scraped.".into(),
+        },
+        Rule {
+            alert: "VaultnixRaftDbGrowing",
+            expr: format!(
+                "vaultnix_raft_db_size_bytes > 2 * (vaultnix_raft_db_size_bytes offset {w}) and vaultnix_raft_db_size_bytes > 256 * 1024 * 1024",
+                w = t.growth_window
+            ),
+            for_: slow,
+            severity: "warning",
+            summary: format!("raft database on {{{{ $labels.instance }}}} more than doubled within {}", t.growth_window),
+            description: "Check for runaway writes (leases, tokens, KV churn) with `bao operator usage` and the audit log; snapshots grow with it.".into(),
         },
         Rule {
             alert: "VaultnixNodeDown",

@@ -21,6 +21,7 @@ pub mod paths {
     pub const HAPROXY_CFG: &str = "flake/haproxy/haproxy.cfg";
     pub const HOLD_LUA: &str = "flake/haproxy/hold.lua";
     pub const ALERTS: &str = "flake/monitoring/alerts.yml";
+    pub const PROMETHEUS: &str = "flake/monitoring/prometheus.yml";
     pub const CA_CRT: &str = "flake/pki/ca.crt";
     pub const ADMIN_CRT: &str = "flake/pki/admin.crt";
     pub const CA_KEY: &str = "secrets/ca.key";
@@ -74,6 +75,10 @@ impl Layout {
             Engine::Openbao => "openbao",
             Engine::Vault => "vault",
         }
+    }
+    /// The lab directory (None on a NixOS host).
+    pub fn lab_dir(&self) -> Option<&Path> {
+        self.lab()
     }
     fn lab(&self) -> Option<&Path> {
         match self {
@@ -162,7 +167,8 @@ impl Layout {
             None => "/var/lib/vaultnix/textfile".into(),
         }
     }
-    /// Metrics-only listener port on loopback (Prometheus on the node scrapes it; never exposed).
+    /// Port of the metrics listener on every node's cluster address (scraped by every Prometheus of the
+    /// cluster; the firewall admits only the servers).
     pub fn metrics_port(&self) -> u16 {
         9102
     }

@@ -5,11 +5,13 @@ pub mod backup;
 pub mod haproxy;
 pub mod layout;
 pub mod nix;
+pub mod prometheus;
 pub mod server;
 
-pub use alerts::render_alerts;
+pub use alerts::{render_alerts, render_alerts_with, AlertTiming};
 pub use haproxy::{render_haproxy, render_haproxy_profile, HaproxyProfile};
 pub use layout::{paths, Layout};
+pub use prometheus::{render_prometheus, PrometheusParams};
 pub use server::{render_server_config, to_json_text, version_notes};
 
 use crate::plan::Plan;
@@ -90,6 +92,10 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     files.push(OutFile::public(paths::HAPROXY_CFG, render_haproxy(plan, layout)));
     files.push(OutFile::public(paths::HOLD_LUA, haproxy::HOLD_LUA.to_string()));
     files.push(OutFile::public(paths::ALERTS, render_alerts(plan)));
+    files.push(OutFile::public(
+        paths::PROMETHEUS,
+        render_prometheus(plan, layout, &PrometheusParams::for_layout(layout)),
+    ));
     if opts.nix {
         let wg = m.wg_public()?;
         for (path, text) in nix::render_nix(plan, &wg)? {

@@ -159,11 +159,9 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
     let mut api_allowed: Vec<String> = vec![format!("{}/{}", plan.lb.ip, if plan.lb.ip.is_ipv4() { 32 } else { 128 })];
     api_allowed.extend(plan.firewall.client_cidrs.iter().map(|c| c.to_string()));
     let ssh_allowed: Vec<String> = plan.firewall.ssh_cidrs.iter().map(|c| c.to_string()).collect();
-    let scrape_targets: Vec<String> = plan.nodes.iter().map(|n| crate::plan::sock(n.ip, plan.api_port)).collect();
-    // OpenBao 2.5+ serves metrics without a token on a loopback-only metrics listener.
-    let local_metrics: Option<String> = plan
-        .openbao_at_least((2, 5, 0))
-        .then(|| crate::plan::sock(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), Layout::NixOs.metrics_port()));
+    // Every server's Prometheus scrapes every server's metrics listener (render::prometheus).
+    let metrics_allowed: Vec<String> =
+        plan.nodes.iter().map(|n| format!("{}/{}", n.ip, if n.ip.is_ipv4() { 32 } else { 128 })).collect();
     for m in &machines {
         let mctx = MachineCtx {
             name: &m.name,
@@ -209,8 +207,10 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     monitoring => minijinja::context! {
                         enable => plan.monitoring.enabled,
                         alert_rules_file => "../monitoring/alerts.yml",
-                        scrape_targets => scrape_targets,
-                        local_metrics_address => local_metrics,
+                        config_file => "../monitoring/prometheus.yml",
+                        metrics_port => Layout::NixOs.metrics_port(),
+                        metrics_allowed_cidrs => metrics_allowed,
+                        raft_dir => Layout::NixOs.data_dir(plan, node),
                     },
                 };
                 env.get_template("node.nix.j2")?

@@ -137,17 +137,8 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
     if let Some(clients) = clients {
         listeners.insert("clients".into(), clients);
     }
-    if plan.openbao_at_least(METRICS_ONLY_LISTENER) {
-        // 2.5+: a metrics-only listener on loopback for the node's Prometheus, no token needed, no API.
-        listeners.insert(
-            "metrics".into(),
-            json!({
-                "type": "tcp",
-                "address": sock(loopback_for(node), layout.metrics_port()),
-                "tls_disable": true,
-                "telemetry": { "metrics_only": true, "unauthenticated_metrics_access": true },
-            }),
-        );
+    if let Some(metrics) = render_metrics_listener(plan, node, layout) {
+        listeners.insert("metrics".into(), metrics);
     }
     root.insert("listener".into(), Value::Object(listeners));
     root.insert("telemetry".into(), json!({ "prometheus_retention_time": "30s", "disable_hostname": true }));
@@ -234,14 +225,35 @@ fn client_listener_address(plan: &Plan, node: &crate::plan::NodePlan) -> Option<
     node.public_address.filter(|a| *a != node.ip)
 }
 
-/// The loopback address the metrics listener binds: 127.0.0.1 on a host; the node's own loopback
-/// address in the lab (several nodes share one machine there).
-fn loopback_for(node: &NodePlan) -> std::net::IpAddr {
-    if node.ip.is_loopback() {
-        node.ip
-    } else {
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+/// The listener every Prometheus of the cluster scrapes: the node's own cluster address (the overlay
+/// address with an overlay, its loopback address in the lab), the metrics port, TLS with the node's
+/// certificate, metrics without a token. An API-listener scrape needs a token (403 without one, seen on
+/// OpenBao 2.7.2), so without this listener every node looks down. OpenBao 2.5+ serves metrics only on
+/// it (`metrics_only`); Vault has no such flag, so there it is a second API listener that also
+/// answers `/v1/sys/metrics` unauthenticated. modules/firewall.nix admits only the cluster's servers.
+/// None for OpenBao before 2.5 (a full unauthenticated-metrics API listener there would be a second API
+/// surface; the summary says Prometheus needs a token instead).
+pub fn render_metrics_listener(plan: &Plan, node: &NodePlan, layout: &Layout) -> Option<Value> {
+    let mut telemetry = json!({ "unauthenticated_metrics_access": true });
+    match plan.engine {
+        Engine::Openbao if plan.openbao_at_least(METRICS_ONLY_LISTENER) => {
+            telemetry["metrics_only"] = json!(true);
+        }
+        Engine::Openbao => return None,
+        Engine::Vault => {}
     }
+    let mut l = json!({
+        "type": "tcp",
+        "address": sock(node.ip, layout.metrics_port()),
+        "tls_cert_file": layout.cert_file(plan, node),
+        "tls_key_file": layout.key_file(plan, node),
+        "tls_min_version": plan.tls.min_version,
+        "telemetry": telemetry,
+    });
+    if plan.openbao_at_least(TLS_AUTO_RELOAD) {
+        l["tls_auto_reload_interval"] = json!("1m");
+    }
+    Some(l)
 }
 
 fn render_seal(plan: &Plan, layout: &Layout) -> Option<Value> {

@@ -135,9 +135,8 @@ in
       vaultnix.monitoring = {
         enable = true;
         alertRulesFile = contract + "/monitoring/alerts.yml";
-        scrapeTargets = [ "192.168.1.1:8200" ];
-        localMetricsAddress = "127.0.0.1:9102";
-        tokenFile = "/var/lib/vaultnix/secrets/metrics-token";
+        configFile = contract + "/monitoring/prometheus.yml";
+        metricsAllowedCIDRs = [ "192.168.1.1/32" ];
       };
     }
   ];

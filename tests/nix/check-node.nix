@@ -25,7 +25,6 @@ let
     v.overlay.privateKeyFile
     v.overlay.authKeyFile
     v.backup.tokenFile
-    v.monitoring.tokenFile
   ]
   ++ lib.optionals (v.overlay.kind == "wireguard") (
     lib.mapAttrsToList (_: i: i.privateKeyFile) config.networking.wireguard.interfaces
@@ -119,15 +118,17 @@ let
       ) services.vaultnix-backup)
     ]
     ++ lib.optionals v.monitoring.enable [
-      (h.check "${me}: Prometheus scrapes /v1/sys/metrics over TLS with the CA" (
-        let
-          job = lib.findFirst (j: j.job_name == "vaultnix") null config.services.prometheus.scrapeConfigs;
-        in
-        job != null
-        && job.metrics_path == "/v1/sys/metrics"
-        && job.params.format == [ "prometheus" ]
-        && job.tls_config.ca_file == "/etc/vaultnix/ca.crt"
-      ) config.services.prometheus.scrapeConfigs)
+      (h.check "${me}: Prometheus runs the rendered prometheus.yml unchanged, syntax-only build check" (
+        config.services.prometheus.configText == builtins.readFile v.monitoring.configFile
+        && config.services.prometheus.checkConfig == "syntax-only"
+        && config.environment.etc."vaultnix/prometheus/alerts.yml".source == v.monitoring.alertRulesFile
+      ) config.services.prometheus.checkConfig)
+      (h.check "${me}: metrics port admitted from the servers only" (
+        v.monitoring.metricsAllowedCIDRs != [ ]
+        && lib.all (c: lib.hasInfix c config.networking.firewall.extraInputRules) v.monitoring.metricsAllowedCIDRs
+        && lib.hasInfix "dport { ${toString v.monitoring.metricsPort} }" config.networking.firewall.extraInputRules
+        && !(lib.elem v.monitoring.metricsPort config.networking.firewall.allowedTCPPorts)
+      ) config.networking.firewall.extraInputRules)
     ]
   );
 

@@ -66,7 +66,10 @@
     monitoring = {
       enable = true;
       alertRulesFile = ../monitoring/alerts.yml;
-      scrapeTargets = [ "10.88.0.1:8200" "10.88.0.2:8200" "10.88.0.3:8200" ];
+      configFile = ../monitoring/prometheus.yml;
+      metricsPort = 9102;
+      metricsAllowedCIDRs = [ "10.88.0.1/32" "10.88.0.2/32" "10.88.0.3/32" ];
+      raftDir = "/var/lib/openbao";
     };
     hardening.enable = true;
   };
