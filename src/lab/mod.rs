@@ -239,7 +239,10 @@ impl Lab {
             bo.wait = Duration::from_secs(60);
             let rep = bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?;
             // "up" means ready: every planned voter votes and autopilot reports the planned tolerance.
-            let c = lab.cluster()?.with_token(crate::ops::common::read_init(&dir)?.map(|i| i.root_token));
+            // Any token the lab has (root, admin, or a cert login on self-initialized labs).
+            let c = lab.cluster()?;
+            let token = crate::ops::common::resolve_token(&c.lb, &dir).await;
+            let c = c.with_token(token);
             wait_ready(&c, &lab.plan, Duration::from_secs(60)).await.map_err(|e| lab.with_logs_hint(e))?;
             Some(rep)
         } else {

@@ -331,8 +331,9 @@ impl HostsLab {
                 bo.progress = progress;
                 bo.wait = Duration::from_secs(90);
                 crate::ops::bootstrap::bootstrap(&plan, &bo).await?;
-                let c = crate::api::Cluster::from_out(&plan, &out)?
-                    .with_token(crate::ops::common::read_init(&out)?.map(|i| i.root_token));
+                let c = crate::api::Cluster::from_out(&plan, &out)?;
+                let token = crate::ops::common::resolve_token(&c.lb, &out).await;
+                let c = c.with_token(token);
                 super::wait_ready(&c, &plan, Duration::from_secs(90)).await
             })
         })?
