@@ -21,6 +21,11 @@ command -v unzip >/dev/null || need_apt+=(unzip)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v prometheus-node-exporter >/dev/null || need_apt+=(prometheus-node-exporter)
+command -v wireguard-go >/dev/null || need_apt+=(wireguard-go)
+command -v wg >/dev/null || need_apt+=(wireguard-tools)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

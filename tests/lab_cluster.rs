@@ -44,6 +44,12 @@ fn lab_cluster_end_to_end() {
     let c = lab.cluster_with_root().unwrap();
 
     block_on(async {
+        // "up" means ready (issue 15): right after `up` returns, every planned voter votes and autopilot
+        // reports the planned failure tolerance, with no waiting here.
+        let ap = c.nodes[0].autopilot_state().await.expect("autopilot state");
+        assert!(ap.healthy && ap.failure_tolerance >= plan.quorum.tolerates as i64, "{ap:?}");
+        let conf = c.nodes[0].raft_configuration().await.expect("raft configuration");
+        assert_eq!(conf.servers.iter().filter(|s| s.voter).count(), plan.nodes.len(), "{conf:?}");
         // kv through the load balancer, verified against the lab CA under the LB hostname.
         let v = c.lb.kv_put("secret", "e2e/hello", &json!({ "answer": "42" })).await.expect("kv put via LB");
         assert!(v >= 1);

@@ -39,6 +39,20 @@ pub enum LabCommand {
         /// Also create an admin policy and token (secrets/admin-token).
         #[arg(long)]
         admin_token: bool,
+        /// Real network hosts (root): one network namespace per node, the LB and a client, the spec's
+        /// own addresses, real WireGuard, the NixOS firewall, the production files byte for byte.
+        #[arg(long)]
+        hosts: bool,
+    },
+    /// Run a command on a host of a hosts lab (BAO_ADDR etc. point at the load balancer).
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        /// A node name, the load balancer's name, or "client".
+        host: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Stop the lab's processes (only those its pid files name). Data is kept unless --purge.
     Down {
@@ -64,7 +78,41 @@ pub enum LabCommand {
 
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
-        LabCommand::Up { common, base, no_bootstrap, admin_token } => {
+        LabCommand::Up { common, hosts: true, .. } => {
+            let r = crate::lab::hosts::HostsLab::up(common.spec.as_deref(), &common.dir, !shell.quiet);
+            let lab = match r {
+                Ok(l) => l,
+                Err(e) => {
+                    // Never leave half a lab: remove exactly what the state file records.
+                    if let Ok(l) = crate::lab::hosts::HostsLab::open(&common.dir) {
+                        if let Err(d) = l.down(false) {
+                            shell.status(format!("cleanup after the failure also failed: {d:#}"));
+                        }
+                    }
+                    return Err(CliError::failure(format!("{e:#}")));
+                }
+            };
+            for h in &lab.hosts {
+                shell.status(format!("host {} {} (netns {})", h.name, h.addr, lab.netns(&h.name)));
+            }
+            for c in &lab.state.checks {
+                shell.status(format!("{} runs {} = {} (sha256 {})", c.host, c.path, c.generated, &c.sha256[..16]));
+            }
+            shell.status(format!("ready; next: vaultnix lab exec --dir {} client -- bao status", common.dir.display()));
+            Ok(())
+        }
+        LabCommand::Exec { common, host, command } => {
+            let lab =
+                crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            let mut cmd = lab.command(&host, &command[0]).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            let st = cmd.args(&command[1..]).status().map_err(|e| CliError::failure(format!("{}: {e}", command[0])))?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(CliError::failure(format!("{} exited with {st}", command[0])))
+            }
+        }
+        LabCommand::Up { common, base, no_bootstrap, admin_token, hosts: false } => {
             let mut o = LabOptions::new(common.spec.clone(), &common.dir);
             o.base = base;
             o.bootstrap = !no_bootstrap;
@@ -87,6 +135,13 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 super::bootstrap::print_report(shell, b);
             }
             shell.status(format!("next: eval \"$(vaultnix lab env --dir {})\"", common.dir.display()));
+            Ok(())
+        }
+        LabCommand::Down { common, purge } if crate::lab::hosts::read_state(&common.dir).ok().flatten().is_some() => {
+            let lab =
+                crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            let stopped = lab.down(purge).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            shell.status(format!("stopped: {}; namespaces removed", stopped.join(", ")));
             Ok(())
         }
         LabCommand::Down { common, purge } => {

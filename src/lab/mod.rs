@@ -8,6 +8,7 @@
 //! [`LabHandle`] is the fixture live tests share: up, kill/start a node, stop/start HAProxy, down. Its
 //! `Drop` stops exactly the processes it started.
 
+pub mod hosts;
 pub mod process;
 
 use crate::api::{Cluster, InitResponse};
@@ -67,7 +68,7 @@ pub fn find_haproxy() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no `haproxy` binary on PATH (set VAULTNIX_HAPROXY)"))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
@@ -248,7 +249,14 @@ impl Lab {
             bo.backup_token = opts.backup_token;
             bo.progress = opts.progress;
             bo.wait = Duration::from_secs(60);
-            Some(bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?)
+            let rep = bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?;
+            // "up" means ready: every planned voter votes and autopilot reports the planned tolerance.
+            // Any token the lab has (root, admin, or a cert login on self-initialized labs).
+            let c = lab.cluster()?;
+            let token = crate::ops::common::resolve_token(&c.lb, &dir).await;
+            let c = c.with_token(token);
+            wait_ready(&c, &lab.plan, Duration::from_secs(60)).await.map_err(|e| lab.with_logs_hint(e))?;
+            Some(rep)
         } else {
             None
         };
@@ -377,6 +385,56 @@ fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What `wait_ready` last saw, for its error message.
+fn readiness(
+    conf: &crate::api::raft::RaftConfiguration,
+    ap: &crate::api::raft::AutopilotState,
+    plan: &Plan,
+) -> Result<(), String> {
+    for n in plan.nodes.iter().filter(|n| n.voter) {
+        match conf.servers.iter().find(|s| s.node_id == n.node_id) {
+            Some(s) if s.voter => {}
+            Some(_) => return Err(format!("{} is not a voter yet", n.name)),
+            None => return Err(format!("{} has not joined", n.name)),
+        }
+    }
+    let want = i64::try_from(plan.quorum.tolerates).unwrap_or(i64::MAX);
+    if !ap.healthy || ap.failure_tolerance < want {
+        return Err(format!(
+            "autopilot healthy={} failure_tolerance={} (planned {want})",
+            ap.healthy, ap.failure_tolerance
+        ));
+    }
+    Ok(())
+}
+
+/// Waits (bounded by `timeout`, polling every 250 ms) until every planned voter is a raft voter and
+/// autopilot is healthy with at least the planned failure tolerance. Needs a token on `c`.
+pub async fn wait_ready(c: &Cluster, plan: &Plan, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no node answered");
+    loop {
+        for n in &c.nodes {
+            let (conf, ap) = match (n.raft_configuration().await, n.autopilot_state().await) {
+                (Ok(c), Ok(a)) => (c, a),
+                (Err(e), _) | (_, Err(e)) => {
+                    last = format!("{}: {e}", n.name);
+                    continue;
+                }
+            };
+            match readiness(&conf, &ap, plan) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("the cluster is not ready after {}s: {last}", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

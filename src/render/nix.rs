@@ -95,12 +95,13 @@ struct MachineCtx<'a> {
     fqdn: &'a str,
 }
 
-#[derive(Serialize)]
-struct Peer {
-    name: String,
-    public_key: String,
-    endpoint: Option<String>,
-    allowed_ips: Vec<String>,
+/// One WireGuard peer as modules/overlay.nix configures it (`vaultnix.overlay.peers`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -120,21 +121,61 @@ struct OverlayCtx {
 /// Public WireGuard keys per machine (from the private keys in secrets/).
 pub type WgPublicKeys = BTreeMap<String, String>;
 
+/// The WireGuard peers of machine `me`: every other machine (full mesh). Empty unless the overlay is
+/// WireGuard. The generated `nodes/<machine>.nix` and the hosts lab both take them from here.
+pub fn wireguard_peers(plan: &Plan, me: &str, all: &[Machine], wg: &WgPublicKeys) -> Vec<Peer> {
+    if plan.overlay.kind != OverlayKind::Wireguard {
+        return vec![];
+    }
+    all.iter()
+        .filter(|m| m.name != me)
+        .map(|m| Peer {
+            name: m.name.clone(),
+            public_key: wg.get(&m.name).cloned().unwrap_or_default(),
+            endpoint: m.public_address.map(|a| crate::plan::sock(a, plan.overlay.listen_port)),
+            allowed_ips: vec![host_cidr(m.ip)],
+        })
+        .collect()
+}
+
+fn host_cidr(ip: std::net::IpAddr) -> String {
+    format!("{}/{}", ip, if ip.is_ipv4() { 32 } else { 128 })
+}
+
+/// What `vaultnix.firewall` is set to for one machine (the data of modules/firewall.nix).
+#[derive(Debug, Clone, Serialize)]
+pub struct FirewallData {
+    /// `apiAllowedCIDRs`: for a server the LB and the client networks (port 8200); for the LB the
+    /// client networks (used only when its frontend is not open to everyone).
+    pub api_allowed_cidrs: Vec<String>,
+    /// `clusterAllowedCIDRs`: without an overlay, the other servers (8200 and 8201).
+    pub cluster_allowed_cidrs: Vec<String>,
+    pub ssh_allowed_cidrs: Vec<String>,
+}
+
+pub fn firewall_data(plan: &Plan, machine: &Machine) -> FirewallData {
+    let clients = plan.firewall.client_cidrs.iter().map(|c| c.to_string());
+    let ssh_allowed_cidrs = plan.firewall.ssh_cidrs.iter().map(|c| c.to_string()).collect();
+    match machine.role {
+        Role::Server => {
+            // Clients allowed to reach 8200 directly: the LB (over the overlay) and the spec's client CIDRs.
+            let mut api = vec![host_cidr(plan.lb.ip)];
+            api.extend(clients);
+            FirewallData {
+                api_allowed_cidrs: api,
+                cluster_allowed_cidrs: cluster_allowed(plan, &machine.name),
+                ssh_allowed_cidrs,
+            }
+        }
+        Role::Lb => {
+            FirewallData { api_allowed_cidrs: clients.collect(), cluster_allowed_cidrs: vec![], ssh_allowed_cidrs }
+        }
+    }
+}
+
 fn overlay_ctx(plan: &Plan, me: &Machine, all: &[Machine], wg: &WgPublicKeys) -> OverlayCtx {
     let kind = plan.overlay.kind.as_str();
-    let peers = if plan.overlay.kind == OverlayKind::Wireguard {
-        all.iter()
-            .filter(|m| m.name != me.name)
-            .map(|m| Peer {
-                name: m.name.clone(),
-                public_key: wg.get(&m.name).cloned().unwrap_or_default(),
-                endpoint: m.public_address.map(|a| crate::plan::sock(a, plan.overlay.listen_port)),
-                allowed_ips: vec![format!("{}/{}", m.ip, if m.ip.is_ipv4() { 32 } else { 128 })],
-            })
-            .collect()
-    } else {
-        vec![]
-    };
+    let peers = wireguard_peers(plan, &me.name, all, wg);
     OverlayCtx {
         kind,
         interface: plan.overlay.interface.clone(),
@@ -155,10 +196,6 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
     let machines = plan.machines();
     let mut out = Vec::new();
     let generator = format!("vaultnix {}", env!("CARGO_PKG_VERSION"));
-    // Clients allowed to reach 8200 directly: the LB (over the overlay) and the spec's client CIDRs.
-    let mut api_allowed: Vec<String> = vec![format!("{}/{}", plan.lb.ip, if plan.lb.ip.is_ipv4() { 32 } else { 128 })];
-    api_allowed.extend(plan.firewall.client_cidrs.iter().map(|c| c.to_string()));
-    let ssh_allowed: Vec<String> = plan.firewall.ssh_cidrs.iter().map(|c| c.to_string()).collect();
     // Every server's Prometheus scrapes every server's metrics listener (render::prometheus).
     let metrics_allowed: Vec<String> =
         plan.nodes.iter().map(|n| format!("{}/{}", n.ip, if n.ip.is_ipv4() { 32 } else { 128 })).collect();
@@ -171,6 +208,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
             fqdn: &m.fqdn,
         };
         let overlay = overlay_ctx(plan, m, &machines, wg);
+        let fw = firewall_data(plan, m);
         let text = match m.role {
             Role::Server => {
                 let node = plan.node(&m.name).context("machine without node")?;
@@ -193,10 +231,10 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     },
                     overlay => overlay,
                     firewall => minijinja::context! {
-                        api_allowed_cidrs => api_allowed,
-                        ssh_allowed_cidrs => ssh_allowed,
+                        api_allowed_cidrs => fw.api_allowed_cidrs,
+                        ssh_allowed_cidrs => fw.ssh_allowed_cidrs,
                         // Without an overlay, raft's cluster port is opened to the other servers only.
-                        cluster_allowed_cidrs => cluster_allowed(plan, &m.name),
+                        cluster_allowed_cidrs => fw.cluster_allowed_cidrs,
                     },
                     backup => minijinja::context! {
                         enable => plan.backup.enabled,
@@ -231,7 +269,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         stats_port => plan.lb.stats_port,
                     },
                     overlay => overlay,
-                    firewall => minijinja::context! { api_allowed_cidrs => plan.firewall.client_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ssh_allowed_cidrs => ssh_allowed },
+                    firewall => minijinja::context! { api_allowed_cidrs => fw.api_allowed_cidrs, ssh_allowed_cidrs => fw.ssh_allowed_cidrs },
                 };
                 env.get_template("lb.nix.j2")?
                     .render(ctx)
@@ -247,11 +285,7 @@ fn cluster_allowed(plan: &Plan, me: &str) -> Vec<String> {
     if plan.overlay.kind != OverlayKind::None {
         return vec![];
     }
-    plan.nodes
-        .iter()
-        .filter(|n| n.name != me)
-        .map(|n| format!("{}/{}", n.ip, if n.ip.is_ipv4() { 32 } else { 128 }))
-        .collect()
+    plan.nodes.iter().filter(|n| n.name != me).map(|n| host_cidr(n.ip)).collect()
 }
 
 /// The small flake written into the output directory.

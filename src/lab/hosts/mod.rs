@@ -1,0 +1,719 @@
+//! `vaultnix lab up --hosts`: the cluster on real network hosts.
+//!
+//! Every node, the load balancer and a client are a "host": a network namespace (net.rs) with the
+//! spec's own addresses, plus a private mount namespace (enter.rs) giving the NixOS layout, so the
+//! processes run exactly the files `generate` wrote for production (`Layout::NixOs`, checked by
+//! sha256 and recorded in the state file). The overlay is real WireGuard (userspace wireguard-go)
+//! with the generated keys and the peers `render::nix::wireguard_peers` gives modules/overlay.nix;
+//! each host loads the firewall of firewall.rs with nft. Bootstrap and the readiness wait run from a
+//! thread inside the LB's network namespace.
+//!
+//! Everything the lab creates is named with a random per-lab prefix and recorded in
+//! `<dir>/hosts.json` *before* it is created, so `down` removes exactly that, also after a crash.
+
+pub mod enter;
+pub mod firewall;
+pub mod net;
+
+use super::process::{self, ProcSpec};
+use crate::generate::{generate, GenerateOptions};
+use crate::plan::{Machine, Plan, Role};
+use crate::render::{paths, Layout, RenderOptions};
+use crate::secrets::Rotate;
+use crate::spec::OverlayKind;
+use anyhow::{anyhow, bail, Context, Result};
+use enter::MountOp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const STATE_FILE: &str = "hosts.json";
+pub const CLIENT: &str = "client";
+
+/// `<dir>/hosts.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct HostsState {
+    pub prefix: String,
+    pub spec: Option<PathBuf>,
+    pub bao: PathBuf,
+    pub haproxy: PathBuf,
+    /// Namespaces this lab created (recorded before each is created).
+    pub netns: Vec<String>,
+    /// Host name -> its address on the internet.
+    pub hosts: BTreeMap<String, IpAddr>,
+    /// The byte-identity check: file the host runs -> (its sha256, the generated file's sha256).
+    pub checks: Vec<FileCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileCheck {
+    pub host: String,
+    /// The path as the host sees it.
+    pub path: String,
+    /// The generated file (relative to the lab directory).
+    pub generated: String,
+    pub sha256: String,
+    pub generated_sha256: String,
+}
+
+impl FileCheck {
+    pub fn equal(&self) -> bool {
+        self.sha256 == self.generated_sha256
+    }
+}
+
+pub fn read_state(dir: &Path) -> Result<Option<HostsState>> {
+    let p = dir.join(STATE_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => {
+            Ok(Some(serde_json::from_str(&t).with_context(|| format!("{} is not a hosts lab state", p.display()))?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn write_state(dir: &Path, st: &HostsState) -> Result<()> {
+    let mut t = serde_json::to_string_pretty(st)?;
+    t.push('\n');
+    crate::output::write_file_atomic(&dir.join(STATE_FILE), t.as_bytes(), false)
+}
+
+/// Root, network namespaces and the tools: a clear error when something is missing.
+pub fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the hosts lab needs root (network and mount namespaces); run as root or use the loopback lab");
+    }
+    for t in ["ip", "nft", "iptables", "wireguard-go", "wg", "sleep"] {
+        if super::which(t).is_none()
+            && !Path::new("/usr/sbin").join(t).is_file()
+            && !Path::new("/sbin").join(t).is_file()
+        {
+            bail!("the hosts lab needs `{t}` (scripts/install-tools.sh installs it)");
+        }
+    }
+    Ok(())
+}
+
+/// The plan of a hosts lab: the spec's own plan, no rewrite.
+pub fn hosts_plan(spec: Option<&Path>) -> Result<Plan> {
+    let loaded = match spec {
+        Some(p) => crate::spec::load_file(p)?,
+        None => crate::spec::example(),
+    };
+    let plan = Plan::from_loaded(&loaded);
+    if plan.overlay.kind == OverlayKind::Tailscale {
+        bail!("the hosts lab runs overlay = \"wireguard\" or \"none\"; tailscale needs a coordination server");
+    }
+    Ok(plan)
+}
+
+/// A host of the lab: a machine of the plan, or the client.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub machine: Option<Machine>,
+    /// Its address on the internet (the public address, else the plan address).
+    pub addr: IpAddr,
+}
+
+/// The client's address: in the first `client_cidrs` network (admitted to 8200 directly), else a
+/// benchmarking address (198.18.0.100) that only reaches the LB.
+fn client_addr(plan: &Plan) -> Result<IpAddr> {
+    if let Some(c) = plan.firewall.client_cidrs.first() {
+        let s = c.to_string();
+        let (net, len) = s.split_once('/').unwrap_or((&s, "32"));
+        let net: Ipv4Addr = net.parse().map_err(|_| anyhow!("client_cidrs {s}: the hosts lab supports IPv4 only"))?;
+        let len: u32 = len.parse().unwrap_or(32);
+        if len <= 24 {
+            return Ok(IpAddr::V4(Ipv4Addr::from(u32::from(net) | 100)));
+        }
+        return Ok(IpAddr::V4(net));
+    }
+    Ok(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100)))
+}
+
+pub fn hosts_of(plan: &Plan) -> Result<Vec<Host>> {
+    let mut v: Vec<Host> = plan
+        .machines()
+        .into_iter()
+        .map(|m| Host { name: m.name.clone(), addr: m.public_address.unwrap_or(m.ip), machine: Some(m) })
+        .collect();
+    v.push(Host { name: CLIENT.into(), machine: None, addr: client_addr(plan)? });
+    for h in &v {
+        if !h.addr.is_ipv4() {
+            bail!("host {} has address {}: the hosts lab supports IPv4 only", h.name, h.addr);
+        }
+        if v.iter().filter(|o| o.addr == h.addr).count() > 1 {
+            bail!("two hosts share address {}", h.addr);
+        }
+    }
+    Ok(v)
+}
+
+/// A hosts lab (running or not).
+#[derive(Debug)]
+pub struct HostsLab {
+    pub dir: PathBuf,
+    pub plan: Plan,
+    pub state: HostsState,
+    pub hosts: Vec<Host>,
+}
+
+fn anchor_spec(dir: &Path, host: &str) -> Result<ProcSpec> {
+    let sleep = super::which("sleep").ok_or_else(|| anyhow!("no `sleep` on PATH"))?;
+    Ok(ProcSpec {
+        name: format!("{host}.host"),
+        program: sleep,
+        args: vec!["infinity".into()],
+        marker: format!("vaultnix-host:{}:{host}", dir.display()),
+    })
+}
+
+fn wg_spec(dir: &Path, host: &str, iface: &str) -> Result<ProcSpec> {
+    let wg = super::which("wireguard-go").ok_or_else(|| anyhow!("no `wireguard-go` on PATH"))?;
+    Ok(ProcSpec {
+        name: format!("{host}.wireguard"),
+        program: wg,
+        args: vec!["-f".into(), iface.into()],
+        marker: format!("vaultnix-wireguard:{}:{host}", dir.display()),
+    })
+}
+
+/// How a process is started inside a host.
+enum Start<'a> {
+    Create { netns: &'a str, ops: Vec<MountOp> },
+    Join { anchor: u32 },
+}
+
+/// `process::start`, entering the host; argv[0] is the marker when `arg0` (anchor, wireguard-go).
+fn start_in(dir: &Path, spec: &ProcSpec, how: Start, arg0: bool) -> Result<u32> {
+    if let Some(pid) = process::running(dir, spec) {
+        return Ok(pid);
+    }
+    std::fs::create_dir_all(dir.join("run"))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let log_path = process::log_file(dir, &spec.name);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let err = log.try_clone()?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args).stdin(Stdio::null()).stdout(log).stderr(err);
+    if arg0 {
+        cmd.arg0(&spec.marker);
+    }
+    cmd.env("WG_PROCESS_FOREGROUND", "1");
+    match how {
+        Start::Create { netns, ops } => enter::create(&mut cmd, netns, ops, dir)?,
+        Start::Join { anchor } => enter::join(&mut cmd, anchor, dir, true)?,
+    }
+    let child = cmd.spawn().map_err(|e| anyhow!("cannot start {} ({}): {e}", spec.name, spec.program.display()))?;
+    let pid = child.id();
+    drop(child);
+    crate::output::write_file_atomic(&process::pid_file(dir, &spec.name), format!("{pid}\n").as_bytes(), false)?;
+    Ok(pid)
+}
+
+use std::os::unix::process::CommandExt;
+
+impl HostsLab {
+    pub fn open(dir: &Path) -> Result<HostsLab> {
+        let dir = crate::output::absolute(dir)?;
+        let state = read_state(&dir)?.ok_or_else(|| {
+            anyhow!("{} is not a hosts lab (no {STATE_FILE}): run `vaultnix lab up --hosts`", dir.display())
+        })?;
+        let plan = hosts_plan(state.spec.as_deref())?;
+        let hosts = hosts_of(&plan)?;
+        Ok(HostsLab { dir, plan, state, hosts })
+    }
+
+    pub fn netns(&self, host: &str) -> String {
+        format!("{}-{host}", self.state.prefix)
+    }
+    fn internet(&self) -> String {
+        format!("{}-internet", self.state.prefix)
+    }
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join("hosts").join(host)
+    }
+    pub fn host(&self, name: &str) -> Result<&Host> {
+        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+            anyhow!(
+                "no host {name:?} in this lab (hosts: {})",
+                self.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The pid of a host's anchor (its namespaces), if it runs.
+    pub fn anchor(&self, host: &str) -> Result<u32> {
+        let spec = anchor_spec(&self.dir, host)?;
+        process::running(&self.dir, &spec)
+            .ok_or_else(|| anyhow!("host {host} is not running (`vaultnix lab up --hosts`)"))
+    }
+
+    /// Generates (production layout), builds the network, starts every host, WireGuard, the firewall,
+    /// bao and HAProxy, bootstraps and waits until ready. On error the caller runs `down`.
+    pub fn up(spec: Option<&Path>, dir: &Path, progress: bool) -> Result<HostsLab> {
+        preflight()?;
+        let dir = crate::output::absolute(dir)?;
+        std::fs::create_dir_all(&dir)?;
+        if read_state(&dir)?.is_some() {
+            bail!("{} already holds a hosts lab: `vaultnix lab down --dir {}` first", dir.display(), dir.display());
+        }
+        let spec = spec.map(crate::output::absolute).transpose()?;
+        let plan = hosts_plan(spec.as_deref())?;
+        let hosts = hosts_of(&plan)?;
+        let prefix = format!("vx{}", hex(&crate::secrets::random_bytes::<3>()?));
+        let state = HostsState {
+            prefix,
+            spec,
+            bao: super::find_bao()?,
+            haproxy: super::find_haproxy()?,
+            hosts: hosts.iter().map(|h| (h.name.clone(), h.addr)).collect(),
+            ..HostsState::default()
+        };
+        let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
+        write_state(&dir, &lab.state)?;
+        let say = |s: &str| {
+            if progress {
+                eprintln!("{s}");
+            }
+        };
+        // The production files, exactly as `vaultnix generate` writes them.
+        generate(
+            &lab.plan,
+            &Layout::NixOs,
+            &GenerateOptions {
+                out: dir.clone(),
+                check: false,
+                rotate: Rotate::default(),
+                render: RenderOptions::default(),
+            },
+        )?;
+        say("generated the production files");
+        lab.build_network()?;
+        say("network up");
+        for h in lab.hosts.clone() {
+            lab.start_host(&h)?;
+        }
+        if lab.plan.overlay.kind == OverlayKind::Wireguard {
+            for h in lab.hosts.clone() {
+                if h.machine.is_some() {
+                    lab.start_wireguard(&h)?;
+                }
+            }
+            say("wireguard up");
+        }
+        for h in lab.hosts.clone() {
+            lab.load_firewall(&h)?;
+        }
+        for n in lab.plan.nodes.clone() {
+            lab.start_proc(&lab.bao_spec(&n.name), &n.name)?;
+        }
+        lab.start_proc(&lab.haproxy_spec(), &lab.plan.lb.name.clone())?;
+        lab.state.checks = lab.file_checks()?;
+        write_state(&dir, &lab.state)?;
+        if let Some(bad) = lab.state.checks.iter().find(|c| !c.equal()) {
+            bail!("{} runs {} which differs from the generated {}", bad.host, bad.path, bad.generated);
+        }
+        say("processes started; bootstrapping from the load balancer host");
+        let lbns = lab.netns(&lab.plan.lb.name);
+        let plan = lab.plan.clone();
+        let out = dir.clone();
+        enter::in_netns(&lbns, || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let mut bo = crate::ops::bootstrap::BootstrapOptions::new(&out);
+                bo.progress = progress;
+                bo.wait = Duration::from_secs(90);
+                crate::ops::bootstrap::bootstrap(&plan, &bo).await?;
+                let c = crate::api::Cluster::from_out(&plan, &out)?;
+                let token = crate::ops::common::resolve_token(&c.lb, &out).await;
+                let c = c.with_token(token);
+                super::wait_ready(&c, &plan, Duration::from_secs(90)).await
+            })
+        })?
+        .with_context(|| format!("hosts lab bootstrap failed; logs in {}", dir.join("logs").display()))?;
+        say("ready");
+        Ok(lab)
+    }
+
+    fn build_network(&mut self) -> Result<()> {
+        let internet = self.internet();
+        self.record_netns(&internet)?;
+        net::add_netns(&internet)?;
+        net::add_bridge(&internet)?;
+        for (i, h) in self.hosts.clone().iter().enumerate() {
+            let ns = self.netns(&h.name);
+            self.record_netns(&ns)?;
+            net::add_netns(&ns)?;
+            net::attach(&internet, &format!("h{i}"), &ns, h.addr)?;
+            for o in &self.hosts {
+                if o.name != h.name {
+                    net::route(&ns, o.addr)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_netns(&mut self, ns: &str) -> Result<()> {
+        if net::netns_exists(ns) {
+            bail!("network namespace {ns} exists already (another lab?)");
+        }
+        self.state.netns.push(ns.to_string());
+        write_state(&self.dir, &self.state)
+    }
+
+    /// The host's mount namespace: NixOS paths backed by the generated files.
+    fn mount_ops(&self, h: &Host) -> Result<Vec<MountOp>> {
+        let hd = self.host_dir(&h.name);
+        let mut ops = Vec::new();
+        let overlay = |target: &str, sub: &str, pre: &[(&str, bool)]| -> Result<MountOp> {
+            let upper = hd.join(sub).join("upper");
+            let work = hd.join(sub).join("work");
+            std::fs::create_dir_all(&work)?;
+            std::fs::create_dir_all(&upper)?;
+            for (p, is_dir) in pre {
+                let p = upper.join(p);
+                if *is_dir {
+                    std::fs::create_dir_all(&p)?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+                } else {
+                    if let Some(d) = p.parent() {
+                        std::fs::create_dir_all(d)?;
+                    }
+                    if !p.exists() {
+                        std::fs::write(&p, b"")?;
+                    }
+                }
+            }
+            MountOp::overlay(target, &upper, &work)
+        };
+        let unit = match self.plan.engine {
+            crate::spec::Engine::Openbao => "openbao",
+            crate::spec::Engine::Vault => "vault",
+        };
+        let wg = self.plan.overlay.kind == OverlayKind::Wireguard && h.machine.is_some();
+        let secrets_rel = self.plan.secrets_dir.trim_start_matches("/var/lib/").to_string();
+        let wg_rel = format!("{secrets_rel}/wg.key");
+        let mut var_lib: Vec<(&str, bool)> = Vec::new();
+        let data_rel = unit.to_string();
+        if matches!(h.machine.as_ref().map(|m| m.role), Some(Role::Server)) {
+            var_lib.push((&data_rel, true));
+        }
+        if wg {
+            var_lib.push((&wg_rel, false));
+        }
+        ops.push(overlay(
+            "/etc",
+            "etc",
+            &[("vaultnix/ca.crt", false), ("vaultnix/tls.crt", false), ("haproxy/vaultnix-hold.lua", false)],
+        )?);
+        ops.push(overlay("/var/lib", "var-lib", &var_lib)?);
+        let log_rel = unit.to_string();
+        ops.push(overlay("/var/log", "var-log", &[(&log_rel, true)])?);
+        ops.push(MountOp::tmpfs("/run", "0755")?);
+        ops.push(MountOp::bind(&self.dir.join(paths::CA_CRT), "/etc/vaultnix/ca.crt")?);
+        if wg {
+            ops.push(MountOp::bind(
+                &self.dir.join(paths::wg_key(&h.name)),
+                &format!("{}/wg.key", self.plan.secrets_dir),
+            )?);
+        }
+        match h.machine.as_ref().map(|m| m.role) {
+            Some(Role::Server) => {
+                let node = self.plan.node(&h.name).context("node")?;
+                ops.push(MountOp::bind(&self.dir.join(paths::node_crt(&h.name)), "/etc/vaultnix/tls.crt")?);
+                let key = Layout::NixOs.key_file(&self.plan, node);
+                let cred = Path::new(&key).parent().context("key dir")?.display().to_string();
+                ops.push(MountOp::mkdir("/run/credentials", 0o700)?);
+                ops.push(MountOp::mkdir(&cred, 0o700)?);
+                ops.push(MountOp::touch(&key)?);
+                ops.push(MountOp::bind(&self.dir.join(paths::node_key(&h.name)), &key)?);
+            }
+            Some(Role::Lb) => {
+                let sock = Layout::NixOs.haproxy_admin_socket();
+                let d = Path::new(&sock).parent().context("socket dir")?.display().to_string();
+                ops.push(MountOp::mkdir(&d, 0o755)?);
+                ops.push(MountOp::bind(&self.dir.join(paths::HOLD_LUA), &Layout::NixOs.haproxy_hold_lua())?);
+            }
+            None => {}
+        }
+        Ok(ops)
+    }
+
+    fn start_host(&self, h: &Host) -> Result<u32> {
+        let ops = self.mount_ops(h)?;
+        let ns = self.netns(&h.name);
+        start_in(&self.dir, &anchor_spec(&self.dir, &h.name)?, Start::Create { netns: &ns, ops }, true)
+    }
+
+    fn start_proc(&self, spec: &ProcSpec, host: &str) -> Result<u32> {
+        let anchor = self.anchor(host)?;
+        start_in(&self.dir, spec, Start::Join { anchor }, false)
+    }
+
+    pub fn bao_spec(&self, node: &str) -> ProcSpec {
+        process::node_spec(&self.dir, &self.state.bao, node)
+    }
+    pub fn haproxy_spec(&self) -> ProcSpec {
+        process::haproxy_spec(&self.dir, &self.state.haproxy)
+    }
+
+    /// Runs a command on a host and returns its stdout (fails with stderr on a non-zero exit).
+    pub fn run(&self, host: &str, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+        let out = self.output(host, program, args, stdin)?;
+        if !out.status.success() {
+            bail!("{host}: {program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn output(
+        &self,
+        host: &str,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<std::process::Output> {
+        let mut cmd = self.command(host, program)?;
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {program} on {host}"))?;
+        if let Some(b) = stdin {
+            use std::io::Write;
+            child.stdin.take().context("stdin")?.write_all(b)?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// A command that runs on `host`, with BAO_ADDR etc. pointing at the LB.
+    pub fn command(&self, host: &str, program: &str) -> Result<Command> {
+        self.host(host)?;
+        let anchor = self.anchor(host)?;
+        let mut cmd = Command::new(program);
+        for (k, v) in self.env_vars() {
+            cmd.env(k, v);
+        }
+        enter::join(&mut cmd, anchor, &self.dir, false)?;
+        Ok(cmd)
+    }
+
+    /// BAO_ADDR/VAULT_ADDR (the LB's public address), CA, TLS server name and the root token.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let lb = self.plan.lb.public_address.unwrap_or(self.plan.lb.ip);
+        let addr = format!("https://{}", crate::plan::sock(lb, self.plan.lb.port));
+        let ca = self.dir.join(paths::CA_CRT).display().to_string();
+        let mut v = Vec::new();
+        for p in ["BAO", "VAULT"] {
+            v.push((format!("{p}_ADDR"), addr.clone()));
+            v.push((format!("{p}_CACERT"), ca.clone()));
+            v.push((format!("{p}_TLS_SERVER_NAME"), self.plan.lb.hostname.clone()));
+            if let Ok(Some(i)) = crate::ops::common::read_init(&self.dir) {
+                v.push((format!("{p}_TOKEN"), i.root_token.clone()));
+            }
+        }
+        v
+    }
+
+    fn start_wireguard(&self, h: &Host) -> Result<()> {
+        let m = h.machine.as_ref().context("machine")?;
+        let iface = self.plan.overlay.interface.clone();
+        let anchor = self.anchor(&h.name)?;
+        start_in(&self.dir, &wg_spec(&self.dir, &h.name, &iface)?, Start::Join { anchor }, true)?;
+        let sock = format!("/proc/{anchor}/root/run/wireguard/{iface}.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&sock).exists() {
+            if Instant::now() > deadline {
+                bail!("wireguard-go on {} did not create {iface} (see logs/{}.wireguard.log)", h.name, h.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut wgkeys = BTreeMap::new();
+        for mm in self.plan.machines() {
+            let k = std::fs::read_to_string(self.dir.join(paths::wg_key(&mm.name)))?;
+            wgkeys.insert(mm.name.clone(), crate::secrets::wg_public_key(k.trim())?);
+        }
+        let peers = crate::render::nix::wireguard_peers(&self.plan, &m.name, &self.plan.machines(), &wgkeys);
+        let key = format!("{}/wg.key", self.plan.secrets_dir);
+        let port = self.plan.overlay.listen_port.to_string();
+        self.run(&h.name, "wg", &["set", &iface, "private-key", &key, "listen-port", &port], None)?;
+        let ka = self.plan.overlay.persistent_keepalive.to_string();
+        for p in &peers {
+            let mut a: Vec<&str> = vec!["set", &iface, "peer", &p.public_key];
+            if let Some(e) = &p.endpoint {
+                a.extend(["endpoint", e.as_str()]);
+            }
+            let ips = p.allowed_ips.join(",");
+            a.extend(["allowed-ips", ips.as_str()]);
+            if self.plan.overlay.persistent_keepalive > 0 {
+                a.extend(["persistent-keepalive", ka.as_str()]);
+            }
+            self.run(&h.name, "wg", &a, None)?;
+        }
+        let addr = format!("{}/{}", m.ip, self.plan.overlay.prefix_len);
+        self.run(&h.name, "ip", &["addr", "add", &addr, "dev", &iface], None)?;
+        self.run(&h.name, "ip", &["link", "set", &iface, "up"], None)?;
+        for p in &peers {
+            for a in &p.allowed_ips {
+                self.run(&h.name, "ip", &["route", "replace", a, "dev", &iface], None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The nft ruleset host `h` loads (see firewall.rs for where it comes from).
+    pub fn ruleset(&self, h: &Host) -> String {
+        match &h.machine {
+            Some(m) => firewall::ruleset(&self.plan, m),
+            None => firewall::client_ruleset(),
+        }
+    }
+
+    fn load_firewall(&self, h: &Host) -> Result<()> {
+        let r = self.ruleset(h);
+        std::fs::write(self.host_dir(&h.name).join("nftables.conf"), &r)?;
+        self.run(&h.name, "nft", &["-f", "-"], Some(r.as_bytes())).map(|_| ())
+    }
+
+    /// sha256 of what each host runs (through its own mount namespace) against the generated file.
+    pub fn file_checks(&self) -> Result<Vec<FileCheck>> {
+        let manifest = crate::output::read_manifest(&self.dir)?.context("no manifest.json")?;
+        let mut v = Vec::new();
+        let mut check = |host: &str, pid: u32, path: String, generated: String| -> Result<()> {
+            let b = std::fs::read(format!("/proc/{pid}/root{path}")).with_context(|| format!("{host}: {path}"))?;
+            let generated_sha256 = match manifest.files.get(&generated) {
+                Some(h) => h.clone(),
+                None => crate::output::sha256_hex(&std::fs::read(self.dir.join(&generated))?),
+            };
+            v.push(FileCheck {
+                host: host.into(),
+                path,
+                generated,
+                sha256: crate::output::sha256_hex(&b),
+                generated_sha256,
+            });
+            Ok(())
+        };
+        for n in &self.plan.nodes {
+            let pid = process::running(&self.dir, &self.bao_spec(&n.name)).context("bao not running")?;
+            let cfg = self.dir.join(paths::server_json(&n.name)).display().to_string();
+            check(&n.name, pid, cfg, paths::server_json(&n.name))?;
+            check(&n.name, pid, Layout::NixOs.ca_file(&self.plan), paths::CA_CRT.into())?;
+            check(&n.name, pid, Layout::NixOs.cert_file(&self.plan, n), paths::node_crt(&n.name))?;
+        }
+        let pid = process::running(&self.dir, &self.haproxy_spec()).context("haproxy not running")?;
+        let cfg = self.dir.join(paths::HAPROXY_CFG).display().to_string();
+        check(&self.plan.lb.name, pid, cfg, paths::HAPROXY_CFG.into())?;
+        check(&self.plan.lb.name, pid, Layout::NixOs.haproxy_ca_file(&self.plan), paths::CA_CRT.into())?;
+        check(&self.plan.lb.name, pid, Layout::NixOs.haproxy_hold_lua(), paths::HOLD_LUA.into())?;
+        Ok(v)
+    }
+
+    /// Stops every process, then deletes every namespace the state file records. Files stay unless
+    /// `purge`.
+    pub fn down(&self, purge: bool) -> Result<Vec<String>> {
+        let mut stopped = Vec::new();
+        let mut specs = vec![self.haproxy_spec()];
+        specs.extend(self.plan.nodes.iter().map(|n| self.bao_spec(&n.name)));
+        let iface = self.plan.overlay.interface.clone();
+        for h in &self.hosts {
+            specs.push(wg_spec(&self.dir, &h.name, &iface)?);
+        }
+        for h in &self.hosts {
+            specs.push(anchor_spec(&self.dir, &h.name)?);
+        }
+        let mut errors = Vec::new();
+        for s in specs {
+            match process::stop(&self.dir, &s, libc::SIGTERM, Duration::from_secs(10)) {
+                Ok(true) => stopped.push(s.name.clone()),
+                Ok(false) => {}
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        for ns in self.state.netns.iter().rev() {
+            if let Err(e) = net::del_netns(ns) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!("lab down: {}", errors.join("; "));
+        }
+        let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+        if purge {
+            for sub in ["hosts", "data", "logs", "run", "secrets", paths::FLAKE] {
+                let p = self.dir.join(sub);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p)?;
+                }
+            }
+            for f in ["manifest.json", paths::GITIGNORE] {
+                let _ = std::fs::remove_file(self.dir.join(f));
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+        Ok(stopped)
+    }
+
+    // ---- faults -------------------------------------------------------------------------------
+
+    /// The seed's partition: `iptables -A INPUT -p tcp --dport 8201 -j DROP` on `node`.
+    pub fn partition(&self, node: &str) -> Result<()> {
+        let p = self.plan.cluster_port.to_string();
+        self.run(node, "iptables", &["-A", "INPUT", "-p", "tcp", "--dport", &p, "-j", "DROP"], None).map(|_| ())
+    }
+    pub fn heal_partition(&self, node: &str) -> Result<()> {
+        let p = self.plan.cluster_port.to_string();
+        self.run(node, "iptables", &["-D", "INPUT", "-p", "tcp", "--dport", &p, "-j", "DROP"], None).map(|_| ())
+    }
+    /// Full isolation: the host's link to the internet goes down.
+    pub fn isolate(&self, host: &str) -> Result<()> {
+        self.run(host, "ip", &["link", "set", "eth0", "down"], None).map(|_| ())
+    }
+    pub fn unisolate(&self, host: &str) -> Result<()> {
+        self.run(host, "ip", &["link", "set", "eth0", "up"], None)?;
+        // Bringing the link down dropped its routes.
+        for o in &self.hosts {
+            if o.name != host {
+                let _ = self.run(host, "ip", &["route", "replace", &net::cidr(o.addr), "dev", "eth0"], None);
+            }
+        }
+        Ok(())
+    }
+    /// The LB cannot reach `node` (drops the LB's packets on the node).
+    pub fn cut_lb(&self, node: &str) -> Result<()> {
+        let lb = self.plan.lb.ip.to_string();
+        self.run(node, "iptables", &["-A", "INPUT", "-s", &lb, "-j", "DROP"], None).map(|_| ())
+    }
+    pub fn uncut_lb(&self, node: &str) -> Result<()> {
+        let lb = self.plan.lb.ip.to_string();
+        self.run(node, "iptables", &["-D", "INPUT", "-s", &lb, "-j", "DROP"], None).map(|_| ())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Namespaces and processes a lab directory's state still names (for `down` checks and tests).
+pub fn leftovers(dir: &Path, st: &HostsState) -> Vec<String> {
+    let mut v: Vec<String> = st.netns.iter().filter(|n| net::netns_exists(n)).map(|n| format!("netns {n}")).collect();
+    if let Ok(rd) = std::fs::read_dir(dir.join("run")) {
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_to_string(e.path()) {
+                if let Ok(pid) = t.trim().parse::<u32>() {
+                    if process::alive(pid) {
+                        v.push(format!("pid {pid} ({})", e.file_name().to_string_lossy()));
+                    }
+                }
+            }
+        }
+    }
+    v
+}
