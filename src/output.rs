@@ -416,9 +416,8 @@ pub fn check_out_dir(out: &Path) -> Result<()> {
     if !has_manifest {
         // A fresh git work tree (`.git`, the user's own `.gitignore`) is still an empty output tree.
         let mut entries = fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
-        let non_empty = entries.any(|e| {
-            e.map(|e| !matches!(e.file_name().to_str(), Some(".git" | ".gitignore"))).unwrap_or(true)
-        });
+        let non_empty =
+            entries.any(|e| e.map(|e| !matches!(e.file_name().to_str(), Some(".git" | ".gitignore"))).unwrap_or(true));
         if non_empty {
             bail!(
                 "{} is not empty and holds no vaultnix {MANIFEST} (nor secrets/ca.key): refusing to take it over; choose a new or empty directory",

@@ -69,12 +69,22 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     let wg = lab.run("vault-1", "wg", &["show", "wg0", "latest-handshakes"], None).unwrap();
     assert_eq!(wg.lines().filter(|l| !l.trim().ends_with("\t0")).count(), 3, "handshakes with all 3 peers: {wg}");
 
-    // Firewall, from the client: 8200 and 8201 closed on every node's address; 8200 answers via the LB.
+    // Firewall, from the client: 8201 closed on every node's address; 8200 answers via the LB and, as
+    // the spec's client_cidrs admit the client (192.0.2.0/24), on each node's own address (the
+    // `clients` listener: with an overlay the API listener binds the overlay address only).
+    assert!(lab.plan.firewall.client_cidrs.iter().any(|c| c.to_string() == "192.0.2.0/24"));
     for n in &lab.plan.nodes {
         let public = n.public_address.unwrap().to_string();
-        for port in [8200, 8201] {
-            assert!(!can_connect(&lab, "client", &public, port), "client reached {}:{port}", n.name);
-        }
+        assert!(!can_connect(&lab, "client", &public, 8201), "client reached {}:8201", n.name);
+        assert!(can_connect(&lab, "client", &public, 8200), "client_cidrs client cannot reach {}:8200", n.name);
+        // A host that neither the LB nor client_cidrs cover (another server's public address) is dropped.
+        let other = lab.plan.nodes.iter().find(|o| o.name != n.name).unwrap();
+        assert!(
+            !can_connect(&lab, &other.name, &public, 8200),
+            "{} reached {}:8200 on its public address",
+            other.name,
+            n.name
+        );
         assert!(!can_connect(&lab, "client", &n.ip.to_string(), 8200), "client reached {} overlay", n.name);
     }
     let lb = lab.plan.lb.public_address.unwrap().to_string();

@@ -440,13 +440,13 @@ pub async fn wait_ready(c: &Cluster, plan: &Plan, timeout: Duration) -> Result<(
 
 /// Removes what a lab wrote (never anything else in the directory).
 fn purge_dir(dir: &Path) -> Result<()> {
-    for sub in ["data", "logs", "run", "secrets", "pki", "nodes", "haproxy", "monitoring"] {
+    for sub in ["data", "logs", "run", "secrets", "backups", "textfile", crate::render::paths::FLAKE] {
         let p = dir.join(sub);
         if p.exists() {
             std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         }
     }
-    for f in [STATE_FILE, crate::output::MANIFEST] {
+    for f in [STATE_FILE, crate::output::MANIFEST, crate::render::paths::GITIGNORE] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     // Leave the directory itself if the user keeps other things there.

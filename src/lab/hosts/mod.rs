@@ -277,12 +277,6 @@ impl HostsLab {
             ..HostsState::default()
         };
         let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
-        write_state(&dir, &lab.state)?;
-        let say = |s: &str| {
-            if progress {
-                eprintln!("{s}");
-            }
-        };
         // The production files, exactly as `vaultnix generate` writes them.
         generate(
             &lab.plan,
@@ -294,6 +288,13 @@ impl HostsLab {
                 render: RenderOptions::default(),
             },
         )?;
+        // Recorded before anything outside the directory (namespaces, mounts) is made.
+        write_state(&dir, &lab.state)?;
+        let say = |s: &str| {
+            if progress {
+                eprintln!("{s}");
+            }
+        };
         say("generated the production files");
         lab.build_network()?;
         say("network up");
