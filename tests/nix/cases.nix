@@ -138,6 +138,11 @@ in
         configFile = contract + "/monitoring/prometheus.yml";
         metricsAllowedCIDRs = [ "192.168.1.1/32" ];
       };
+      # The metrics port is admitted through vaultnix's firewall.
+      vaultnix.firewall = {
+        enable = true;
+        clusterAllowedCIDRs = [ "192.168.1.2/32" ];
+      };
     }
   ];
 

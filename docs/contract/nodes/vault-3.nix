@@ -34,19 +34,19 @@
       peers = [
         {
           name = "vault-1";
-          publicKey = "I6qCKNZL6jmAH1BXzTz4tUktwm0kg9ak8+t1fdxjgxE=";
+          publicKey = "1L34ephy7yda+gguXGOTahD6UCCm0mJQByNcbNkqAwk=";
           endpoint = "198.51.100.10:51820";
           allowedIPs = [ "10.88.0.1/32" ];
         }
         {
           name = "vault-2";
-          publicKey = "0FsYPXcsVHacz8HQDoiYdqFUmBJY8qPBTEvpiBL8VXU=";
+          publicKey = "fWWOwdVFkMPWop3A7qRvoGcJLMKWarKfK2l47gfoCUc=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-lb";
-          publicKey = "vHG9EISmUKkZjxE+EU2zgjRjmrsi7REnNDmX2hkOVns=";
+          publicKey = "Qc4HWD7uyvpJ6A+zIaut1s199SRhm1BC3W+tu4PGNiM=";
           endpoint = "203.0.113.50:51820";
           allowedIPs = [ "10.88.0.10/32" ];
         }
@@ -55,6 +55,7 @@
     firewall = {
       enable = true;
       apiAllowedCIDRs = [ "10.88.0.10/32" "192.0.2.0/24" ];
+      clusterAllowedCIDRs = [ ];
       sshAllowedCIDRs = [ ];
     };
     backup = {
@@ -71,6 +72,8 @@
       metricsAllowedCIDRs = [ "10.88.0.1/32" "10.88.0.2/32" "10.88.0.3/32" ];
       raftDir = "/var/lib/openbao";
     };
-    hardening.enable = true;
+    hardening = {
+      enable = true;
+    };
   };
 }

@@ -30,19 +30,19 @@
       peers = [
         {
           name = "vault-1";
-          publicKey = "I6qCKNZL6jmAH1BXzTz4tUktwm0kg9ak8+t1fdxjgxE=";
+          publicKey = "1L34ephy7yda+gguXGOTahD6UCCm0mJQByNcbNkqAwk=";
           endpoint = "198.51.100.10:51820";
           allowedIPs = [ "10.88.0.1/32" ];
         }
         {
           name = "vault-2";
-          publicKey = "0FsYPXcsVHacz8HQDoiYdqFUmBJY8qPBTEvpiBL8VXU=";
+          publicKey = "fWWOwdVFkMPWop3A7qRvoGcJLMKWarKfK2l47gfoCUc=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-3";
-          publicKey = "dAtRg2YdE94FbS8kUnBGCcqjt7TROspVsriqN4FS/0M=";
+          publicKey = "XTUvysX5VWS6spGSvTWYW/cacF92MiGi+t4c7maQwnQ=";
           endpoint = "203.0.113.30:51820";
           allowedIPs = [ "10.88.0.3/32" ];
         }
@@ -53,6 +53,8 @@
       apiAllowedCIDRs = [ "192.0.2.0/24" ];
       sshAllowedCIDRs = [ ];
     };
-    hardening.enable = true;
+    hardening = {
+      enable = true;
+    };
   };
 }
