@@ -55,18 +55,43 @@ in
       description = "Port of HAProxy's read-only statistics page; `null` if the configuration has none.";
     };
 
+    statsOnOverlay = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Whether the configuration binds the statistics page (plain HTTP, no authentication) on the
+        overlay address; the port is then opened on the overlay interface only. Otherwise it is bound
+        on loopback and never opened.
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = true;
       description = ''
-        Whether to open {option}`frontendPort` and {option}`statsPort` to everyone. Set it to
-        `false` to admit only {option}`vaultnix.firewall.apiAllowedCIDRs` to the frontend.
+        Whether to open {option}`frontendPort` to everyone. Set it to `false` to admit only
+        {option}`vaultnix.firewall.apiAllowedCIDRs` to the frontend. The statistics page is never
+        opened to everyone (see {option}`statsOnOverlay`).
       '';
     };
   };
 
   config = mkIf cfg.enable {
     assertions = [
+      {
+        assertion =
+          cfg.statsPort == null
+          || !(lib.any (b: lib.hasInfix b haproxyConfig) [
+            "bind *:${toString cfg.statsPort}"
+            "bind 0.0.0.0:${toString cfg.statsPort}"
+            "bind :::${toString cfg.statsPort}"
+          ]);
+        message = "vaultnix: ${toString cfg.configFile} binds the unauthenticated stats page (port ${toString cfg.statsPort}) on every address; bind it on loopback or the overlay (spec: load_balancer.stats).";
+      }
+      {
+        assertion = !cfg.statsOnOverlay || config.vaultnix.overlay.interface != null;
+        message = "vaultnix.loadBalancer.statsOnOverlay needs an overlay interface (vaultnix.overlay.interface).";
+      }
       {
         assertion = config.vaultnix.machine.role == "lb";
         message = "vaultnix.loadBalancer.enable is set on ${config.vaultnix.machine.name}, whose role is ${config.vaultnix.machine.role}.";
@@ -97,8 +122,9 @@ in
       after = config.vaultnix.overlay.readyUnits;
     };
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall (
-      [ cfg.frontendPort ] ++ lib.optional (cfg.statsPort != null) cfg.statsPort
-    );
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.frontendPort ];
+    networking.firewall.interfaces = mkIf (cfg.statsOnOverlay && cfg.statsPort != null) {
+      ${config.vaultnix.overlay.interface}.allowedTCPPorts = [ cfg.statsPort ];
+    };
   };
 }

@@ -91,6 +91,7 @@ pub struct LbPlan {
     pub arch: Arch,
     pub port: u16,
     pub stats_port: u16,
+    pub stats: crate::spec::schema::StatsAccess,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +186,7 @@ impl Plan {
             }),
             port: lbs.port,
             stats_port: lbs.stats_port,
+            stats: lbs.stats,
         };
         let voters = nodes.iter().filter(|n| n.voter).count();
         let quorum = Quorum::of(voters);

@@ -8,7 +8,9 @@
 
 use super::layout::Layout;
 use crate::plan::{sock, Plan};
+use crate::spec::StatsAccess;
 use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The Lua action `wait_for_server <backend> <ms>`: holds a new connection (bounded) while the backend
 /// has no UP server, then lets it through to the normal routing. Measured (docs/failover.md): HAProxy
@@ -162,9 +164,16 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
             }
         }
     }
+    // The statistics page is plain HTTP without authentication: never on the public address. The lab
+    // binds its LB's own loopback address.
+    let stats_addr = match lb.stats {
+        StatsAccess::Off => return s,
+        StatsAccess::Loopback if lb.bind.is_loopback() => lb.bind,
+        StatsAccess::Loopback => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        StatsAccess::Overlay => lb.ip,
+    };
     let _ = writeln!(s);
-    let stats_bind =
-        if lb.bind.is_unspecified() { format!("*:{}", lb.stats_port) } else { sock(lb.bind, lb.stats_port) };
+    let stats_bind = sock(stats_addr, lb.stats_port);
     let _ = writeln!(s, "frontend stats");
     let _ = writeln!(s, "    mode http");
     let _ = writeln!(s, "    bind {stats_bind}");
@@ -253,5 +262,25 @@ mod tests {
         assert!(cfg.contains("bind 127.0.0.10:8200"));
         assert!(!cfg.contains("httpchk"));
         assert!(!cfg.contains("lua"));
+    }
+
+    #[test]
+    fn stats_page_is_never_on_the_public_address() {
+        let mut p = Plan::from_loaded(&crate::spec::example());
+        let stats_bind = |p: &Plan| {
+            let cfg = render_haproxy(p, &Layout::NixOs);
+            cfg.lines()
+                .skip_while(|l| *l != "frontend stats")
+                .find(|l| l.trim().starts_with("bind"))
+                .map(str::to_string)
+        };
+        assert_eq!(stats_bind(&p).as_deref(), Some("    bind 127.0.0.1:8404"), "loopback by default");
+        p.lb.stats = StatsAccess::Overlay;
+        assert_eq!(stats_bind(&p), Some(format!("    bind {}:8404", p.lb.ip)), "the LB's overlay address");
+        p.lb.stats = StatsAccess::Off;
+        assert!(!render_haproxy(&p, &Layout::NixOs).contains("stats enable"), "no stats frontend");
+        // The lab binds its LB's own loopback address.
+        let lab = lab_plan();
+        assert_eq!(stats_bind(&lab), Some(format!("    bind {}:{}", lab.lb.bind, lab.lb.stats_port)));
     }
 }

@@ -144,6 +144,20 @@ pub struct LoadBalancer {
     pub port: u16,
     #[serde(default = "default_stats_port")]
     pub stats_port: u16,
+    /// Who may read HAProxy's statistics page (plain HTTP, no authentication): `loopback` (the LB
+    /// host itself, e.g. through an SSH tunnel), `overlay` (the overlay address; the firewall opens the
+    /// port on the overlay interface only) or `off` (no stats frontend). Never the public address.
+    #[serde(default)]
+    pub stats: StatsAccess,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsAccess {
+    Off,
+    #[default]
+    Loopback,
+    Overlay,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -408,6 +408,13 @@ fn check_lb(c: &mut Ctx<'_>, spec: &Spec) {
             "port = 8200, stats_port = 8404",
         );
     }
+    if lb.stats == crate::spec::StatsAccess::Overlay && spec.overlay.kind == OverlayKind::None {
+        c.err(
+            &[K("load_balancer"), K("stats")],
+            "the stats page on the overlay needs an overlay (overlay.kind is \"none\")",
+            "stats = \"loopback\"",
+        );
+    }
 }
 
 fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {

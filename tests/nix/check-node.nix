@@ -143,6 +143,18 @@ let
     (h.check "${me}: frontend port open" (builtins.elem v.loadBalancer.frontendPort (
       h.globalTcpPorts fw
     )) fw)
+    (h.check "${me}: stats page never open to everyone; on the overlay interface only when bound there" (
+      v.loadBalancer.statsPort == null
+      || (
+        !(builtins.elem v.loadBalancer.statsPort (h.globalTcpPorts fw))
+        && (
+          builtins.elem v.loadBalancer.statsPort (
+            if v.overlay.interface == null then [ ] else fw.interfaces.${v.overlay.interface}.allowedTCPPorts or [ ]
+          )
+          == v.loadBalancer.statsOnOverlay
+        )
+      )
+    ) fw)
   ];
 in
 map (c: c // { detail = if c.ok then null else c.detail; }) (common ++ serverChecks ++ lbChecks)

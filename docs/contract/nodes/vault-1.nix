@@ -34,19 +34,19 @@
       peers = [
         {
           name = "vault-2";
-          publicKey = "fWWOwdVFkMPWop3A7qRvoGcJLMKWarKfK2l47gfoCUc=";
+          publicKey = "3MffAGzKwSKobJiAa+HGoQuDtbM/rYS8YQJtRj7COTw=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-3";
-          publicKey = "XTUvysX5VWS6spGSvTWYW/cacF92MiGi+t4c7maQwnQ=";
+          publicKey = "zmext5MvtZYZR82fKluGUfQdDjRubTKuaoKrFv4sISo=";
           endpoint = "203.0.113.30:51820";
           allowedIPs = [ "10.88.0.3/32" ];
         }
         {
           name = "vault-lb";
-          publicKey = "Qc4HWD7uyvpJ6A+zIaut1s199SRhm1BC3W+tu4PGNiM=";
+          publicKey = "f3sLLouDfTmUVuf5MROfuazrUXahwKdkTxL5f4uBEUs=";
           endpoint = "203.0.113.50:51820";
           allowedIPs = [ "10.88.0.10/32" ];
         }

@@ -34,19 +34,19 @@
       peers = [
         {
           name = "vault-1";
-          publicKey = "1L34ephy7yda+gguXGOTahD6UCCm0mJQByNcbNkqAwk=";
+          publicKey = "ISnGmjGLQ00oLiOwIRe9j9Eyt84aP45lXg9vJ6bWHgY=";
           endpoint = "198.51.100.10:51820";
           allowedIPs = [ "10.88.0.1/32" ];
         }
         {
           name = "vault-2";
-          publicKey = "fWWOwdVFkMPWop3A7qRvoGcJLMKWarKfK2l47gfoCUc=";
+          publicKey = "3MffAGzKwSKobJiAa+HGoQuDtbM/rYS8YQJtRj7COTw=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-lb";
-          publicKey = "Qc4HWD7uyvpJ6A+zIaut1s199SRhm1BC3W+tu4PGNiM=";
+          publicKey = "f3sLLouDfTmUVuf5MROfuazrUXahwKdkTxL5f4uBEUs=";
           endpoint = "203.0.113.50:51820";
           allowedIPs = [ "10.88.0.10/32" ];
         }

@@ -18,6 +18,7 @@
       holdScript = ../haproxy/hold.lua;
       frontendPort = 8200;
       statsPort = 8404;
+      statsOnOverlay = false;
     };
     overlay = {
       kind = "wireguard";
@@ -30,19 +31,19 @@
       peers = [
         {
           name = "vault-1";
-          publicKey = "1L34ephy7yda+gguXGOTahD6UCCm0mJQByNcbNkqAwk=";
+          publicKey = "ISnGmjGLQ00oLiOwIRe9j9Eyt84aP45lXg9vJ6bWHgY=";
           endpoint = "198.51.100.10:51820";
           allowedIPs = [ "10.88.0.1/32" ];
         }
         {
           name = "vault-2";
-          publicKey = "fWWOwdVFkMPWop3A7qRvoGcJLMKWarKfK2l47gfoCUc=";
+          publicKey = "3MffAGzKwSKobJiAa+HGoQuDtbM/rYS8YQJtRj7COTw=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-3";
-          publicKey = "XTUvysX5VWS6spGSvTWYW/cacF92MiGi+t4c7maQwnQ=";
+          publicKey = "zmext5MvtZYZR82fKluGUfQdDjRubTKuaoKrFv4sISo=";
           endpoint = "203.0.113.30:51820";
           allowedIPs = [ "10.88.0.3/32" ];
         }
