@@ -55,6 +55,13 @@ in
 
   config = mkIf cfg.enable (mkMerge [
     {
+      warnings = lib.optional (
+        cfg.rootAuthorizedKeys == [ ]
+        && builtins.elem config.vaultnix.machine.provider [
+          "onprem"
+          "linode"
+        ]
+      ) "vaultnix.hardening: ${config.vaultnix.machine.name} (${config.vaultnix.machine.provider}) has no rootAuthorizedKeys: SSH is key-only and root has no password, so nobody can log in (spec: cluster.admin_ssh_keys).";
       # No core dumps anywhere: the kernel pipes them to `false`, setuid programs never
       # dump, and the hard limit is 0 for every login.
       systemd.coredump.enable = false;

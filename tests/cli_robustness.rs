@@ -22,9 +22,11 @@ const SUBCOMMANDS: &[&str] = &[
     "lab",
     "drill",
     "snapshot",
+    "backup",
     "node",
     "upgrade",
     "certs",
+    "metrics",
     "doctor",
     "root-token",
     "recover",
@@ -114,7 +116,9 @@ fn bad_specs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 fn every_subcommand_fails_cleanly_on_bad_spec_files() {
     let t = tempfile::tempdir().unwrap();
     let specs = bad_specs(t.path());
-    for sub in SUBCOMMANDS.iter().filter(|s| !["init", "completions"].contains(s)) {
+    // `backup` and `metrics` are host-side commands that read a rendered config / files, no spec:
+    // covered by host_side_commands_fail_cleanly_on_missing_files.
+    for sub in SUBCOMMANDS.iter().filter(|s| !["init", "completions", "backup", "metrics"].contains(s)) {
         for (what, spec) in &specs {
             let out = t.path().join(format!("out-{sub}"));
             let mut c = vaultnix();
@@ -138,6 +142,23 @@ fn every_subcommand_fails_cleanly_on_bad_spec_files() {
         c.arg(sub).env("VAULTNIX_SPEC", t.path().join("missing.toml"));
         assert_clean_failure(&format!("{sub} with VAULTNIX_SPEC missing"), &run(c));
     }
+}
+
+#[test]
+fn host_side_commands_fail_cleanly_on_missing_files() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("missing.json");
+    let mut c = vaultnix();
+    c.args(["backup", "run", "--config"]).arg(&missing);
+    let r = run(c);
+    assert_clean_failure("backup run with a missing config", &r);
+    assert!(r.stderr.contains(&missing.display().to_string()), "{}", r.stderr);
+    let textfile = t.path().join("textfile");
+    std::fs::create_dir(&textfile).unwrap();
+    let mut c = vaultnix();
+    c.arg("metrics").arg("--textfile").arg(&textfile).arg("--cert").arg(format!("tls={}", missing.display()));
+    assert_clean_failure("metrics with a missing certificate", &run(c));
+    assert_eq!(std::fs::read_dir(&textfile).unwrap().count(), 0, "metrics wrote a partial textfile");
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub struct Plan {
     pub firewall: spec::Firewall,
     pub audit: bool,
     pub secrets_dir: String,
+    /// Root's authorized SSH keys on every machine.
+    pub admin_ssh_keys: Vec<String>,
     /// Directory the spec's relative paths are resolved against.
     #[serde(skip)]
     pub spec_dir: PathBuf,
@@ -256,6 +258,7 @@ impl Plan {
             firewall: s.firewall.clone(),
             audit: s.audit.enabled,
             secrets_dir: s.cluster.secrets_dir.clone(),
+            admin_ssh_keys: s.cluster.admin_ssh_keys.clone(),
             spec_dir,
             lab: false,
         }

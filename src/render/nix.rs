@@ -217,6 +217,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     cluster_name => plan.name,
                     machine => mctx,
                     secrets_dir => plan.secrets_dir,
+                    admin_ssh_keys => plan.admin_ssh_keys,
                     ca_cert_file => "../pki/ca.crt",
                     server => minijinja::context! {
                         engine => plan.engine.as_str(),
@@ -261,6 +262,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     cluster_name => plan.name,
                     machine => mctx,
                     secrets_dir => plan.secrets_dir,
+                    admin_ssh_keys => plan.admin_ssh_keys,
                     ca_cert_file => "../pki/ca.crt",
                     lb => minijinja::context! {
                         config_file => "../haproxy/haproxy.cfg",

@@ -83,6 +83,11 @@ pub struct Cluster {
     pub secrets_dir: String,
     #[serde(default = "default_true")]
     pub ui: bool,
+    /// OpenSSH public keys allowed to log in as root on every machine (servers and the LB), for
+    /// `nixos-rebuild --target-host` and the bad day. On-prem and Linode machines have no other way in
+    /// (SSH is key-only, root has no password); Oracle and DigitalOcean also take the provider's keys.
+    #[serde(default)]
+    pub admin_ssh_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]

@@ -98,8 +98,76 @@ pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
     c.report
 }
 
+/// Key types OpenSSH accepts in authorized_keys (ssh-keygen(1) -t, and FIDO keys).
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Why `line` is not an OpenSSH public key line (`<type> <base64 blob> [comment]`), if it is not. The
+/// blob must decode and name the same key type it is declared as (what sshd checks).
+pub fn ssh_public_key_problem(line: &str) -> Option<String> {
+    use base64::Engine as _;
+    if line.contains(['\n', '\r']) || line.chars().any(char::is_control) {
+        return Some("a key must be one line without control characters".into());
+    }
+    let mut it = line.split_ascii_whitespace();
+    let (Some(kind), Some(blob)) = (it.next(), it.next()) else {
+        return Some("expected `<type> <base64 key> [comment]`".into());
+    };
+    if kind.contains("PRIVATE") || line.contains("PRIVATE KEY") {
+        return Some("this is a private key: give the public key (the .pub file)".into());
+    }
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Some(format!("unknown key type {kind:?}"));
+    }
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(blob) else {
+        return Some("the key is not valid base64".into());
+    };
+    let named =
+        raw.get(..4).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize).and_then(|n| raw.get(4..4 + n));
+    if named != Some(kind.as_bytes()) {
+        return Some(format!("the key data is not a {kind} key"));
+    }
+    None
+}
+
 fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
     let cl = &spec.cluster;
+    for (i, key) in cl.admin_ssh_keys.iter().enumerate() {
+        if let Some(why) = ssh_public_key_problem(key) {
+            c.err(
+                &[K("cluster"), K("admin_ssh_keys"), I(i)],
+                format!("admin_ssh_keys[{i}] is not an OpenSSH public key: {why}"),
+                "the line of your ~/.ssh/id_ed25519.pub, e.g. \"ssh-ed25519 AAAAC3Nza... you@laptop\"",
+            );
+        }
+    }
+    if cl.admin_ssh_keys.is_empty() {
+        let blind: Vec<&str> = spec
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.provider))
+            .chain(std::iter::once((spec.load_balancer.name.as_str(), spec.load_balancer.provider)))
+            .filter(|(_, p)| matches!(p, Provider::Onprem | Provider::Linode))
+            .map(|(n, _)| n)
+            .collect();
+        if !blind.is_empty() {
+            c.warn(
+                &[K("cluster")],
+                format!(
+                    "no admin_ssh_keys: nobody can log into {} (SSH is key-only and root has no password; \
+                     on-prem and Linode machines get no provider keys)",
+                    blind.join(", ")
+                ),
+            );
+        }
+    }
     if !is_dns_label(&cl.name) {
         c.err(
             &[K("cluster"), K("name")],
@@ -906,5 +974,24 @@ mod tests {
         assert!(!is_dns_label(""));
         assert!(is_dns_name("vault.example.com"));
         assert!(!is_dns_name("vault..com"));
+    }
+}
+
+#[cfg(test)]
+mod ssh_key_tests {
+    use super::ssh_public_key_problem as p;
+
+    #[test]
+    fn openssh_public_keys_are_checked_like_sshd_does() {
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsJKmNrHyFKVs1u0G3VX9fx+p8iK9jYHs7a7JYF2Qdu admin@example";
+        assert_eq!(p(good), None);
+        assert_eq!(p(good.trim_end_matches(" admin@example")), None, "the comment is optional");
+        assert!(p("ssh-ed25519").unwrap().contains("expected"));
+        assert!(p("ssh-dss AAAAB3NzaC1kc3M= x").unwrap().contains("unknown key type"));
+        assert!(p("ssh-ed25519 not*base64 x").unwrap().contains("base64"));
+        // An RSA blob declared as ed25519.
+        assert!(p("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB x").unwrap().contains("not a ssh-ed25519 key"));
+        assert!(p("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjE=").unwrap().contains("private key"));
+        assert!(p(&format!("{good}\nssh-rsa AAAA")).unwrap().contains("one line"));
     }
 }

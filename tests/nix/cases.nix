@@ -149,6 +149,13 @@ in
   hardening = [
     (machine "server")
     server
-    { vaultnix.hardening.enable = true; }
+    {
+      vaultnix.hardening = {
+        enable = true;
+        rootAuthorizedKeys = [
+          "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsJKmNrHyFKVs1u0G3VX9fx+p8iK9jYHs7a7JYF2Qdu admin@example"
+        ];
+      };
+    }
   ];
 }

@@ -52,7 +52,22 @@ let
         inherit (defined) broken;
       }
     )
-  ];
+  ]
+  # A generated machine (hardening on) ends with a way in: sshd, root by key; on-prem and Linode
+  # machines get no provider keys, so the spec's admin_ssh_keys must reach root's authorized keys.
+  ++ lib.optional v.hardening.enable (
+    h.check "${me}: a way in: sshd with root's authorized keys (or the provider's on ${v.machine.provider})" (
+      config.services.openssh.enable
+      && config.services.openssh.settings.PermitRootLogin != "no"
+      && (
+        config.users.users.root.openssh.authorizedKeys.keys != [ ]
+        || builtins.elem v.machine.provider [
+          "oracle"
+          "digitalocean"
+        ]
+      )
+    ) config.users.users.root.openssh.authorizedKeys
+  );
 
   serverChecks = lib.optionals v.server.enable (
     [

@@ -34,19 +34,19 @@
       peers = [
         {
           name = "vault-2";
-          publicKey = "3MffAGzKwSKobJiAa+HGoQuDtbM/rYS8YQJtRj7COTw=";
+          publicKey = "pAlaYxyrgoiczDmBNr0Bs9h8arOXGGTqN8Muw51iSy4=";
           endpoint = "203.0.113.20:51820";
           allowedIPs = [ "10.88.0.2/32" ];
         }
         {
           name = "vault-3";
-          publicKey = "zmext5MvtZYZR82fKluGUfQdDjRubTKuaoKrFv4sISo=";
+          publicKey = "P5ZMCMmwD6dLno9jgGNMl7bBAdD23inY1wytw4KniWI=";
           endpoint = "203.0.113.30:51820";
           allowedIPs = [ "10.88.0.3/32" ];
         }
         {
           name = "vault-lb";
-          publicKey = "f3sLLouDfTmUVuf5MROfuazrUXahwKdkTxL5f4uBEUs=";
+          publicKey = "j2A6JdGwXdQZkRflR7nX/ZuLqyeC9ACkJNwJ1VPcFAo=";
           endpoint = "203.0.113.50:51820";
           allowedIPs = [ "10.88.0.10/32" ];
         }
@@ -74,6 +74,7 @@
     };
     hardening = {
       enable = true;
+      rootAuthorizedKeys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsJKmNrHyFKVs1u0G3VX9fx+p8iK9jYHs7a7JYF2Qdu admin@example" ];
     };
   };
 }
