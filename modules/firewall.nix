@@ -43,7 +43,7 @@ let
           server.apiPort
           server.clusterPort
         ];
-        comment = "vaultnix: raft peers without overlay";
+        comment = "vaultnix: raft peers by address";
       }
     ))
     (lib.optionalString (cfg.sshAllowedCIDRs != [ ]) (
@@ -82,8 +82,10 @@ in
       ];
       description = ''
         Source networks admitted to both the API and the cluster port of a server, on any
-        interface. Only needed when `vaultnix.overlay.kind = "none"`: the other servers'
-        addresses. With an overlay leave it empty; the overlay interface is trusted for both.
+        interface: the other servers' addresses. Needed when `vaultnix.overlay.kind` is `"none"`
+        (host addresses) or `"tailscale"` (their tailnet addresses: a tailnet carries every device
+        of the tailnet, so its interface is not trusted). With WireGuard leave it empty: the
+        interface carries only the cluster's machines and is trusted for both.
       '';
     };
 
@@ -108,8 +110,8 @@ in
       assertions = [
         {
           assertion =
-            server.enable && overlay.kind == "none" && !server.singleNode -> cfg.clusterAllowedCIDRs != [ ];
-          message = "vaultnix.firewall: without an overlay, list the other servers in clusterAllowedCIDRs or raft cannot form (a one-server cluster sets vaultnix.server.singleNode).";
+            server.enable && overlay.kind != "wireguard" && !server.singleNode -> cfg.clusterAllowedCIDRs != [ ];
+          message = "vaultnix.firewall: without a WireGuard overlay (kind ${overlay.kind}), list the other servers in clusterAllowedCIDRs or raft cannot form (a one-server cluster sets vaultnix.server.singleNode).";
         }
       ];
 
@@ -119,7 +121,10 @@ in
       services.openssh.openFirewall = mkIf (cfg.sshAllowedCIDRs != [ ]) (lib.mkDefault false);
     }
 
-    (mkIf (server.enable && overlay.kind != "none") {
+    # Only WireGuard's interface is trusted: its peers are exactly the cluster's machines. A tailnet
+    # carries every device of the tailnet; members are admitted by address (clusterAllowedCIDRs,
+    # apiAllowedCIDRs) there.
+    (mkIf (server.enable && overlay.kind == "wireguard") {
       networking.firewall.interfaces.${overlay.interface}.allowedTCPPorts = [
         server.apiPort
         server.clusterPort

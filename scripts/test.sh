@@ -47,6 +47,8 @@ step "nix: the harness itself (warning Nix configuration, tier selection, tier (
 bash tests/nix/harness-test.sh "$tmp/example"
 step "nix: parse, deadnix, evaluate modules and generated nodes (tier chosen below)"
 bash tests/nix/eval.sh "$tmp/example"
-step "nix: the same for a single server without an overlay (tests/specs/single.toml)"
-cargo run --quiet -- --quiet generate --spec tests/specs/single.toml --out "$tmp/single"
-bash tests/nix/eval.sh "$tmp/single"
+for spec in single tailscale; do
+  step "nix: the same for tests/specs/$spec.toml"
+  cargo run --quiet -- --quiet generate --spec "tests/specs/$spec.toml" --out "$tmp/$spec"
+  bash tests/nix/eval.sh "$tmp/$spec"
+done

@@ -284,8 +284,12 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
     Ok(out)
 }
 
+/// Sources admitted to a server's API and cluster ports besides the overlay interface: the other
+/// servers. With WireGuard the interface itself carries only the cluster's machines (its peers are
+/// exactly them), so it is trusted; a tailnet carries every device of the tailnet, and no overlay
+/// carries nothing, so there the other servers are admitted by address (their overlay or host address).
 fn cluster_allowed(plan: &Plan, me: &str) -> Vec<String> {
-    if plan.overlay.kind != OverlayKind::None {
+    if plan.overlay.kind == OverlayKind::Wireguard {
         return vec![];
     }
     plan.nodes.iter().filter(|n| n.name != me).map(|n| host_cidr(n.ip)).collect()

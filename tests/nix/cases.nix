@@ -83,6 +83,11 @@ in
         authKeyFile = "/var/lib/vaultnix/secrets/tailscale-authkey";
         hostname = "node1";
       };
+      # The tailnet is not trusted: the other servers are admitted by their tailnet address.
+      vaultnix.firewall = {
+        enable = true;
+        clusterAllowedCIDRs = [ "100.64.0.2/32" ];
+      };
     }
   ];
 

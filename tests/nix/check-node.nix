@@ -104,7 +104,9 @@ let
       ) (h.globalTcpPorts fw))
     ]
     ++ lib.optionals v.firewall.enable (
-      if v.overlay.kind != "none" then
+      # Only WireGuard's interface is trusted (its peers are the cluster's machines); a tailnet or
+      # no overlay admits the other servers by address.
+      if v.overlay.kind == "wireguard" then
         [
           (h.check "${me}: cluster port opened on the overlay interface ${v.overlay.interface} only" (
             builtins.elem v.server.clusterPort (h.interfaceTcpPorts fw).${v.overlay.interface} or [ ]
@@ -114,7 +116,7 @@ let
         ]
       else
         [
-          (h.check "${me}: without overlay, cluster port admitted only from clusterAllowedCIDRs" (
+          (h.check "${me}: ${v.overlay.kind} overlay: cluster port admitted only from clusterAllowedCIDRs, no interface opened" (
             # A single server has no peer to admit: the cluster port stays closed everywhere.
             (v.firewall.clusterAllowedCIDRs != [ ] || (v.server.singleNode or false))
             && !(lib.hasInfix "dport { ${toString v.server.clusterPort} }" fw.extraInputRules && v.firewall.clusterAllowedCIDRs == [ ])

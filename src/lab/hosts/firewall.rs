@@ -67,7 +67,7 @@ pub fn ruleset(plan: &Plan, machine: &Machine) -> String {
         rules.extend(accept_from(
             &fw.cluster_allowed_cidrs,
             &[plan.api_port, plan.cluster_port],
-            "vaultnix: raft peers without overlay",
+            "vaultnix: raft peers by address",
         ));
     }
     if !fw.ssh_allowed_cidrs.is_empty() {
