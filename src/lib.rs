@@ -20,4 +20,5 @@ pub mod plan;
 pub mod recover;
 pub mod render;
 pub mod secrets;
+pub mod shell;
 pub mod spec;

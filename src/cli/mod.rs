@@ -14,15 +14,15 @@ pub mod metrics;
 pub mod node;
 pub mod recover;
 pub mod root_token;
-pub mod shell;
+
 pub mod snapshot;
 pub mod status;
 pub mod step_down;
 pub mod unseal;
 pub mod upgrade;
 
+pub use crate::shell::Shell;
 use clap::{Parser, Subcommand};
-pub use shell::Shell;
 use std::process::ExitCode;
 
 /// Exit codes: 0 ok; 1 failure (or drift found by --check); 2 invalid input (spec or arguments).

@@ -5,9 +5,9 @@
 use super::report::DrillReport;
 use super::run::{self, Progress, Scenario, Target, TrialOptions};
 use crate::api::Cluster;
-use crate::cli::Shell;
 use crate::lab::{Lab, LabHandle, LabOptions};
 use crate::render::{paths, render_haproxy_profile, HaproxyProfile, Layout};
+use crate::shell::Shell;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;

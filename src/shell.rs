@@ -1,4 +1,5 @@
-//! All user-facing messages go through here (quiet/verbose, stderr for diagnostics).
+//! All user-facing messages go through here (quiet/verbose, stderr for diagnostics). It lives in the
+//! library (like cargo's `Shell`) so that library code that reports progress never imports `cli/`.
 
 use crate::spec::Diagnostic;
 
