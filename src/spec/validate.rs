@@ -95,6 +95,12 @@ pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
     check_tls(&mut c, spec);
     check_backup(&mut c, spec);
     check_monitoring(&mut c, spec);
+    let mut dirs = vec![(vec![K("cluster"), K("secrets_dir")], spec.cluster.secrets_dir.as_str(), "secrets_dir")];
+    if spec.backup.enabled {
+        dirs.push((vec![K("backup"), K("destination")], spec.backup.destination.as_str(), "backup destination"));
+    }
+    dirs.push((vec![K("unseal"), K("plugin_directory")], spec.unseal.plugin_directory.as_str(), "plugin_directory"));
+    check_host_dirs_disjoint(&mut c, &dirs);
     c.report
 }
 
@@ -241,6 +247,12 @@ pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
 /// True when an absolute path lies in the Nix store once "//", "." and ".." are resolved lexically
 /// ("/nix//store/x" and "/var/../nix/store/x" are the store too; found by fuzzing).
 pub fn is_in_nix_store(p: &str) -> bool {
+    normalize_abs(p).starts_with(&["nix", "store"])
+}
+
+/// The path's components after "//", "." and ".." are resolved lexically ("/etc/" and "/var/../etc"
+/// are "/etc").
+pub fn normalize_abs(p: &str) -> Vec<&str> {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {
@@ -251,7 +263,61 @@ pub fn is_in_nix_store(p: &str) -> bool {
             c => parts.push(c),
         }
     }
-    parts.starts_with(&["nix", "store"])
+    parts
+}
+
+/// Directories of the host system itself: a secrets or backup directory there gets chmod 0700 by
+/// tmpfiles at boot (or its files pruned), which breaks the machine.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/nix",
+    "/nix/var",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/var/cache",
+    "/var/empty",
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/var/tmp",
+    "/run/wrappers",
+    "/etc/nixos",
+];
+
+/// The raft data directories (the unit's StateDirectory, for both engines): nothing of ours may live
+/// in or over them.
+pub const RAFT_DATA_DIRS: &[&str] = &["/var/lib/openbao", "/var/lib/vault"];
+
+/// True when `a` (components) is `b` or lies under it.
+fn is_within(a: &[&str], b: &[&str]) -> bool {
+    a.starts_with(b)
+}
+
+/// True when check_host_path refuses `value` for what it is alone (then an overlap says nothing new).
+fn host_path_refused(value: &str) -> bool {
+    let parts = normalize_abs(value);
+    let norm = format!("/{}", parts.join("/"));
+    !value.starts_with('/')
+        || is_in_nix_store(value)
+        || SYSTEM_DIRS.contains(&norm.as_str())
+        || RAFT_DATA_DIRS.iter().any(|d| is_within(&parts, &normalize_abs(d)) || is_within(&normalize_abs(d), &parts))
 }
 
 fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
@@ -267,6 +333,50 @@ fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
             format!("{what} {value:?} is in the Nix store, which is world-readable"),
             "a path outside /nix/store (agenix/sops-nix paths such as /run/agenix/...)",
         );
+    } else {
+        let parts = normalize_abs(value);
+        let norm = format!("/{}", parts.join("/"));
+        if SYSTEM_DIRS.contains(&norm.as_str()) {
+            c.err(
+                path,
+                format!("{what} {value:?} is a system directory: systemd-tmpfiles would make it root-only (0700) at every boot"),
+                "a directory of its own, e.g. /var/lib/vaultnix/secrets or /var/backups/vaultnix",
+            );
+        } else if let Some(d) = RAFT_DATA_DIRS.iter().find(|d| is_within(&parts, &normalize_abs(d))) {
+            c.err(
+                path,
+                format!("{what} {value:?} is inside the raft data directory {d}"),
+                "a directory outside /var/lib/openbao and /var/lib/vault (the servers' data)",
+            );
+        } else if let Some(d) = RAFT_DATA_DIRS.iter().find(|d| is_within(&normalize_abs(d), &parts)) {
+            c.err(
+                path,
+                format!("{what} {value:?} contains the raft data directory {d}"),
+                "a directory that does not hold /var/lib/openbao or /var/lib/vault",
+            );
+        }
+    }
+}
+
+/// Two host directories of the spec that are the same or nested (the backup pruning the secrets, the
+/// secrets mode applied to the backups).
+fn check_host_dirs_disjoint(c: &mut Ctx<'_>, dirs: &[(Vec<Seg<'_>>, &str, &str)]) {
+    for (j, (path, value, what)) in dirs.iter().enumerate() {
+        if host_path_refused(value) {
+            continue;
+        }
+        let a = normalize_abs(value);
+        for (other_path, other, other_what) in dirs[..j].iter().filter(|(_, o, _)| !host_path_refused(o)) {
+            let b = normalize_abs(other);
+            if is_within(&a, &b) || is_within(&b, &a) {
+                // At whichever of the two the spec spells out (the other may be a default).
+                c.err_first(
+                    &[path, other_path],
+                    format!("{what} {value:?} overlaps {other_what} {other:?}"),
+                    format!("a directory neither inside nor containing {other:?}"),
+                );
+            }
+        }
     }
 }
 
@@ -680,6 +790,11 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
             }
         }
     }
+    // A plugin directory may be in the store (plugins are public binaries); elsewhere it is a host
+    // directory like the others.
+    if !is_in_nix_store(&u.plugin_directory) {
+        check_host_path(c, &[K("unseal"), K("plugin_directory")], &u.plugin_directory, "plugin_directory");
+    }
     if u.self_init {
         check_self_init(c, spec);
     }
@@ -995,5 +1110,30 @@ mod ssh_key_tests {
         let private = concat!("-----BEGIN OPENSSH PRIVATE", " KEY----- b3BlbnNzaC1rZXktdjE=");
         assert!(p(private).unwrap().contains("private key"));
         assert!(p(&format!("{good}\nssh-rsa AAAA")).unwrap().contains("one line"));
+    }
+}
+
+#[cfg(test)]
+mod host_path_tests {
+    use super::*;
+
+    #[test]
+    fn system_and_raft_directories_are_refused_however_spelled() {
+        for p in [
+            "/",
+            "/etc",
+            "/etc/",
+            "//tmp",
+            "/var/lib",
+            "/var/lib/openbao",
+            "/var/lib/vault/x",
+            "/var/lib/../tmp",
+            "/var",
+        ] {
+            assert!(host_path_refused(p), "{p}");
+        }
+        for p in ["/var/lib/vaultnix/secrets", "/var/backups/vaultnix", "/run/agenix", "/var/lib/openbao-plugins"] {
+            assert!(!host_path_refused(p), "{p}");
+        }
     }
 }
