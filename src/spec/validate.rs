@@ -634,6 +634,37 @@ fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
                     }
                 }
             }
+            // A public address inside the overlay subnet: the tunnel's endpoint would route into the
+            // tunnel itself (the overlay subnet equal to the public network is this case too).
+            let publics = spec
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (vec![K("nodes"), I(i), K("address")], n.name.clone(), n.address))
+                .chain(std::iter::once((vec![K("load_balancer"), K("address")], lb.name.clone(), lb.address)));
+            let mut unreachable: Vec<(Vec<Seg<'_>>, String)> = Vec::new();
+            for (path, name, addr) in publics {
+                match addr {
+                    Some(a) if subnet.contains(&a) => c.err(
+                        &path,
+                        format!("{name}: public address {a} is inside the overlay subnet {subnet}"),
+                        format!("an overlay subnet that does not overlap the public network (e.g. 10.88.0.0/24), or an address outside {subnet}"),
+                    ),
+                    Some(_) => {}
+                    None => unreachable.push((path[..path.len() - 1].to_vec(), name)),
+                }
+            }
+            // WireGuard needs one side of every pair to have an endpoint: two machines without a public
+            // address can never exchange a handshake.
+            if let [(_, first), rest @ ..] = unreachable.as_slice() {
+                for (path, name) in rest {
+                    c.err(
+                        path,
+                        format!("{name} and {first} both have no public address: WireGuard has no path between them"),
+                        "address = \"<IP the other machines dial>\" on all but at most one machine",
+                    );
+                }
+            }
             if o.auth_key_file.is_some() || o.tailnet.is_some() {
                 c.err_first(
                     &[&[K("overlay"), K("auth_key_file")], &[K("overlay"), K("tailnet")]],
