@@ -116,7 +116,7 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         return Err(too_large(name, text.len()));
     }
     let source = Source::new(name, text);
-    let spec: Spec = match toml::from_str(text) {
+    let mut spec: Spec = match toml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
             let msg = e.message().trim().to_string();
@@ -137,6 +137,13 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         }
     };
     let idx = spans::SpanIndex::new(text);
+    // The default version is the engine's (serde's default cannot see the engine).
+    let names_version = toml::from_str::<toml::Table>(text)
+        .ok()
+        .is_some_and(|t| t.get("cluster").and_then(|c| c.get("version")).is_some());
+    if !names_version {
+        spec.cluster.version = validate::default_version_of(spec.cluster.engine).to_string();
+    }
     let report = validate::validate(&spec, &idx, dir).locate(&source);
     if report.has_errors() {
         return Err(LoadError::Invalid(report));
@@ -279,6 +286,20 @@ mod tests {
         assert_eq!(l.spec.nodes.len(), 3);
         assert_eq!(l.spec.cluster.engine, Engine::Openbao);
         assert!(!l.warnings.has_errors());
+    }
+
+    #[test]
+    fn the_default_version_is_the_engines() {
+        let base = "[load_balancer]\nhostname = \"x.example.com\"\naddress = \"192.0.2.9\"\n[[nodes]]\nname = \"n1\"\nprovider = \"onprem\"\naddress = \"192.0.2.1\"\n[cluster]\nname = \"a\"\nallow_single_node = true\n";
+        let v =
+            |extra: &str| load_str("t.toml", &format!("{base}{extra}"), Path::new(".")).map(|l| l.spec.cluster.version);
+        assert_eq!(v("").unwrap(), "2.7.2");
+        assert_eq!(v("engine = \"vault\"\n").unwrap(), "1.20.4");
+        assert_eq!(v("engine = \"vault\"\nversion = \"1.17.0\"\n").unwrap(), "1.17.0");
+        for bad in ["engine = \"vault\"\nversion = \"2.7.2\"\n", "version = \"99.99.99\"\n", "version = \"2.8\"\n"] {
+            let e = v(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a version vaultnix knows"), "{bad}: {e}");
+        }
     }
 
     #[test]

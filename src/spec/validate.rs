@@ -188,16 +188,33 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
             "a DNS name such as \"vault.internal\"",
         );
     }
+    let (lo, hi) = supported_versions(cl.engine);
+    let engine_name = match cl.engine {
+        Engine::Openbao => "OpenBao",
+        Engine::Vault => "Vault",
+    };
     match parse_version(&cl.version) {
         None => c.err(
             &[K("cluster"), K("version")],
             format!("invalid version {:?}", cl.version),
-            "a version such as \"2.7.2\"",
+            format!("a version such as \"{}\"", default_version_of(cl.engine)),
         ),
-        Some(v) if cl.engine == Engine::Openbao && v < (2, 4, 0) => c.err(
+        Some(v) if v < (2, 4, 0) && cl.engine == Engine::Openbao => c.err(
             &[K("cluster"), K("version")],
             format!("OpenBao {} is not supported", cl.version),
             "OpenBao 2.4 or newer (declarative audit devices and validate-config need 2.4)",
+        ),
+        Some(v) if v < lo || v >= hi => c.err(
+            &[K("cluster"), K("version")],
+            format!("{engine_name} {} is not a version vaultnix knows", cl.version),
+            format!(
+                "{engine_name} {}.{} to {}.{}.x (default {}); configs for unknown versions may name keys the server ignores",
+                lo.0,
+                lo.1,
+                hi.0,
+                hi.1 - 1,
+                default_version_of(cl.engine)
+            ),
         ),
         _ => {}
     }
@@ -229,6 +246,28 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
             ),
             _ => {}
         }
+    }
+}
+
+/// The version `generate` targets when the spec names none: the pinned OpenBao, and the Vault that
+/// nixpkgs packages (pkgs/by-name/va/vault, 1.20.4). The NixOS module refuses to deploy a package of
+/// another version, so OpenBao's default would make every Vault spec fail at deploy time.
+pub const OPENBAO_DEFAULT_VERSION: &str = "2.7.2";
+pub const VAULT_DEFAULT_VERSION: &str = "1.20.4";
+
+pub fn default_version_of(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Openbao => OPENBAO_DEFAULT_VERSION,
+        Engine::Vault => VAULT_DEFAULT_VERSION,
+    }
+}
+
+/// Versions whose configuration vaultnix knows: `[low, high)`. OpenBao 2.4 to 2.7 (what the renderer's
+/// version switches cover); Vault 1.14 (raft autopilot and the config keys rendered) to 1.20.
+pub fn supported_versions(engine: Engine) -> ((u32, u32, u32), (u32, u32, u32)) {
+    match engine {
+        Engine::Openbao => ((2, 4, 0), (2, 8, 0)),
+        Engine::Vault => ((1, 14, 0), (1, 21, 0)),
     }
 }
 
