@@ -1,5 +1,6 @@
 //! The spec: schema, parsing with located errors, and semantic validation.
 
+pub mod calendar;
 pub mod diag;
 pub mod schema;
 pub mod spans;

@@ -95,6 +95,8 @@ pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
     check_tls(&mut c, spec);
     check_backup(&mut c, spec);
     check_monitoring(&mut c, spec);
+    check_strings(&mut c, spec);
+    check_exposure(&mut c, spec);
     let mut dirs = vec![(vec![K("cluster"), K("secrets_dir")], spec.cluster.secrets_dir.as_str(), "secrets_dir")];
     if spec.backup.enabled {
         dirs.push((vec![K("backup"), K("destination")], spec.backup.destination.as_str(), "backup destination"));
@@ -102,6 +104,106 @@ pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
     dirs.push((vec![K("unseal"), K("plugin_directory")], spec.unseal.plugin_directory.as_str(), "plugin_directory"));
     check_host_dirs_disjoint(&mut c, &dirs);
     c.report
+}
+
+/// Every string of the spec flows into a generated Nix file, JSON config, unit or HAProxy config: a
+/// newline or another control character there changes its meaning (a new HAProxy directive, a new
+/// Nix attribute). Refused wherever it is, at its place.
+fn check_strings(c: &mut Ctx<'_>, spec: &Spec) {
+    fn walk(c: &mut Ctx<'_>, v: &toml::Value, path: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(ch) = s.chars().find(|ch| ch.is_control()) {
+                    // admin_ssh_keys has its own, more specific message.
+                    if path.first().map(String::as_str) == Some("cluster")
+                        && path.get(1).map(String::as_str) == Some("admin_ssh_keys")
+                    {
+                        return;
+                    }
+                    let segs: Vec<Seg<'_>> = path
+                        .iter()
+                        .map(|p| match p.strip_prefix('#').and_then(|n| n.parse().ok()) {
+                            Some(n) => I(n),
+                            None => K(p.as_str()),
+                        })
+                        .collect();
+                    let span = c.idx.span(&segs);
+                    let mut name = String::new();
+                    for p in path.iter() {
+                        match p.strip_prefix('#') {
+                            Some(n) => name.push_str(&format!("[{n}]")),
+                            None if name.is_empty() => name.push_str(p),
+                            None => name.push_str(&format!(".{p}")),
+                        }
+                    }
+                    c.report.push(
+                        Diagnostic::error(format!("{name} contains the control character U+{:04X}", ch as u32))
+                            .expected("one line of printable text (it is written into generated configs)")
+                            .at(span),
+                    );
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(format!("#{i}"));
+                    walk(c, x, path);
+                    path.pop();
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    path.push(k.clone());
+                    walk(c, x, path);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(v) = toml::Value::try_from(spec) {
+        walk(c, &v, &mut Vec::new());
+    }
+}
+
+/// Settings that are valid but expose the cluster: warned about, not refused.
+fn check_exposure(c: &mut Ctx<'_>, spec: &Spec) {
+    for (i, n) in spec.firewall.client_cidrs.iter().enumerate() {
+        if n.prefix_len() == 0 {
+            c.warn(
+                &[K("firewall"), K("client_cidrs"), I(i)],
+                format!(
+                    "client_cidrs {n} opens the API port of every node to the whole internet, around the load balancer"
+                ),
+            );
+        }
+    }
+    let cl = &spec.cluster;
+    let lb = &spec.load_balancer;
+    for (path, port, server) in [
+        ([K("cluster"), K("api_port")], cl.api_port, true),
+        ([K("cluster"), K("cluster_port")], cl.cluster_port, true),
+        ([K("load_balancer"), K("port")], lb.port, false),
+        ([K("load_balancer"), K("stats_port")], lb.stats_port, false),
+    ] {
+        let used = match port {
+            22 => Some("SSH"),
+            53 => Some("DNS (systemd-resolved)"),
+            9100 if spec.monitoring.enabled => Some("the node exporter"),
+            _ => None,
+        };
+        if let Some(who) = used {
+            c.warn(&path, format!("port {port} is {who}'s on the hosts: the listener would clash with it"));
+        } else if server && port != 0 && port < 1024 {
+            // The upstream units run the server as a DynamicUser with an empty CapabilityBoundingSet.
+            c.warn(
+                &path,
+                format!("port {port} is privileged (below 1024): the server runs unprivileged and cannot bind it"),
+            );
+        }
+    }
+    if !spec.audit.enabled {
+        c.warn(&[K("audit"), K("enabled")], "audit is disabled: requests to the cluster leave no trace (no audit log)");
+    }
 }
 
 /// Key types OpenSSH accepts in authorized_keys (ssh-keygen(1) -t, and FIDO keys).
@@ -452,6 +554,14 @@ fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
                 &[K("nodes"), I(i), K("name")],
                 format!("node name {:?} is also the load balancer's name", n.name),
                 "a name different from [load_balancer].name",
+            );
+        }
+        let dns = format!("{}.{}", n.name, spec.cluster.domain);
+        if n.name == spec.load_balancer.hostname || dns == spec.load_balancer.hostname {
+            c.err(
+                &[K("nodes"), I(i), K("name")],
+                format!("node {:?} has the load balancer's hostname {:?}: clients would reach it directly, bypassing the active-node routing", n.name, spec.load_balancer.hostname),
+                "a node name different from [load_balancer].hostname",
             );
         }
         if let Some(first) = names.insert(&n.name, i) {
@@ -868,6 +978,15 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
     if u.self_init {
         check_self_init(c, spec);
     }
+    if let Some(cmd) = &u.plugin_command {
+        if cmd.is_empty() || cmd.contains('/') || cmd == "." || cmd == ".." || cmd.contains(char::is_whitespace) {
+            c.err(
+                &[K("unseal"), K("plugin_command")],
+                format!("plugin_command {cmd:?} is not a file name: the plugin is looked up inside plugin_directory"),
+                "the plugin binary's file name, e.g. \"openbao-plugin-kms-aws\" (no '/', no '..', no arguments)",
+            );
+        }
+    }
     if let Some(s) = &u.plugin_sha256 {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             c.err(
@@ -1072,11 +1191,15 @@ fn check_backup(c: &mut Ctx<'_>, spec: &Spec) {
     if b.retention_days == 0 {
         c.err(&[K("backup"), K("retention_days")], "retention_days 0 would delete every snapshot", "at least 1");
     }
-    if b.schedule.trim().is_empty() {
+    if let Some(why) = super::calendar::problem(&b.schedule) {
+        let message = match super::calendar::suggestion(&b.schedule) {
+            Some(k) => format!("schedule {:?} is not a systemd calendar event (did you mean {k:?}?)", b.schedule),
+            None => format!("schedule {:?} is not a systemd calendar event: {why}", b.schedule),
+        };
         c.err(
             &[K("backup"), K("schedule")],
-            "empty schedule",
-            "a systemd OnCalendar expression such as \"daily\" or \"*-*-* 03:00:00\"",
+            message,
+            "a systemd OnCalendar expression: daily, hourly, weekly, ... or \"[Mon..Fri] *-*-* 03:00:00\"",
         );
     }
     check_host_path(c, &[K("backup"), K("destination")], &b.destination, "destination");
