@@ -127,7 +127,7 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
                 // character); an error line must still say what is wrong.
                 explain_bare_syntax_error(text, e.span())
             } else {
-                explain_serde_error(&msg, offending)
+                explain_serde_error(&msg, offending, e.span().and_then(|r| key_at(text, r.start)))
             };
             let d = Diagnostic::error(message).at(e.span());
             let d = match expected {
@@ -181,7 +181,45 @@ fn explain_bare_syntax_error(text: &str, span: Option<std::ops::Range<usize>>) -
 /// serde's and toml's messages name what they wanted ("expected ..."): lift that into the `expected`
 /// field, in words a spec author uses (`u16` → "a whole number from 0 to 65535"), and suggest the
 /// closest known key for a misspelled one.
-fn explain_serde_error(msg: &str, offending: &str) -> (String, Option<String>) {
+/// The key a `key = value` line sets, when `offset` is inside its value ("persistent_keepalive").
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().rsplit('.').next()?.trim().trim_matches('"');
+    (!key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')).then_some(key)
+}
+
+/// What a value of `key` looks like, for the keys whose Rust type says too little (a `u16` is not
+/// always a port, a `u8` share count cannot be 0, a network is not an address).
+fn expected_for_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "persistent_keepalive" => "a number of seconds from 0 (off) to 65535, e.g. 25",
+        "shares" | "threshold" => "a whole number from 1 to 255",
+        "performance_multiplier" => "a whole number from 1 to 10",
+        "min_quorum" => "a whole number of voters from 1 to 255",
+        "api_port" | "cluster_port" | "port" | "stats_port" | "listen_port" => "a port from 1 to 65535",
+        "subnet" | "client_cidrs" | "ssh_cidrs" => "a network in CIDR notation such as \"10.0.0.0/24\"",
+        "address" | "overlay_address" => "an IPv4 or IPv6 address such as \"192.0.2.10\"",
+        _ => return None,
+    })
+}
+
+fn explain_serde_error(msg: &str, offending: &str, key: Option<&str>) -> (String, Option<String>) {
+    let (message, expected) = explain_serde_error_generic(msg, offending);
+    let Some(want) = key.and_then(expected_for_key) else { return (message, expected) };
+    // Type and value errors name what this key takes; syntax and key errors stay as they are.
+    if message.starts_with("wrong type") || message.starts_with("invalid value") {
+        return (message, Some(want.to_string()));
+    }
+    if message == "invalid IP address" || message == "invalid network" {
+        let message = if want.contains("CIDR") { "invalid network" } else { "invalid IP address" };
+        return (message.to_string(), Some(want.to_string()));
+    }
+    (message, expected)
+}
+
+fn explain_serde_error_generic(msg: &str, offending: &str) -> (String, Option<String>) {
     let first = msg.lines().next().unwrap_or(msg).trim().to_string();
     // toml's syntax errors: "invalid table header\nexpected `.`, `]`".
     if let Some(exp) = msg.lines().nth(1).and_then(|l| l.trim().strip_prefix("expected ")) {
@@ -244,7 +282,7 @@ fn human_type(exp: &str) -> String {
     let range = |t: &str| -> Option<&'static str> {
         Some(match t {
             "u8" => "a whole number from 0 to 255",
-            "u16" => "a whole number from 0 to 65535 (a port)",
+            "u16" => "a whole number from 0 to 65535",
             "u32" => "a whole number from 0 to 4294967295",
             "u64" => "a whole number, 0 or more",
             "a string" => "a string in double quotes",
@@ -311,6 +349,23 @@ mod tests {
         assert!(s.contains("t.toml:8:12"), "{s}");
         assert!(s.contains("unknown value"), "{s}");
         assert!(s.contains("onprem"), "{s}");
+    }
+
+    #[test]
+    fn type_errors_name_what_the_key_takes() {
+        let cases = [
+            ("[overlay]\npersistent_keepalive = 70000\n", "a number of seconds from 0 (off) to 65535"),
+            ("[unseal]\nshares = 300\n", "a whole number from 1 to 255"),
+            ("[unseal]\nthreshold = \"3\"\n", "a whole number from 1 to 255"),
+            ("[overlay]\nsubnet = \"10.0.0.0\"\n", "expected: a network in CIDR notation"),
+            ("[firewall]\nclient_cidrs = [\"10.0.0.0/8\", \"192.0.2.1\"]\n", "expected: a network in CIDR notation"),
+            ("[cluster]\napi_port = 70000\n", "a port from 1 to 65535"),
+        ];
+        for (text, want) in cases {
+            let s = load_str("t.toml", text, Path::new(".")).unwrap_err().to_string();
+            assert!(s.contains(want), "{text}: {s}");
+            assert!(!s.contains("an IPv4") && !s.contains("(a port)") && !s.contains("0 to 255"), "{text}: {s}");
+        }
     }
 
     #[test]
