@@ -1,6 +1,7 @@
 //! All user-facing messages go through here (quiet/verbose, stderr for diagnostics). It lives in the
 //! library (like cargo's `Shell`) so that library code that reports progress never imports `cli/`.
 
+use crate::spec::diag::escape_controls as esc;
 use crate::spec::Diagnostic;
 
 #[derive(Debug, Clone, Copy)]
@@ -16,24 +17,24 @@ impl Shell {
     /// A result line on stdout (suppressed by --quiet).
     pub fn status(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            println!("{}", msg.as_ref());
+            println!("{}", esc(msg.as_ref()));
         }
     }
     /// Detail shown with --verbose.
     pub fn detail(&self, msg: impl AsRef<str>) {
         if self.verbose {
-            eprintln!("{}", msg.as_ref());
+            eprintln!("{}", esc(msg.as_ref()));
         }
     }
     /// Informational note on stderr (suppressed by --quiet).
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("note: {}", msg.as_ref());
+            eprintln!("note: {}", esc(msg.as_ref()));
         }
     }
     pub fn warn(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("warning: {}", msg.as_ref());
+            eprintln!("warning: {}", esc(msg.as_ref()));
         }
     }
     pub fn warn_diag(&self, d: &Diagnostic) {
@@ -42,7 +43,8 @@ impl Shell {
         }
     }
     pub fn error(&self, msg: impl AsRef<str>) {
-        let m = msg.as_ref();
+        // Errors quote paths and spec values: nothing in them reaches the terminal raw.
+        let m = esc(msg.as_ref());
         if m.starts_with("error") || m.contains(": error: ") {
             eprintln!("{m}");
         } else {

@@ -168,3 +168,43 @@ fn a_spec_that_is_not_utf8_is_located() {
     assert!(stderr.contains(&format!("{}:2:12: error: the spec is not valid UTF-8", p.display())), "{stderr}");
     assert!(!t.path().join("out").exists());
 }
+
+/// Issue #14 item 10: control characters in a spec (raw, or as TOML escapes) and in its file name
+/// reach the terminal escaped, never raw (an OSC title change, a screen clear).
+#[test]
+fn control_characters_from_the_spec_are_escaped_in_diagnostics() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[u8], &str); 3] = [
+        // Raw ESC sequences: toml refuses the byte, the diagnostic quotes the line.
+        ("raw\x1b[2J.toml", b"[cluster]\nname = \"a\x1b]0;pwned\x07\x1b[2J\"\n", "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+        // TOML escapes: the value holds real control characters, the message quotes the value.
+        (
+            "escaped.toml",
+            b"[cluster]\nname = \"x\\u001b]0;pwned\\u0007\\u001b[2J\"\n[load_balancer]\nhostname = \"h.example.com\"\naddress = \"192.0.2.9\"\n[[nodes]]\nname = \"n1\"\nprovider = \"onprem\"\naddress = \"192.0.2.1\"\n",
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J",
+        ),
+        // A C1 CSI (U+009B) and DEL in a comment.
+        ("c1.toml", "[cluster] # \u{9b}2J\x7f\n".as_bytes(), "\\u{9b}2J\\u{7f}"),
+    ];
+    for (name, text, want) in cases {
+        let p = t.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        let o = vaultnix()
+            .arg("generate")
+            .arg("--spec")
+            .arg(&p)
+            .arg("--out")
+            .arg(t.path().join("out"))
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let raw: Vec<char> = stderr.chars().filter(|c| c.is_control() && *c != '\n').collect();
+        assert!(raw.is_empty(), "{name}: raw control characters {raw:?} in {stderr:?}");
+        assert!(stderr.contains(want), "{name}: no {want:?} in:\n{stderr}");
+        if name.starts_with("raw") {
+            assert!(stderr.contains("raw\\u{1b}[2J.toml:2:"), "{name}: file name not escaped:\n{stderr}");
+        }
+        assert!(!t.path().join("out").exists());
+    }
+}

@@ -473,3 +473,52 @@ fn a_damaged_manifest_is_drift_and_regeneration_repairs_it() {
     generate(None, &out, &["--quiet"]);
     assert_eq!(check(None, &out).0, 0);
 }
+
+/// Issue #14 item 18: settings that are valid but expose the cluster are warned about (at their place)
+/// and still generate; the same spec without them has no warning at all.
+#[test]
+fn exposing_settings_are_warned_about_at_their_place() {
+    let base = "[cluster]\nname = \"lab\"\nadmin_ssh_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsJKmNrHyFKVs1u0G3VX9fx+p8iK9jYHs7a7JYF2Qdu admin@example\"]\n\
+        [load_balancer]\nhostname = \"vault.example.com\"\naddress = \"192.0.2.50\"\n\
+        [[nodes]]\nname = \"n1\"\nprovider = \"onprem\"\naddress = \"192.0.2.1\"\n\
+        [[nodes]]\nname = \"n2\"\nprovider = \"onprem\"\naddress = \"192.0.2.2\"\n\
+        [[nodes]]\nname = \"n3\"\nprovider = \"onprem\"\naddress = \"192.0.2.3\"\n";
+    let cases: [(&str, &str, &str); 4] = [
+        ("", "", ""),
+        (
+            "[firewall]\nclient_cidrs = [\"0.0.0.0/0\"]\n",
+            "20:17",
+            "client_cidrs 0.0.0.0/0 opens the API port of every node to the whole internet",
+        ),
+        ("[firewall]\nclient_cidrs = [\"10.0.0.0/8\", \"::/0\"]\n", "20:31", "client_cidrs ::/0 opens"),
+        ("[audit]\nenabled = false\n", "20:11", "audit is disabled"),
+    ];
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut problems = Vec::new();
+    let port_cases = [
+        ("api_port = 22", "3:12", "port 22 is SSH's on the hosts"),
+        ("cluster_port = 443", "3:16", "port 443 is privileged"),
+    ];
+    let mut all: Vec<(String, &str, &str)> = cases.iter().map(|(x, l, m)| (format!("{base}{x}"), *l, *m)).collect();
+    for (line, l, m) in port_cases {
+        all.push((base.replacen("name = \"lab\"\n", &format!("name = \"lab\"\n{line}\n"), 1), l, m));
+    }
+    for (i, (text, loc, want)) in all.iter().enumerate() {
+        let p = t.path().join(format!("w{i}.toml"));
+        std::fs::write(&p, text).expect("write");
+        let o = generate(Some(&p), &t.path().join(format!("out{i}")), &[]);
+        let err = stderr(&o);
+        let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+        if want.is_empty() {
+            if !warnings.is_empty() {
+                problems.push(format!("case {i}: unexpected warnings {warnings:?}"));
+            }
+            continue;
+        }
+        let at = format!("{}:{loc}: warning: ", p.display());
+        if warnings.len() != 1 || !warnings[0].starts_with(&at) || !warnings[0].contains(want) {
+            problems.push(format!("case {i}: want one `{at}... {want}`, got {warnings:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -80,25 +80,51 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // Everything quoted from the spec (its name, values, the source line) is escaped: see
+        // escape_controls.
+        let msg = escape_controls(&self.message);
         match &self.location {
-            Some(loc) => write!(f, "{loc}: {sev}: {}", self.message)?,
-            None => write!(f, "{sev}: {}", self.message)?,
+            Some(loc) => write!(f, "{}: {sev}: {msg}", escape_controls(loc))?,
+            None => write!(f, "{sev}: {msg}")?,
         }
         let mut pad = "   ".to_string();
         if let Some((line, text, col, width)) = &self.context {
-            // rustc-style: the source line, then a caret under the offending text.
+            // rustc-style: the source line, then a caret under the offending text (both measured on
+            // the escaped text, so the caret stays under it).
             let n = line.to_string();
             pad = " ".repeat(n.len());
-            let lead: String = text.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            write!(f, "\n{pad} |\n{n} | {text}\n{pad} | {lead}{}", "^".repeat(*width))?;
+            let before: String = text.chars().take(col - 1).collect();
+            let under: String = text.chars().skip(col - 1).take(*width).collect();
+            let lead: String = escape_controls(&before).chars().map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            let width = escape_controls(&under).chars().count().max(1);
+            write!(f, "\n{pad} |\n{n} | {}\n{pad} | {lead}{}", escape_controls(text), "^".repeat(width))?;
         } else if let Some(s) = &self.snippet {
-            write!(f, "\n{pad} | {s}")?;
+            write!(f, "\n{pad} | {}", escape_controls(s))?;
         }
         if let Some(e) = &self.expected {
-            write!(f, "\n{pad} = expected: {e}")?;
+            write!(f, "\n{pad} = expected: {}", escape_controls(e))?;
         }
         Ok(())
     }
+}
+
+/// Text safe to print on a terminal: C0 control characters (except newline and tab), DEL and C1
+/// controls are shown escaped as `\u{1b}`, so a spec (or a file name) cannot clear the screen, retitle
+/// the window (OSC) or move the cursor when it is quoted in a diagnostic.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A spec's text and the name it is reported under.
@@ -172,6 +198,27 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_caret_stays_under_the_value() {
+        // An OSC title change and a screen clear inside a value, and a raw ESC in a comment.
+        let text = "[cluster] # \u{1b}[2J\nname = \"a\u{1b}]0;pwned\u{7}b\u{9b}\"\n";
+        let s = Source::new("c\u{1b}[2J.toml", text);
+        let start = text.find("\"a").unwrap();
+        let d = Diagnostic::error("invalid cluster name \u{1b}[2J")
+            .expected("no \u{7f}")
+            .at(Some(start..text.find("\"\n").unwrap() + 1))
+            .locate(&s);
+        let out = d.to_string();
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.starts_with("c\\u{1b}[2J.toml:2:8: error: invalid cluster name \\u{1b}[2J"), "{out}");
+        assert!(out.contains("2 | name = \"a\\u{1b}]0;pwned\\u{7}b\\u{9b}\""), "{out}");
+        // 8 spaces before the caret, and one caret per printed character of the value.
+        let value = "\"a\\u{1b}]0;pwned\\u{7}b\\u{9b}\"";
+        assert!(out.contains(&format!("  |        {}\n", "^".repeat(value.chars().count()))), "{out}");
+        assert!(out.contains("expected: no \\u{7f}"), "{out}");
+        assert_eq!(escape_controls("tab\tnew\nline"), "tab\tnew\nline");
+    }
 
     #[test]
     fn line_col_counts_characters() {

@@ -1,5 +1,6 @@
 //! The spec: schema, parsing with located errors, and semantic validation.
 
+pub mod calendar;
 pub mod diag;
 pub mod schema;
 pub mod spans;
@@ -116,7 +117,7 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         return Err(too_large(name, text.len()));
     }
     let source = Source::new(name, text);
-    let spec: Spec = match toml::from_str(text) {
+    let mut spec: Spec = match toml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
             let msg = e.message().trim().to_string();
@@ -126,7 +127,7 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
                 // character); an error line must still say what is wrong.
                 explain_bare_syntax_error(text, e.span())
             } else {
-                explain_serde_error(&msg, offending)
+                explain_serde_error(&msg, offending, e.span().and_then(|r| key_at(text, r.start)))
             };
             let d = Diagnostic::error(message).at(e.span());
             let d = match expected {
@@ -137,6 +138,13 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
         }
     };
     let idx = spans::SpanIndex::new(text);
+    // The default version is the engine's (serde's default cannot see the engine).
+    let names_version = toml::from_str::<toml::Table>(text)
+        .ok()
+        .is_some_and(|t| t.get("cluster").and_then(|c| c.get("version")).is_some());
+    if !names_version {
+        spec.cluster.version = validate::default_version_of(spec.cluster.engine).to_string();
+    }
     let report = validate::validate(&spec, &idx, dir).locate(&source);
     if report.has_errors() {
         return Err(LoadError::Invalid(report));
@@ -173,7 +181,45 @@ fn explain_bare_syntax_error(text: &str, span: Option<std::ops::Range<usize>>) -
 /// serde's and toml's messages name what they wanted ("expected ..."): lift that into the `expected`
 /// field, in words a spec author uses (`u16` → "a whole number from 0 to 65535"), and suggest the
 /// closest known key for a misspelled one.
-fn explain_serde_error(msg: &str, offending: &str) -> (String, Option<String>) {
+/// The key a `key = value` line sets, when `offset` is inside its value ("persistent_keepalive").
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().rsplit('.').next()?.trim().trim_matches('"');
+    (!key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')).then_some(key)
+}
+
+/// What a value of `key` looks like, for the keys whose Rust type says too little (a `u16` is not
+/// always a port, a `u8` share count cannot be 0, a network is not an address).
+fn expected_for_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "persistent_keepalive" => "a number of seconds from 0 (off) to 65535, e.g. 25",
+        "shares" | "threshold" => "a whole number from 1 to 255",
+        "performance_multiplier" => "a whole number from 1 to 10",
+        "min_quorum" => "a whole number of voters from 1 to 255",
+        "api_port" | "cluster_port" | "port" | "stats_port" | "listen_port" => "a port from 1 to 65535",
+        "subnet" | "client_cidrs" | "ssh_cidrs" => "a network in CIDR notation such as \"10.0.0.0/24\"",
+        "address" | "overlay_address" => "an IPv4 or IPv6 address such as \"192.0.2.10\"",
+        _ => return None,
+    })
+}
+
+fn explain_serde_error(msg: &str, offending: &str, key: Option<&str>) -> (String, Option<String>) {
+    let (message, expected) = explain_serde_error_generic(msg, offending);
+    let Some(want) = key.and_then(expected_for_key) else { return (message, expected) };
+    // Type and value errors name what this key takes; syntax and key errors stay as they are.
+    if message.starts_with("wrong type") || message.starts_with("invalid value") {
+        return (message, Some(want.to_string()));
+    }
+    if message == "invalid IP address" || message == "invalid network" {
+        let message = if want.contains("CIDR") { "invalid network" } else { "invalid IP address" };
+        return (message.to_string(), Some(want.to_string()));
+    }
+    (message, expected)
+}
+
+fn explain_serde_error_generic(msg: &str, offending: &str) -> (String, Option<String>) {
     let first = msg.lines().next().unwrap_or(msg).trim().to_string();
     // toml's syntax errors: "invalid table header\nexpected `.`, `]`".
     if let Some(exp) = msg.lines().nth(1).and_then(|l| l.trim().strip_prefix("expected ")) {
@@ -236,7 +282,7 @@ fn human_type(exp: &str) -> String {
     let range = |t: &str| -> Option<&'static str> {
         Some(match t {
             "u8" => "a whole number from 0 to 255",
-            "u16" => "a whole number from 0 to 65535 (a port)",
+            "u16" => "a whole number from 0 to 65535",
             "u32" => "a whole number from 0 to 4294967295",
             "u64" => "a whole number, 0 or more",
             "a string" => "a string in double quotes",
@@ -282,6 +328,20 @@ mod tests {
     }
 
     #[test]
+    fn the_default_version_is_the_engines() {
+        let base = "[load_balancer]\nhostname = \"x.example.com\"\naddress = \"192.0.2.9\"\n[[nodes]]\nname = \"n1\"\nprovider = \"onprem\"\naddress = \"192.0.2.1\"\n[cluster]\nname = \"a\"\nallow_single_node = true\n";
+        let v =
+            |extra: &str| load_str("t.toml", &format!("{base}{extra}"), Path::new(".")).map(|l| l.spec.cluster.version);
+        assert_eq!(v("").unwrap(), "2.7.2");
+        assert_eq!(v("engine = \"vault\"\n").unwrap(), "1.20.4");
+        assert_eq!(v("engine = \"vault\"\nversion = \"1.17.0\"\n").unwrap(), "1.17.0");
+        for bad in ["engine = \"vault\"\nversion = \"2.7.2\"\n", "version = \"99.99.99\"\n", "version = \"2.8\"\n"] {
+            let e = v(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a version vaultnix knows"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn type_error_is_located() {
         let text = "[cluster]\nname = \"a\"\n[load_balancer]\nhostname = \"x.y\"\naddress = \"1.2.3.4\"\n[[nodes]]\nname = \"n1\"\nprovider = \"aws\"\n";
         let err = load_str("t.toml", text, Path::new(".")).unwrap_err();
@@ -289,6 +349,23 @@ mod tests {
         assert!(s.contains("t.toml:8:12"), "{s}");
         assert!(s.contains("unknown value"), "{s}");
         assert!(s.contains("onprem"), "{s}");
+    }
+
+    #[test]
+    fn type_errors_name_what_the_key_takes() {
+        let cases = [
+            ("[overlay]\npersistent_keepalive = 70000\n", "a number of seconds from 0 (off) to 65535"),
+            ("[unseal]\nshares = 300\n", "a whole number from 1 to 255"),
+            ("[unseal]\nthreshold = \"3\"\n", "a whole number from 1 to 255"),
+            ("[overlay]\nsubnet = \"10.0.0.0\"\n", "expected: a network in CIDR notation"),
+            ("[firewall]\nclient_cidrs = [\"10.0.0.0/8\", \"192.0.2.1\"]\n", "expected: a network in CIDR notation"),
+            ("[cluster]\napi_port = 70000\n", "a port from 1 to 65535"),
+        ];
+        for (text, want) in cases {
+            let s = load_str("t.toml", text, Path::new(".")).unwrap_err().to_string();
+            assert!(s.contains(want), "{text}: {s}");
+            assert!(!s.contains("an IPv4") && !s.contains("(a port)") && !s.contains("0 to 255"), "{text}: {s}");
+        }
     }
 
     #[test]

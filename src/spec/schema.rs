@@ -491,7 +491,7 @@ impl Default for Audit {
 }
 
 fn default_version() -> String {
-    "2.7.2".into()
+    super::validate::OPENBAO_DEFAULT_VERSION.into()
 }
 fn default_domain() -> String {
     "vault.internal".into()

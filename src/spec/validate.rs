@@ -95,7 +95,115 @@ pub fn validate(spec: &Spec, idx: &SpanIndex, spec_dir: &Path) -> Report {
     check_tls(&mut c, spec);
     check_backup(&mut c, spec);
     check_monitoring(&mut c, spec);
+    check_strings(&mut c, spec);
+    check_exposure(&mut c, spec);
+    let mut dirs = vec![(vec![K("cluster"), K("secrets_dir")], spec.cluster.secrets_dir.as_str(), "secrets_dir")];
+    if spec.backup.enabled {
+        dirs.push((vec![K("backup"), K("destination")], spec.backup.destination.as_str(), "backup destination"));
+    }
+    dirs.push((vec![K("unseal"), K("plugin_directory")], spec.unseal.plugin_directory.as_str(), "plugin_directory"));
+    check_host_dirs_disjoint(&mut c, &dirs);
     c.report
+}
+
+/// Every string of the spec flows into a generated Nix file, JSON config, unit or HAProxy config: a
+/// newline or another control character there changes its meaning (a new HAProxy directive, a new
+/// Nix attribute). Refused wherever it is, at its place.
+fn check_strings(c: &mut Ctx<'_>, spec: &Spec) {
+    fn walk(c: &mut Ctx<'_>, v: &toml::Value, path: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(ch) = s.chars().find(|ch| ch.is_control()) {
+                    // admin_ssh_keys has its own, more specific message.
+                    if path.first().map(String::as_str) == Some("cluster")
+                        && path.get(1).map(String::as_str) == Some("admin_ssh_keys")
+                    {
+                        return;
+                    }
+                    let segs: Vec<Seg<'_>> = path
+                        .iter()
+                        .map(|p| match p.strip_prefix('#').and_then(|n| n.parse().ok()) {
+                            Some(n) => I(n),
+                            None => K(p.as_str()),
+                        })
+                        .collect();
+                    let span = c.idx.span(&segs);
+                    let mut name = String::new();
+                    for p in path.iter() {
+                        match p.strip_prefix('#') {
+                            Some(n) => name.push_str(&format!("[{n}]")),
+                            None if name.is_empty() => name.push_str(p),
+                            None => name.push_str(&format!(".{p}")),
+                        }
+                    }
+                    c.report.push(
+                        Diagnostic::error(format!("{name} contains the control character U+{:04X}", ch as u32))
+                            .expected("one line of printable text (it is written into generated configs)")
+                            .at(span),
+                    );
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(format!("#{i}"));
+                    walk(c, x, path);
+                    path.pop();
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    path.push(k.clone());
+                    walk(c, x, path);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(v) = toml::Value::try_from(spec) {
+        walk(c, &v, &mut Vec::new());
+    }
+}
+
+/// Settings that are valid but expose the cluster: warned about, not refused.
+fn check_exposure(c: &mut Ctx<'_>, spec: &Spec) {
+    for (i, n) in spec.firewall.client_cidrs.iter().enumerate() {
+        if n.prefix_len() == 0 {
+            c.warn(
+                &[K("firewall"), K("client_cidrs"), I(i)],
+                format!(
+                    "client_cidrs {n} opens the API port of every node to the whole internet, around the load balancer"
+                ),
+            );
+        }
+    }
+    let cl = &spec.cluster;
+    let lb = &spec.load_balancer;
+    for (path, port, server) in [
+        ([K("cluster"), K("api_port")], cl.api_port, true),
+        ([K("cluster"), K("cluster_port")], cl.cluster_port, true),
+        ([K("load_balancer"), K("port")], lb.port, false),
+        ([K("load_balancer"), K("stats_port")], lb.stats_port, false),
+    ] {
+        let used = match port {
+            22 => Some("SSH"),
+            53 => Some("DNS (systemd-resolved)"),
+            9100 if spec.monitoring.enabled => Some("the node exporter"),
+            _ => None,
+        };
+        if let Some(who) = used {
+            c.warn(&path, format!("port {port} is {who}'s on the hosts: the listener would clash with it"));
+        } else if server && port != 0 && port < 1024 {
+            // The upstream units run the server as a DynamicUser with an empty CapabilityBoundingSet.
+            c.warn(
+                &path,
+                format!("port {port} is privileged (below 1024): the server runs unprivileged and cannot bind it"),
+            );
+        }
+    }
+    if !spec.audit.enabled {
+        c.warn(&[K("audit"), K("enabled")], "audit is disabled: requests to the cluster leave no trace (no audit log)");
+    }
 }
 
 /// Key types OpenSSH accepts in authorized_keys (ssh-keygen(1) -t, and FIDO keys).
@@ -182,16 +290,33 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
             "a DNS name such as \"vault.internal\"",
         );
     }
+    let (lo, hi) = supported_versions(cl.engine);
+    let engine_name = match cl.engine {
+        Engine::Openbao => "OpenBao",
+        Engine::Vault => "Vault",
+    };
     match parse_version(&cl.version) {
         None => c.err(
             &[K("cluster"), K("version")],
             format!("invalid version {:?}", cl.version),
-            "a version such as \"2.7.2\"",
+            format!("a version such as \"{}\"", default_version_of(cl.engine)),
         ),
-        Some(v) if cl.engine == Engine::Openbao && v < (2, 4, 0) => c.err(
+        Some(v) if v < (2, 4, 0) && cl.engine == Engine::Openbao => c.err(
             &[K("cluster"), K("version")],
             format!("OpenBao {} is not supported", cl.version),
             "OpenBao 2.4 or newer (declarative audit devices and validate-config need 2.4)",
+        ),
+        Some(v) if v < lo || v >= hi => c.err(
+            &[K("cluster"), K("version")],
+            format!("{engine_name} {} is not a version vaultnix knows", cl.version),
+            format!(
+                "{engine_name} {}.{} to {}.{}.x (default {}); configs for unknown versions may name keys the server ignores",
+                lo.0,
+                lo.1,
+                hi.0,
+                hi.1 - 1,
+                default_version_of(cl.engine)
+            ),
         ),
         _ => {}
     }
@@ -226,6 +351,28 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
     }
 }
 
+/// The version `generate` targets when the spec names none: the pinned OpenBao, and the Vault that
+/// nixpkgs packages (pkgs/by-name/va/vault, 1.20.4). The NixOS module refuses to deploy a package of
+/// another version, so OpenBao's default would make every Vault spec fail at deploy time.
+pub const OPENBAO_DEFAULT_VERSION: &str = "2.7.2";
+pub const VAULT_DEFAULT_VERSION: &str = "1.20.4";
+
+pub fn default_version_of(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Openbao => OPENBAO_DEFAULT_VERSION,
+        Engine::Vault => VAULT_DEFAULT_VERSION,
+    }
+}
+
+/// Versions whose configuration vaultnix knows: `[low, high)`. OpenBao 2.4 to 2.7 (what the renderer's
+/// version switches cover); Vault 1.14 (raft autopilot and the config keys rendered) to 1.20.
+pub fn supported_versions(engine: Engine) -> ((u32, u32, u32), (u32, u32, u32)) {
+    match engine {
+        Engine::Openbao => ((2, 4, 0), (2, 8, 0)),
+        Engine::Vault => ((1, 14, 0), (1, 21, 0)),
+    }
+}
+
 pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
     let s = s.strip_prefix('v').unwrap_or(s);
     let mut it = s.split('.');
@@ -241,6 +388,12 @@ pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
 /// True when an absolute path lies in the Nix store once "//", "." and ".." are resolved lexically
 /// ("/nix//store/x" and "/var/../nix/store/x" are the store too; found by fuzzing).
 pub fn is_in_nix_store(p: &str) -> bool {
+    normalize_abs(p).starts_with(&["nix", "store"])
+}
+
+/// The path's components after "//", "." and ".." are resolved lexically ("/etc/" and "/var/../etc"
+/// are "/etc").
+pub fn normalize_abs(p: &str) -> Vec<&str> {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {
@@ -251,7 +404,61 @@ pub fn is_in_nix_store(p: &str) -> bool {
             c => parts.push(c),
         }
     }
-    parts.starts_with(&["nix", "store"])
+    parts
+}
+
+/// Directories of the host system itself: a secrets or backup directory there gets chmod 0700 by
+/// tmpfiles at boot (or its files pruned), which breaks the machine.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/nix",
+    "/nix/var",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/var/cache",
+    "/var/empty",
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/var/tmp",
+    "/run/wrappers",
+    "/etc/nixos",
+];
+
+/// The raft data directories (the unit's StateDirectory, for both engines): nothing of ours may live
+/// in or over them.
+pub const RAFT_DATA_DIRS: &[&str] = &["/var/lib/openbao", "/var/lib/vault"];
+
+/// True when `a` (components) is `b` or lies under it.
+fn is_within(a: &[&str], b: &[&str]) -> bool {
+    a.starts_with(b)
+}
+
+/// True when check_host_path refuses `value` for what it is alone (then an overlap says nothing new).
+fn host_path_refused(value: &str) -> bool {
+    let parts = normalize_abs(value);
+    let norm = format!("/{}", parts.join("/"));
+    !value.starts_with('/')
+        || is_in_nix_store(value)
+        || SYSTEM_DIRS.contains(&norm.as_str())
+        || RAFT_DATA_DIRS.iter().any(|d| is_within(&parts, &normalize_abs(d)) || is_within(&normalize_abs(d), &parts))
 }
 
 fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
@@ -267,6 +474,50 @@ fn check_host_path(c: &mut Ctx<'_>, path: &[Seg<'_>], value: &str, what: &str) {
             format!("{what} {value:?} is in the Nix store, which is world-readable"),
             "a path outside /nix/store (agenix/sops-nix paths such as /run/agenix/...)",
         );
+    } else {
+        let parts = normalize_abs(value);
+        let norm = format!("/{}", parts.join("/"));
+        if SYSTEM_DIRS.contains(&norm.as_str()) {
+            c.err(
+                path,
+                format!("{what} {value:?} is a system directory: systemd-tmpfiles would make it root-only (0700) at every boot"),
+                "a directory of its own, e.g. /var/lib/vaultnix/secrets or /var/backups/vaultnix",
+            );
+        } else if let Some(d) = RAFT_DATA_DIRS.iter().find(|d| is_within(&parts, &normalize_abs(d))) {
+            c.err(
+                path,
+                format!("{what} {value:?} is inside the raft data directory {d}"),
+                "a directory outside /var/lib/openbao and /var/lib/vault (the servers' data)",
+            );
+        } else if let Some(d) = RAFT_DATA_DIRS.iter().find(|d| is_within(&normalize_abs(d), &parts)) {
+            c.err(
+                path,
+                format!("{what} {value:?} contains the raft data directory {d}"),
+                "a directory that does not hold /var/lib/openbao or /var/lib/vault",
+            );
+        }
+    }
+}
+
+/// Two host directories of the spec that are the same or nested (the backup pruning the secrets, the
+/// secrets mode applied to the backups).
+fn check_host_dirs_disjoint(c: &mut Ctx<'_>, dirs: &[(Vec<Seg<'_>>, &str, &str)]) {
+    for (j, (path, value, what)) in dirs.iter().enumerate() {
+        if host_path_refused(value) {
+            continue;
+        }
+        let a = normalize_abs(value);
+        for (other_path, other, other_what) in dirs[..j].iter().filter(|(_, o, _)| !host_path_refused(o)) {
+            let b = normalize_abs(other);
+            if is_within(&a, &b) || is_within(&b, &a) {
+                // At whichever of the two the spec spells out (the other may be a default).
+                c.err_first(
+                    &[path, other_path],
+                    format!("{what} {value:?} overlaps {other_what} {other:?}"),
+                    format!("a directory neither inside nor containing {other:?}"),
+                );
+            }
+        }
     }
 }
 
@@ -303,6 +554,14 @@ fn check_nodes(c: &mut Ctx<'_>, spec: &Spec) {
                 &[K("nodes"), I(i), K("name")],
                 format!("node name {:?} is also the load balancer's name", n.name),
                 "a name different from [load_balancer].name",
+            );
+        }
+        let dns = format!("{}.{}", n.name, spec.cluster.domain);
+        if n.name == spec.load_balancer.hostname || dns == spec.load_balancer.hostname {
+            c.err(
+                &[K("nodes"), I(i), K("name")],
+                format!("node {:?} has the load balancer's hostname {:?}: clients would reach it directly, bypassing the active-node routing", n.name, spec.load_balancer.hostname),
+                "a node name different from [load_balancer].hostname",
             );
         }
         if let Some(first) = names.insert(&n.name, i) {
@@ -524,6 +783,37 @@ fn check_overlay(c: &mut Ctx<'_>, spec: &Spec) {
                     }
                 }
             }
+            // A public address inside the overlay subnet: the tunnel's endpoint would route into the
+            // tunnel itself (the overlay subnet equal to the public network is this case too).
+            let publics = spec
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (vec![K("nodes"), I(i), K("address")], n.name.clone(), n.address))
+                .chain(std::iter::once((vec![K("load_balancer"), K("address")], lb.name.clone(), lb.address)));
+            let mut unreachable: Vec<(Vec<Seg<'_>>, String)> = Vec::new();
+            for (path, name, addr) in publics {
+                match addr {
+                    Some(a) if subnet.contains(&a) => c.err(
+                        &path,
+                        format!("{name}: public address {a} is inside the overlay subnet {subnet}"),
+                        format!("an overlay subnet that does not overlap the public network (e.g. 10.88.0.0/24), or an address outside {subnet}"),
+                    ),
+                    Some(_) => {}
+                    None => unreachable.push((path[..path.len() - 1].to_vec(), name)),
+                }
+            }
+            // WireGuard needs one side of every pair to have an endpoint: two machines without a public
+            // address can never exchange a handshake.
+            if let [(_, first), rest @ ..] = unreachable.as_slice() {
+                for (path, name) in rest {
+                    c.err(
+                        path,
+                        format!("{name} and {first} both have no public address: WireGuard has no path between them"),
+                        "address = \"<IP the other machines dial>\" on all but at most one machine",
+                    );
+                }
+            }
             if o.auth_key_file.is_some() || o.tailnet.is_some() {
                 c.err_first(
                     &[&[K("overlay"), K("auth_key_file")], &[K("overlay"), K("tailnet")]],
@@ -680,8 +970,22 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
             }
         }
     }
+    // A plugin directory may be in the store (plugins are public binaries); elsewhere it is a host
+    // directory like the others.
+    if !is_in_nix_store(&u.plugin_directory) {
+        check_host_path(c, &[K("unseal"), K("plugin_directory")], &u.plugin_directory, "plugin_directory");
+    }
     if u.self_init {
         check_self_init(c, spec);
+    }
+    if let Some(cmd) = &u.plugin_command {
+        if cmd.is_empty() || cmd.contains('/') || cmd == "." || cmd == ".." || cmd.contains(char::is_whitespace) {
+            c.err(
+                &[K("unseal"), K("plugin_command")],
+                format!("plugin_command {cmd:?} is not a file name: the plugin is looked up inside plugin_directory"),
+                "the plugin binary's file name, e.g. \"openbao-plugin-kms-aws\" (no '/', no '..', no arguments)",
+            );
+        }
     }
     if let Some(s) = &u.plugin_sha256 {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -887,11 +1191,15 @@ fn check_backup(c: &mut Ctx<'_>, spec: &Spec) {
     if b.retention_days == 0 {
         c.err(&[K("backup"), K("retention_days")], "retention_days 0 would delete every snapshot", "at least 1");
     }
-    if b.schedule.trim().is_empty() {
+    if let Some(why) = super::calendar::problem(&b.schedule) {
+        let message = match super::calendar::suggestion(&b.schedule) {
+            Some(k) => format!("schedule {:?} is not a systemd calendar event (did you mean {k:?}?)", b.schedule),
+            None => format!("schedule {:?} is not a systemd calendar event: {why}", b.schedule),
+        };
         c.err(
             &[K("backup"), K("schedule")],
-            "empty schedule",
-            "a systemd OnCalendar expression such as \"daily\" or \"*-*-* 03:00:00\"",
+            message,
+            "a systemd OnCalendar expression: daily, hourly, weekly, ... or \"[Mon..Fri] *-*-* 03:00:00\"",
         );
     }
     check_host_path(c, &[K("backup"), K("destination")], &b.destination, "destination");
@@ -995,5 +1303,30 @@ mod ssh_key_tests {
         let private = concat!("-----BEGIN OPENSSH PRIVATE", " KEY----- b3BlbnNzaC1rZXktdjE=");
         assert!(p(private).unwrap().contains("private key"));
         assert!(p(&format!("{good}\nssh-rsa AAAA")).unwrap().contains("one line"));
+    }
+}
+
+#[cfg(test)]
+mod host_path_tests {
+    use super::*;
+
+    #[test]
+    fn system_and_raft_directories_are_refused_however_spelled() {
+        for p in [
+            "/",
+            "/etc",
+            "/etc/",
+            "//tmp",
+            "/var/lib",
+            "/var/lib/openbao",
+            "/var/lib/vault/x",
+            "/var/lib/../tmp",
+            "/var",
+        ] {
+            assert!(host_path_refused(p), "{p}");
+        }
+        for p in ["/var/lib/vaultnix/secrets", "/var/backups/vaultnix", "/run/agenix", "/var/lib/openbao-plugins"] {
+            assert!(!host_path_refused(p), "{p}");
+        }
     }
 }
