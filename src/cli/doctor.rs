@@ -123,6 +123,6 @@ pub fn print_report(shell: &Shell, report: &Report, format: OutputFormat, cluste
 pub fn finish(report: &Report) -> CliResult {
     match report.exit_code() {
         0 => Ok(()),
-        code => Err(CliError { code, message: String::new() }),
+        code => Err(CliError { code, message: String::new(), report: None }),
     }
 }

@@ -41,7 +41,17 @@ pub struct Args {
 }
 
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
-    let loaded = super::load_spec(shell, a.spec.as_deref())?;
+    let loaded = match super::load_spec(shell, a.spec.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            if a.output == super::OutputFormat::Json {
+                // The same diagnostics as a document on stdout (the text stays on stderr).
+                let spec = a.spec.as_ref().map(|p| p.display().to_string());
+                println!("{}", invalid_spec_json(spec.as_deref(), &e));
+            }
+            return Err(e);
+        }
+    };
     let plan = Plan::from_loaded(&loaded);
     let q = plan.quorum;
     if !a.check && !a.replace_cluster {
@@ -159,7 +169,19 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 "{} differs from what the spec generates; run `vaultnix generate` (or restore the files)",
                 a.out.display()
             ),
+            report: None,
         });
     }
     Ok(())
+}
+
+/// `--output json` for a spec that cannot be used: `{"ok": false, "spec": ..., "errors": [...],
+/// "warnings": [...]}`, each diagnostic with severity, message, expected, location and snippet.
+fn invalid_spec_json(spec: Option<&str>, e: &CliError) -> String {
+    let (errors, warnings) = match &e.report {
+        Some(r) => (r.errors().cloned().collect::<Vec<_>>(), r.warnings().cloned().collect::<Vec<_>>()),
+        None => (vec![crate::spec::Diagnostic::error(e.message.clone())], vec![]),
+    };
+    let v = serde_json::json!({ "ok": false, "spec": spec, "errors": errors, "warnings": warnings });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
 }
