@@ -522,3 +522,25 @@ fn exposing_settings_are_warned_about_at_their_place() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Issue #14 item 15: `--vaultnix-url` is remembered in the manifest: a plain re-run keeps it and
+/// `--check` finds no drift; giving the default URL again returns to it.
+#[test]
+fn the_vaultnix_url_is_remembered() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = t.path().join("out");
+    let flake = || std::fs::read_to_string(out.join("flake/flake.nix")).expect("flake.nix");
+    let url = "git+https://git.example.com/me/vaultnix?ref=pinned";
+    generate(None, &out, &["--quiet", "--vaultnix-url", url]);
+    assert!(flake().contains(url), "{}", flake());
+    let before = tree(&out);
+    generate(None, &out, &["--quiet"]);
+    assert!(flake().contains(url), "a plain run reverted the URL:\n{}", flake());
+    assert_eq!(tree(&out), before, "a plain re-run changed the tree");
+    let (code, text) = check(None, &out);
+    assert_eq!(code, 0, "--check reports drift:\n{text}");
+    generate(None, &out, &["--quiet", "--vaultnix-url", "github:vaultnix/vaultnix"]);
+    assert!(!flake().contains(url) && flake().contains("github:vaultnix/vaultnix"), "{}", flake());
+    let m = std::fs::read_to_string(out.join("manifest.json")).expect("manifest");
+    assert!(!m.contains("vaultnix_url"), "{m}");
+}

@@ -30,8 +30,9 @@ pub struct Args {
     #[arg(long, conflicts_with = "check")]
     pub rotate_keys: bool,
     /// Flake URL the generated flake.nix takes vaultnix from.
-    #[arg(long, default_value = "github:vaultnix/vaultnix")]
-    pub vaultnix_url: String,
+    /// (default: the URL the output tree was generated with, else github:vaultnix/vaultnix)
+    #[arg(long)]
+    pub vaultnix_url: Option<String>,
     /// Replace an output tree generated for a different cluster (refused by default).
     #[arg(long, conflicts_with = "check")]
     pub replace_cluster: bool,
@@ -61,7 +62,10 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         out: a.out.clone(),
         check: a.check,
         rotate: Rotate { ca: a.rotate_ca, keys: a.rotate_keys, certs: a.rotate_ca || a.rotate_keys },
-        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
+        render: RenderOptions {
+            vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
+            nix: true,
+        },
     };
     let g = generate(&plan, &Layout::NixOs, &opts)?;
     let notes = crate::render::version_notes(&plan);
