@@ -27,6 +27,11 @@ pub struct Generated {
 
 /// Renders everything for `plan` with `layout` and the material in `out` (created when missing unless
 /// `check`).
+/// What the manifest records of the flake URL (nothing for the default).
+fn remembered_url(r: &crate::render::RenderOptions) -> Option<String> {
+    (r.nix && r.vaultnix_url != crate::render::DEFAULT_VAULTNIX_URL).then(|| r.vaultnix_url.clone())
+}
+
 pub fn render_tree(
     plan: &Plan,
     out: &Path,
@@ -36,7 +41,8 @@ pub fn render_tree(
 ) -> Result<(Vec<OutFile>, Manifest, Material)> {
     let material = secrets::prepare(plan, out, &opts.rotate, !opts.check, now)?;
     let files = render::render_all(plan, &material, layout, &opts.render)?;
-    let manifest = output::manifest_for(&plan.name, &files);
+    let mut manifest = output::manifest_for(&plan.name, &files);
+    manifest.vaultnix_url = remembered_url(&opts.render);
     Ok((files, manifest, material))
 }
 
@@ -80,7 +86,8 @@ pub fn generate_with(
             paths::FLAKE
         ));
     }
-    let manifest = output::manifest_for(&plan.name, &files);
+    let mut manifest = output::manifest_for(&plan.name, &files);
+    manifest.vaultnix_url = remembered_url(&opts.render);
     // A damaged manifest is drift (--check reports it) or is rewritten, never a dead end.
     let old_manifest = old_manifest.unwrap_or_else(|e| {
         material.events.push(format!("ignored the previous manifest ({e:#})"));

@@ -21,6 +21,10 @@ pub struct Manifest {
     pub cluster: String,
     /// sha256 (hex) of every generated file, by relative path.
     pub files: BTreeMap<String, String>,
+    /// The `--vaultnix-url` the flake was generated with, when it is not the default: the next run
+    /// without the flag keeps it (and `--check` finds no drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vaultnix_url: Option<String>,
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -32,7 +36,21 @@ pub fn manifest_for(cluster: &str, files: &[OutFile]) -> Manifest {
         generator: format!("vaultnix {}", env!("CARGO_PKG_VERSION")),
         cluster: cluster.to_string(),
         files: files.iter().map(|f| (f.path.clone(), sha256_hex(&f.contents))).collect(),
+        vaultnix_url: None,
     }
+}
+
+/// The flake URL to generate with: the one given on the command line, else the one the tree at `out`
+/// was generated with (its manifest), else the default.
+pub fn remembered_vaultnix_url(out: &Path, given: Option<&str>) -> String {
+    if let Some(u) = given {
+        return u.to_string();
+    }
+    read_manifest(out)
+        .ok()
+        .flatten()
+        .and_then(|m| m.vaultnix_url)
+        .unwrap_or_else(|| crate::render::DEFAULT_VAULTNIX_URL.to_string())
 }
 
 pub fn manifest_text(m: &Manifest) -> String {

@@ -24,6 +24,37 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<KeyPair> {
     KeyPair::generate_for(a).context("generating a private key")
 }
 
+/// True when a PEM private key is of `alg` (the spec's tls.key_algorithm).
+pub fn key_is(key_pem: &str, alg: KeyAlgorithm) -> bool {
+    let want = match alg {
+        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+    };
+    KeyPair::from_pem(key_pem).is_ok_and(|k| k.algorithm() == want)
+}
+
+/// The validity a certificate was issued with, in days (issued from an hour before issuance).
+pub fn issued_validity_days(info: &CertInfo) -> i64 {
+    (info.not_after - info.not_before - 3600).div_euclid(86400)
+}
+
+/// Why the CA no longer matches the spec (a key algorithm or validity changed), if it does not.
+/// The CA is never replaced for this without `--rotate-ca`.
+pub fn ca_drift(ca_key_pem: &str, ca_pem: &str, alg: KeyAlgorithm, validity_days: u32) -> Option<String> {
+    let mut why = Vec::new();
+    if !key_is(ca_key_pem, alg) {
+        why.push(format!("its key is not {alg:?} (tls.key_algorithm)"));
+    }
+    if let Ok(info) = inspect(ca_pem) {
+        let d = issued_validity_days(&info);
+        if d != i64::from(validity_days) {
+            why.push(format!("it was issued for {d} days, the spec asks {validity_days} (tls.ca_validity_days)"));
+        }
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
 /// The private key as PEM that OpenSSL, Go (OpenBao/Vault) and rcgen all read. ring writes Ed25519
 /// keys as PKCS#8 v2 (RFC 5958, with the public key appended), which OpenSSL 3.0 refuses to load; those
 /// are re-encoded as PKCS#8 v1 (RFC 8410 §7: the 32-byte seed only).

@@ -136,6 +136,15 @@ pub fn prepare_renewing(
         }
     }
     let ca = pki::Ca::load(&m.ca_key, &m.ca_cert)?;
+    // A CA that no longer matches the spec is kept (replacing it makes every client re-trust, and
+    // is only done when asked): say exactly why and how.
+    if let Some(why) = pki::ca_drift(&m.ca_key, &m.ca_cert, alg, plan.tls.ca_validity_days) {
+        let msg = format!("kept the CA although the spec changed ({why}): the CA is replaced only with `vaultnix generate --rotate-ca` (every client must then trust the new flake/pki/ca.crt)");
+        if !create {
+            bail!("the CA differs from the spec: {msg}");
+        }
+        m.events.push(msg);
+    }
 
     for n in &plan.nodes {
         let key = if rotate.keys { None } else { read_opt(&sec.join(format!("{}.key", n.name)))? };
@@ -143,7 +152,17 @@ pub fn prepare_renewing(
             Some(k) => {
                 rcgen::KeyPair::from_pem(&k)
                     .with_context(|| format!("secrets/{}.key is not a PEM private key", n.name))?;
-                k
+                if pki::key_is(&k, alg) {
+                    k
+                } else {
+                    // tls.key_algorithm changed: the node gets a key of the new kind (and so a new
+                    // certificate); the CA stays.
+                    if !create {
+                        bail!("secrets/{}.key is not {alg:?} (tls.key_algorithm): run `vaultnix generate`", n.name);
+                    }
+                    m.events.push(format!("created a new {alg:?} TLS key for {} (tls.key_algorithm changed)", n.name));
+                    pki::key_pem(&pki::generate_key(alg)?)
+                }
             }
             None => {
                 if !create {
@@ -160,7 +179,13 @@ pub fn prepare_renewing(
             _ if renew(&n.name) => Err("renewal requested".to_string()),
             None => Err("new".to_string()),
             Some(c) => match pki::reissue_reason(&c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now) {
-                None => Ok(c),
+                None => match pki::inspect(&c).map(|i| pki::issued_validity_days(&i)) {
+                    Ok(d) if d != i64::from(plan.tls.node_validity_days) => Err(format!(
+                        "issued for {d} days, the spec asks {} (tls.node_validity_days)",
+                        plan.tls.node_validity_days
+                    )),
+                    _ => Ok(c),
+                },
                 Some(why) => Err(why),
             },
         };

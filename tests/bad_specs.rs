@@ -208,3 +208,57 @@ fn control_characters_from_the_spec_are_escaped_in_diagnostics() {
         assert!(!t.path().join("out").exists());
     }
 }
+
+/// Issue #14 item 19: `generate --output json` prints the same diagnostics as a JSON document on
+/// stdout (exit 2, nothing written), for every bad spec.
+#[test]
+fn json_output_holds_every_error_of_a_bad_spec() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = t.path().join("out");
+    let mut problems = Vec::new();
+    for spec in bad_specs() {
+        let want = read_expect(&spec.with_extension("expect"));
+        let o = vaultnix()
+            .args(["generate", "--output", "json", "--spec"])
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run");
+        let name = spec.display().to_string();
+        if o.status.code() != Some(2) {
+            problems.push(format!("{name}: exit {:?}", o.status.code()));
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&o.stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{name}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+                continue;
+            }
+        };
+        if v["ok"] != serde_json::json!(false) {
+            problems.push(format!("{name}: ok is not false"));
+        }
+        let errors = v["errors"].as_array().cloned().unwrap_or_default();
+        let got: Vec<(String, String)> = errors
+            .iter()
+            .map(|e| {
+                let loc = e["location"].as_str().unwrap_or("");
+                let loc = loc.strip_prefix(&format!("{name}:")).unwrap_or(loc).to_string();
+                (loc, e["message"].as_str().unwrap_or("").to_string())
+            })
+            .collect();
+        if got.len() != want.errors.len() {
+            problems.push(format!("{name}: {} errors in JSON, {} expected: {got:?}", got.len(), want.errors.len()));
+        }
+        for (loc, msg) in &want.errors {
+            if !got.iter().any(|(l, m)| l == loc && m.contains(msg.as_str())) {
+                problems.push(format!("{name}: JSON lacks {loc} {msg}: {got:?}"));
+            }
+        }
+        if out.exists() {
+            problems.push(format!("{name}: created {}", out.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

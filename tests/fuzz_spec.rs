@@ -314,3 +314,135 @@ fn replace_string_value(seed: &str, key: &str, value: &str) -> String {
     }
     doc.to_string()
 }
+
+fn vaultnix_cmd() -> Command {
+    let mut c = Command::cargo_bin("vaultnix").unwrap();
+    c.env_remove("VAULTNIX_SPEC").env_remove("VAULTNIX_OUT").timeout(Duration::from_secs(150));
+    c
+}
+
+/// File-system hazards around a valid seed (issue #14): the spec behind a symlink, a FIFO, a directory
+/// or /dev/zero; the output directory behind a symlink, dangling, or a regular file; and concurrent
+/// writers on one fresh directory. Never a panic or a hang; a refusal changes nothing; a success writes
+/// through the symlink (the link stays a link); parallel runs create exactly one CA.
+#[test]
+fn fuzz_file_system_hazards() {
+    use std::os::unix::fs::symlink;
+    let seeds = seeds_arc();
+    let strategy = (0..seeds.len(), 0u8..7);
+    let counter = std::cell::Cell::new(0u32);
+    let mut runner = TestRunner::new(config(14));
+    runner
+        .run(&strategy, |(i, hazard)| {
+            counter.set(counter.get() + 1);
+            let t = tempfile::tempdir().unwrap();
+            let d = t.path();
+            let real_spec = d.join("real.toml");
+            std::fs::write(&real_spec, &seeds[i]).unwrap();
+            let (spec, out) = (d.join("spec.toml"), d.join("out"));
+            match hazard {
+                0 => symlink(&real_spec, &spec).unwrap(),
+                1 => assert!(std::process::Command::new("mkfifo").arg(&spec).status().unwrap().success()),
+                2 => std::fs::create_dir(&spec).unwrap(),
+                3 => symlink("/dev/zero", &spec).unwrap(),
+                4 => {
+                    std::fs::copy(&real_spec, &spec).unwrap();
+                    std::fs::create_dir(d.join("target")).unwrap();
+                    symlink(d.join("target"), &out).unwrap();
+                }
+                5 => {
+                    std::fs::copy(&real_spec, &spec).unwrap();
+                    symlink(d.join("nowhere"), &out).unwrap();
+                }
+                _ => {
+                    std::fs::copy(&real_spec, &spec).unwrap();
+                    std::fs::write(&out, "a user's file").unwrap();
+                }
+            }
+            let before = fs_state(d);
+            let start = std::time::Instant::now();
+            let o = vaultnix_cmd().args(["generate", "--spec"]).arg(&spec).arg("--out").arg(&out).output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            prop_assert!(start.elapsed() < Duration::from_secs(60), "hazard {hazard}: took {:?}", start.elapsed());
+            prop_assert!(!stderr.contains("panicked"), "hazard {hazard}: {stderr}");
+            match o.status.code() {
+                Some(0) => {
+                    prop_assert!(hazard == 0 || hazard == 4, "hazard {hazard} accepted: {stderr}");
+                    if hazard == 4 {
+                        prop_assert!(
+                            std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink(),
+                            "--out symlink replaced"
+                        );
+                        prop_assert!(d.join("target/manifest.json").is_file(), "not written through the symlink");
+                    }
+                }
+                Some(1) | Some(2) => {
+                    prop_assert!(hazard != 0, "a symlinked spec was refused: {stderr}");
+                    prop_assert!(fs_state(d) == before, "hazard {hazard}: a refused run changed files");
+                    prop_assert!(!stderr.trim().is_empty(), "hazard {hazard}: refused without a word");
+                }
+                c => prop_assert!(false, "hazard {hazard}: exit {c:?}: {stderr}"),
+            }
+            // Concurrent writers on a fresh directory: one CA, every run succeeds.
+            if counter.get() % 4 == 1 {
+                let fresh = d.join("fresh");
+                let kids: Vec<_> = (0..3)
+                    .map(|_| {
+                        std::process::Command::new(assert_cmd::cargo::cargo_bin("vaultnix"))
+                            .env_remove("VAULTNIX_SPEC")
+                            .env_remove("VAULTNIX_OUT")
+                            .args(["generate", "--spec"])
+                            .arg(&real_spec)
+                            .arg("--out")
+                            .arg(&fresh)
+                            .stdout(std::process::Stdio::piped())
+                            .stderr(std::process::Stdio::piped())
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect();
+                let outs: Vec<_> = kids.into_iter().map(|k| k.wait_with_output().unwrap()).collect();
+                let created =
+                    outs.iter().filter(|o| String::from_utf8_lossy(&o.stdout).contains("created the CA")).count();
+                for o in &outs {
+                    prop_assert!(o.status.success(), "a concurrent run failed: {}", String::from_utf8_lossy(&o.stderr));
+                }
+                prop_assert_eq!(created, 1, "{} runs created a CA", created);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Every path under `d` (not following symlinks) with its kind and, for files, contents.
+fn fs_state(d: &Path) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for e in walkdir_nofollow(d) {
+        let m = std::fs::symlink_metadata(&e).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&e).unwrap().display())
+        } else if m.is_file() {
+            format!("{:?}", std::fs::read(&e).unwrap())
+        } else {
+            format!("{:?}", m.file_type())
+        };
+        v.push((e.display().to_string(), what));
+    }
+    v.sort();
+    v
+}
+
+fn walkdir_nofollow(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().filter_map(|e| e.ok()) {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}

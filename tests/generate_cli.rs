@@ -522,3 +522,76 @@ fn exposing_settings_are_warned_about_at_their_place() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Issue #14 item 15: `--vaultnix-url` is remembered in the manifest: a plain re-run keeps it and
+/// `--check` finds no drift; giving the default URL again returns to it.
+#[test]
+fn the_vaultnix_url_is_remembered() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let out = t.path().join("out");
+    let flake = || std::fs::read_to_string(out.join("flake/flake.nix")).expect("flake.nix");
+    let url = "git+https://git.example.com/me/vaultnix?ref=pinned";
+    generate(None, &out, &["--quiet", "--vaultnix-url", url]);
+    assert!(flake().contains(url), "{}", flake());
+    let before = tree(&out);
+    generate(None, &out, &["--quiet"]);
+    assert!(flake().contains(url), "a plain run reverted the URL:\n{}", flake());
+    assert_eq!(tree(&out), before, "a plain re-run changed the tree");
+    let (code, text) = check(None, &out);
+    assert_eq!(code, 0, "--check reports drift:\n{text}");
+    generate(None, &out, &["--quiet", "--vaultnix-url", "github:vaultnix/vaultnix"]);
+    assert!(!flake().contains(url) && flake().contains("github:vaultnix/vaultnix"), "{}", flake());
+    let m = std::fs::read_to_string(out.join("manifest.json")).expect("manifest");
+    assert!(!m.contains("vaultnix_url"), "{m}");
+}
+
+/// Issue #14 item 14: a changed tls.key_algorithm / node_validity_days reissues what the spec now asks
+/// (new node keys and certificates, same CA); a CA change is never applied without --rotate-ca, but
+/// said exactly, and --check reports it until then.
+#[test]
+fn tls_changes_in_the_spec_are_applied_or_explained() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let spec = t.path().join("five.toml");
+    let text = std::fs::read_to_string(common::spec("five.toml")).expect("read");
+    std::fs::write(&spec, &text).expect("write");
+    let out = t.path().join("out");
+    generate(Some(&spec), &out, &["--quiet"]);
+    let before = files(&out);
+
+    // node_validity_days: every node certificate is reissued for the new validity, keys and CA kept.
+    assert!(text.contains("node_validity_days = 90\n"), "five.toml changed");
+    let v200 = text.replace("node_validity_days = 90\n", "node_validity_days = 200\n");
+    std::fs::write(&spec, &v200).expect("write");
+    let (code, report) = check(Some(&spec), &out);
+    assert_eq!(code, 1, "--check did not report the validity change:\n{report}");
+    assert!(report.contains("tls.node_validity_days"), "{report}");
+    let o = generate(Some(&spec), &out, &[]);
+    assert!(stdout(&o).contains("the spec asks 200 (tls.node_validity_days)"), "{}", stdout(&o));
+    let after = files(&out);
+    assert_eq!(only(&before, "secrets/"), only(&after, "secrets/"), "keys must not change");
+    assert_eq!(before["flake/pki/ca.crt"], after["flake/pki/ca.crt"], "the CA changed");
+    let info = vaultnix::pki::inspect(&String::from_utf8_lossy(&after["flake/pki/home-1.crt"])).expect("inspect");
+    assert_eq!(vaultnix::pki::issued_validity_days(&info), 200);
+    assert_eq!(check(Some(&spec), &out).0, 0, "drift after applying the change");
+
+    // key_algorithm and ca_validity_days: node keys of the new kind; the CA is kept and the run says why.
+    let ed = v200.replace("[tls]\n", "[tls]\nkey_algorithm = \"ed25519\"\nca_validity_days = 3000\n");
+    std::fs::write(&spec, &ed).expect("write");
+    let o = generate(Some(&spec), &out, &[]);
+    let said = stdout(&o) + &stderr(&o);
+    assert!(said.contains("created a new Ed25519 TLS key for home-1"), "{said}");
+    assert!(said.contains("kept the CA although the spec changed") && said.contains("--rotate-ca"), "{said}");
+    assert!(said.contains("tls.ca_validity_days") && said.contains("tls.key_algorithm"), "{said}");
+    let after2 = files(&out);
+    assert_eq!(after["flake/pki/ca.crt"], after2["flake/pki/ca.crt"], "the CA was replaced without --rotate-ca");
+    assert_eq!(after["secrets/ca.key"], after2["secrets/ca.key"], "the CA key was replaced without --rotate-ca");
+    assert!(vaultnix::pki::key_is(
+        &String::from_utf8_lossy(&after2["secrets/home-1.key"]),
+        vaultnix::spec::KeyAlgorithm::Ed25519
+    ));
+    let (code, report) = check(Some(&spec), &out);
+    assert_eq!(code, 1, "--check must keep reporting the CA drift:\n{report}");
+    assert!(report.contains("--rotate-ca"), "{report}");
+    generate(Some(&spec), &out, &["--quiet", "--rotate-ca"]);
+    assert_eq!(check(Some(&spec), &out).0, 0, "drift after --rotate-ca");
+}

@@ -59,8 +59,9 @@ pub struct RenewArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Flake URL the generated flake.nix takes vaultnix from (as given to `generate`).
-    #[arg(long, default_value = "github:vaultnix/vaultnix")]
-    pub vaultnix_url: String,
+    /// (default: the URL the output tree was generated with, else github:vaultnix/vaultnix)
+    #[arg(long)]
+    pub vaultnix_url: Option<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: super::OutputFormat,
 }
@@ -128,7 +129,10 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
         all: a.all,
         dry_run: a.dry_run,
         layout: if lab { Layout::Lab(crate::output::absolute(&a.out)?) } else { Layout::NixOs },
-        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: !lab },
+        render: RenderOptions {
+            vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
+            nix: !lab,
+        },
         now,
     };
     let r = certs::renew(&plan, &o)?;

@@ -38,8 +38,9 @@ pub struct Args {
     #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
     pub out: PathBuf,
     /// Flake URL the tree was generated with (for the drift check).
-    #[arg(long, default_value = "github:vaultnix/vaultnix")]
-    pub vaultnix_url: String,
+    /// (default: the URL the output tree was generated with, else github:vaultnix/vaultnix)
+    #[arg(long)]
+    pub vaultnix_url: Option<String>,
     /// Also check the running cluster (TLS, health, cluster ports, raft peers, autopilot, snapshots).
     #[arg(long)]
     pub live: bool,
@@ -57,7 +58,10 @@ pub struct Args {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     let t = super::recover::target(shell, a.spec.as_deref(), &a.out)?;
     let mut o = OfflineOptions::new(t.out.clone(), t.layout.clone());
-    o.render = RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: t.render.nix };
+    o.render = RenderOptions {
+        vaultnix_url: crate::output::remembered_vaultnix_url(&t.out, a.vaultnix_url.as_deref()),
+        nix: t.render.nix,
+    };
     o.skip_validate_config = a.no_validate_config;
     if t.is_lab() {
         shell.note(format!("{} is a lab directory: checking the lab plan (loopback addresses)", t.out.display()));
@@ -123,6 +127,6 @@ pub fn print_report(shell: &Shell, report: &Report, format: OutputFormat, cluste
 pub fn finish(report: &Report) -> CliResult {
     match report.exit_code() {
         0 => Ok(()),
-        code => Err(CliError { code, message: String::new() }),
+        code => Err(CliError { code, message: String::new(), report: None }),
     }
 }

@@ -30,8 +30,9 @@ pub struct Args {
     #[arg(long, conflicts_with = "check")]
     pub rotate_keys: bool,
     /// Flake URL the generated flake.nix takes vaultnix from.
-    #[arg(long, default_value = "github:vaultnix/vaultnix")]
-    pub vaultnix_url: String,
+    /// (default: the URL the output tree was generated with, else github:vaultnix/vaultnix)
+    #[arg(long)]
+    pub vaultnix_url: Option<String>,
     /// Replace an output tree generated for a different cluster (refused by default).
     #[arg(long, conflicts_with = "check")]
     pub replace_cluster: bool,
@@ -41,7 +42,17 @@ pub struct Args {
 }
 
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
-    let loaded = super::load_spec(shell, a.spec.as_deref())?;
+    let loaded = match super::load_spec(shell, a.spec.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            if a.output == super::OutputFormat::Json {
+                // The same diagnostics as a document on stdout (the text stays on stderr).
+                let spec = a.spec.as_ref().map(|p| p.display().to_string());
+                println!("{}", invalid_spec_json(spec.as_deref(), &e));
+            }
+            return Err(e);
+        }
+    };
     let plan = Plan::from_loaded(&loaded);
     let q = plan.quorum;
     if !a.check && !a.replace_cluster {
@@ -51,7 +62,10 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         out: a.out.clone(),
         check: a.check,
         rotate: Rotate { ca: a.rotate_ca, keys: a.rotate_keys, certs: a.rotate_ca || a.rotate_keys },
-        render: RenderOptions { vaultnix_url: a.vaultnix_url.clone(), nix: true },
+        render: RenderOptions {
+            vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
+            nix: true,
+        },
     };
     let g = generate(&plan, &Layout::NixOs, &opts)?;
     let notes = crate::render::version_notes(&plan);
@@ -159,7 +173,19 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 "{} differs from what the spec generates; run `vaultnix generate` (or restore the files)",
                 a.out.display()
             ),
+            report: None,
         });
     }
     Ok(())
+}
+
+/// `--output json` for a spec that cannot be used: `{"ok": false, "spec": ..., "errors": [...],
+/// "warnings": [...]}`, each diagnostic with severity, message, expected, location and snippet.
+fn invalid_spec_json(spec: Option<&str>, e: &CliError) -> String {
+    let (errors, warnings) = match &e.report {
+        Some(r) => (r.errors().cloned().collect::<Vec<_>>(), r.warnings().cloned().collect::<Vec<_>>()),
+        None => (vec![crate::spec::Diagnostic::error(e.message.clone())], vec![]),
+    };
+    let v = serde_json::json!({ "ok": false, "spec": spec, "errors": errors, "warnings": warnings });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -96,14 +96,16 @@ pub enum Command {
 pub struct CliError {
     pub code: u8,
     pub message: String,
+    /// The located diagnostics, when the error is an invalid spec (for `--output json`).
+    pub report: Option<crate::spec::Report>,
 }
 
 impl CliError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_INVALID, message: message.into() }
+        CliError { code: EXIT_INVALID, message: message.into(), report: None }
     }
     pub fn failure(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_FAILURE, message: message.into() }
+        CliError { code: EXIT_FAILURE, message: message.into(), report: None }
     }
 }
 
@@ -118,7 +120,11 @@ impl From<anyhow::Error> for CliError {
 
 impl From<crate::spec::LoadError> for CliError {
     fn from(e: crate::spec::LoadError) -> Self {
-        CliError::invalid(e.to_string())
+        let message = e.to_string();
+        match e {
+            crate::spec::LoadError::Invalid(r) => CliError { report: Some(r), ..CliError::invalid(message) },
+            crate::spec::LoadError::Io { .. } => CliError::invalid(message),
+        }
     }
 }
 

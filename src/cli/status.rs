@@ -29,7 +29,7 @@ pub fn show(_shell: &Shell, plan: &Plan, out: &Path, output: OutputFormat) -> Cl
         OutputFormat::Text => print!("{}", crate::ops::status::render_text(&st)),
     }
     if st.nodes.iter().any(|n| !n.reachable) {
-        return Err(CliError { code: super::EXIT_FAILURE, message: String::new() });
+        return Err(CliError { code: super::EXIT_FAILURE, message: String::new(), report: None });
     }
     Ok(())
 }

@@ -37,6 +37,9 @@ impl OutFile {
     }
 }
 
+/// Where the generated flake takes vaultnix from unless told otherwise (`--vaultnix-url`).
+pub const DEFAULT_VAULTNIX_URL: &str = "github:vaultnix/vaultnix";
+
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
     /// The flake URL the generated flake.nix takes vaultnix from.
@@ -47,7 +50,7 @@ pub struct RenderOptions {
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions { vaultnix_url: "github:vaultnix/vaultnix".into(), nix: true }
+        RenderOptions { vaultnix_url: DEFAULT_VAULTNIX_URL.into(), nix: true }
     }
 }
 

@@ -120,21 +120,13 @@ pub fn load_str(name: &str, text: &str, dir: &Path) -> Result<Loaded, LoadError>
     let mut spec: Spec = match toml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
-            let msg = e.message().trim().to_string();
-            let offending = e.span().and_then(|r| text.get(r)).unwrap_or("");
-            let (message, expected) = if msg.is_empty() {
-                // toml leaves the message empty for some syntax errors (a missing value, a control
-                // character); an error line must still say what is wrong.
-                explain_bare_syntax_error(text, e.span())
-            } else {
-                explain_serde_error(&msg, offending, e.span().and_then(|r| key_at(text, r.start)))
-            };
-            let d = Diagnostic::error(message).at(e.span());
-            let d = match expected {
-                Some(x) => d.expected(x),
-                None => d,
-            };
-            return Err(LoadError::Invalid(Report { diagnostics: vec![d.locate(&source)] }));
+            let mut diagnostics = vec![explain_toml_error(text, &e).locate(&source)];
+            // A spec that is valid TOML: every type and key error, not only the first (serde stops at
+            // one). The offending line, or its table, is blanked out and the rest parsed again.
+            if toml::from_str::<toml::Table>(text).is_ok() {
+                diagnostics.extend(further_data_errors(text, &e).into_iter().map(|d| d.locate(&source)));
+            }
+            return Err(LoadError::Invalid(Report { diagnostics }.locate(&source)));
         }
     };
     let idx = spans::SpanIndex::new(text);
@@ -159,6 +151,157 @@ pub fn example() -> Loaded {
         // The example is tested; this cannot fail in a released binary.
         Err(e) => unreachable!("built-in example spec is invalid: {e}"),
     }
+}
+
+/// A toml/serde error as a diagnostic (not yet located).
+fn explain_toml_error(text: &str, e: &toml::de::Error) -> Diagnostic {
+    let msg = e.message().trim().to_string();
+    let offending = e.span().and_then(|r| text.get(r)).unwrap_or("");
+    let (message, expected) = if msg.is_empty() {
+        // toml leaves the message empty for some syntax errors (a missing value, a control
+        // character); an error line must still say what is wrong.
+        explain_bare_syntax_error(text, e.span())
+    } else {
+        explain_serde_error(&msg, offending, e.span().and_then(|r| key_at(text, r.start)))
+    };
+    let d = Diagnostic::error(message).at(e.span());
+    match expected {
+        Some(x) => d.expected(x),
+        None => d,
+    }
+}
+
+/// At most this many further errors are looked for (each costs a parse of the spec).
+const MAX_DATA_ERRORS: usize = 50;
+
+/// The byte ranges of the spec's lines and of its table blocks (a `[header]` or `[[header]]` line up
+/// to the next one; the keys before the first header are a block too).
+fn line_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let start = text[..offset.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let end = text[start..].find('\n').map(|i| start + i).unwrap_or(text.len());
+    start..end
+}
+
+fn block_at(text: &str, offset: usize) -> std::ops::Range<usize> {
+    let is_header = |line: &str| line.trim_start().starts_with('[');
+    let mut start = 0;
+    let mut pos = 0;
+    let mut end = text.len();
+    for line in text.split_inclusive('\n') {
+        if is_header(line) {
+            if pos <= offset {
+                start = pos;
+            } else {
+                end = pos;
+                break;
+            }
+        }
+        pos += line.len();
+    }
+    start..end
+}
+
+/// The key a block's header names (`[unseal.params]` → "params", `[[nodes]]` → "nodes").
+fn header_key(block: &str) -> Option<String> {
+    let h = block.lines().next()?.trim();
+    let h = h.strip_prefix('[')?.trim_start_matches('[');
+    let h = h.split(']').next()?;
+    Some(h.rsplit('.').next()?.trim().trim_matches('"').to_string())
+}
+
+/// `text` with `range` replaced by spaces (newlines kept, so every other offset, line and column stays).
+fn blank(text: &mut [u8], range: std::ops::Range<usize>) {
+    for b in &mut text[range] {
+        if *b != b'\n' {
+            *b = b' ';
+        }
+    }
+}
+
+/// The errors after `first`: the line holding each error is blanked (its whole table block when
+/// blanking the line breaks the TOML or only trades the error for a missing required key), then the
+/// spec is parsed again, until it parses or nothing more can be told.
+fn further_data_errors(text: &str, first: &toml::de::Error) -> Vec<Diagnostic> {
+    let mut masked = text.as_bytes().to_vec();
+    let mut out = Vec::new();
+    let mut seen: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut masked_keys: Vec<String> = Vec::new();
+    let mut masked_headers: Vec<String> = Vec::new();
+    let mut next = first.span();
+    for _ in 0..2 * MAX_DATA_ERRORS {
+        if out.len() >= MAX_DATA_ERRORS {
+            break;
+        }
+        // Blank what the last error was about: its line if that keeps the TOML valid, else its block.
+        let Some(span) = next.take() else { break };
+        if span.start >= text.len() {
+            break;
+        }
+        seen.push(span.clone());
+        let line = line_at(text, span.start);
+        let mut trial = masked.clone();
+        blank(&mut trial, line.clone());
+        let line_text = &text[line.clone()];
+        if !line_text.trim_start().starts_with('[')
+            && line_text.contains('=')
+            && toml::from_str::<toml::Table>(&String::from_utf8_lossy(&trial)).is_ok()
+        {
+            masked_keys.extend(key_at(text, line.start + line_text.find('=').unwrap_or(0) + 1).map(str::to_string));
+            masked = trial;
+        } else {
+            let before = masked.clone();
+            let block = block_at(text, span.start);
+            masked_headers.extend(header_key(&text[block.clone()]));
+            blank(&mut masked, block);
+            if masked == before {
+                break;
+            }
+        }
+        let e = match toml::from_str::<Spec>(&String::from_utf8_lossy(&masked)) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let Some(espan) = e.span() else { break };
+        if let Some(rest) = e.message().trim().strip_prefix("missing field ") {
+            // A table we blanked is missing now: that was reported already, and serde checks for
+            // missing keys last, so nothing else is wrong.
+            if masked_headers.iter().any(|k| k == rest.trim_matches('`')) {
+                break;
+            }
+            // Blanking a required key is not the user's error: blank its whole table next (a missing
+            // top-level table, whose block is the whole text, ends the search).
+            if masked_keys.iter().any(|k| k == rest.trim_matches('`')) {
+                if block_at(text, espan.start.min(text.len().saturating_sub(1))) == (0..text.len()) {
+                    break;
+                }
+                masked_keys.clear();
+                let before = masked.clone();
+                let block = block_at(text, espan.start);
+                masked_headers.extend(header_key(&text[block.clone()]));
+                blank(&mut masked, block);
+                if masked == before {
+                    break;
+                }
+                match toml::from_str::<Spec>(&String::from_utf8_lossy(&masked)) {
+                    Ok(_) => break,
+                    Err(e2) => match e2.span() {
+                        Some(s2) if !seen.contains(&s2) && !e2.message().trim().starts_with("missing field ") => {
+                            out.push(explain_toml_error(text, &e2));
+                            next = Some(s2);
+                        }
+                        _ => break,
+                    },
+                }
+                continue;
+            }
+        }
+        if seen.contains(&espan) {
+            break;
+        }
+        out.push(explain_toml_error(text, &e));
+        next = Some(espan);
+    }
+    out
 }
 
 /// A message for a syntax error toml reported without one, from the text at its place.

@@ -913,8 +913,25 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
             format!("exactly {} PGP public key files, one per share", u.shares),
         );
     }
+    let mut seen: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, k) in u.pgp_keys.iter().enumerate() {
         check_key_file(c, &[K("unseal"), K("pgp_keys"), I(i)], spec_dir, k);
+        // The same key for two shares: its holder holds both (and could reach the threshold alone).
+        let key = super::read_regular_bounded(&spec_dir.join(k), 1 << 20)
+            .ok()
+            .and_then(|b| crate::ops::bootstrap::pgp_key_base64(&b).ok())
+            .map(String::into_bytes);
+        if let Some(key) = key {
+            if let Some((j, _)) = seen.iter().find(|(_, b)| *b == key) {
+                c.err(
+                    &[K("unseal"), K("pgp_keys"), I(i)],
+                    format!("pgp_keys[{i}] is the same key as pgp_keys[{j}]: one holder would get two shares"),
+                    "one key per share holder, each a different person",
+                );
+            } else {
+                seen.push((i, key));
+            }
+        }
     }
     if let Some(k) = &u.root_token_pgp_key {
         check_key_file(c, &[K("unseal"), K("root_token_pgp_key")], spec_dir, k);
@@ -1058,9 +1075,79 @@ fn check_key_file(c: &mut Ctx<'_>, path: &[Seg<'_>], spec_dir: &Path, file: &str
                     format!("{} is a PGP *private* key", p.display()),
                     "the public key only (gpg --export --armor)",
                 );
+            } else if let Some(why) = pgp_public_key_problem(&bytes) {
+                c.err(path, format!("PGP key {}: {why}", p.display()), "a PGP public key with an encryption subkey (gpg --export KEYID, armored or binary, or base64 of the binary)");
             }
         }
     }
+}
+
+/// The OpenPGP packets of a binary key (RFC 9580 §4.2): `(tag, body)`.
+fn pgp_packets(mut b: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    while let Some(&h) = b.first() {
+        if h & 0x80 == 0 {
+            return None;
+        }
+        let (tag, len, hl): (u8, usize, usize) = if h & 0x40 != 0 {
+            let o1 = *b.get(1)? as usize;
+            match o1 {
+                0..=191 => (h & 0x3f, o1, 2),
+                192..=223 => (h & 0x3f, ((o1 - 192) << 8) + *b.get(2)? as usize + 192, 3),
+                255 => (h & 0x3f, u32::from_be_bytes(b.get(2..6)?.try_into().ok()?) as usize, 6),
+                _ => return None, // partial lengths: not used in keys
+            }
+        } else {
+            let tag = (h >> 2) & 0x0f;
+            match h & 3 {
+                0 => (tag, *b.get(1)? as usize, 2),
+                1 => (tag, u16::from_be_bytes(b.get(1..3)?.try_into().ok()?) as usize, 3),
+                2 => (tag, u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize, 5),
+                _ => return None,
+            }
+        };
+        let body = b.get(hl..hl.checked_add(len)?)?;
+        out.push((tag, body));
+        b = &b[hl + len..];
+    }
+    Some(out)
+}
+
+/// Why a key file is not a PGP public key bao can encrypt a share to, if it is not. Read like bao
+/// reads it (crate::ops::bootstrap::pgp_key_base64: armored, binary, or base64 of the binary).
+pub fn pgp_public_key_problem(raw: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let b64 = match crate::ops::bootstrap::pgp_key_base64(raw) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    let Ok(bin) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+        return Some("not a PGP key (neither armored, binary nor base64)".into());
+    };
+    let Some(packets) = pgp_packets(&bin).filter(|p| !p.is_empty()) else {
+        return Some("not a PGP key (no OpenPGP packets: a wrong file?)".into());
+    };
+    if packets.iter().any(|(t, _)| *t == 5 || *t == 7) {
+        return Some("this is a PGP *private* key".into());
+    }
+    if packets[0].0 != 6 {
+        return Some("not a PGP public key (it does not start with a public-key packet)".into());
+    }
+    // Public-key algorithm: after version and creation time (v4/v6), or also a validity (v3).
+    let algo = |body: &[u8]| match body.first() {
+        Some(3) => body.get(7).copied(),
+        Some(_) => body.get(5).copied(),
+        None => None,
+    };
+    // RSA, RSA encrypt-only, Elgamal, ECDH, X25519, X448 can encrypt.
+    let encrypts = packets
+        .iter()
+        .filter(|(t, _)| *t == 6 || *t == 14)
+        .any(|(_, b)| matches!(algo(b), Some(1 | 2 | 16 | 18 | 25 | 26)));
+    if !encrypts {
+        return Some("the key can only sign (no encryption subkey): a share cannot be encrypted to it".into());
+    }
+    None
 }
 
 fn check_raft(c: &mut Ctx<'_>, spec: &Spec) {
