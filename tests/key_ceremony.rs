@@ -48,7 +48,7 @@ fn pgp_encrypted_shares_decrypt_and_unseal() {
         // The armored export is accepted too and means the same key.
         let armored = gpg(&home, &["--export", "--armor", &format!("{h}@example.org")], None);
         assert_eq!(
-            vaultnix::ops::bootstrap::pgp_key_base64(&armored).unwrap(),
+            vaultnix::spec::pgp::pgp_key_base64(&armored).unwrap(),
             base64::engine::general_purpose::STANDARD.encode(&public)
         );
         std::fs::write(t.path().join(format!("{h}.gpg")), public).unwrap();

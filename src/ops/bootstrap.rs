@@ -9,7 +9,6 @@ use crate::api::{AutopilotConfig, Cluster, Health, InitRequest, NodeClient, Node
 use crate::plan::Plan;
 use crate::spec::SealKind;
 use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
@@ -354,35 +353,6 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
     Ok(rep)
 }
 
-/// What OpenBao's init wants for a PGP key: the base64 of the binary public key. Accepts the three
-/// forms people have: ASCII-armored (`gpg --export --armor`), binary (`gpg --export`), or base64 text.
-pub fn pgp_key_base64(raw: &[u8]) -> Result<String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    if let Ok(text) = std::str::from_utf8(raw) {
-        if text.contains("PRIVATE KEY BLOCK") {
-            bail!("this is a PGP *private* key; export the public key only (gpg --export KEYID)");
-        }
-        if let Some(start) = text.find("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-            // Armor: header lines up to the first empty line, base64 body, "=CRC" line, footer.
-            let body: String = text[start..]
-                .lines()
-                .skip(1)
-                .skip_while(|l| !l.trim().is_empty())
-                .take_while(|l| !l.starts_with("-----END"))
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('='))
-                .collect();
-            b64.decode(&body).map_err(|e| anyhow::anyhow!("the armored key's body is not base64: {e}"))?;
-            return Ok(body);
-        }
-        let joined: String = text.split_whitespace().collect();
-        if !joined.is_empty() && b64.decode(&joined).is_ok() {
-            return Ok(joined);
-        }
-    }
-    Ok(b64.encode(raw))
-}
-
 pub const SELF_INIT_NOTE: &str = "self-initialized cluster: there are NO recovery keys and NO root token. \
 Access is the operator certificate flake/pki/admin.crt + secrets/admin.key (cert login, policy vaultnix-admin): keep \
 secrets/admin.key safe and backed up, together with secrets/ca.key (it can issue a new operator certificate) \
@@ -451,7 +421,7 @@ async fn verify_self_init(
 pub fn init_request(plan: &Plan) -> Result<InitRequest> {
     let b64 = |p: &PathBuf| -> Result<String> {
         let raw = std::fs::read(p).with_context(|| format!("cannot read PGP key {}", p.display()))?;
-        pgp_key_base64(&raw).with_context(|| format!("PGP key {}", p.display()))
+        crate::spec::pgp::pgp_key_base64(&raw).with_context(|| format!("PGP key {}", p.display()))
     };
     let pgp: Vec<String> = plan.seal.pgp_keys.iter().map(b64).collect::<Result<_>>()?;
     let root_pgp = plan.seal.root_token_pgp_key.as_ref().map(b64).transpose()?;

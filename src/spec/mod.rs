@@ -2,6 +2,7 @@
 
 pub mod calendar;
 pub mod diag;
+pub mod pgp;
 pub mod schema;
 pub mod spans;
 pub mod validate;

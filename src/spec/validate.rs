@@ -919,7 +919,7 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
         // The same key for two shares: its holder holds both (and could reach the threshold alone).
         let key = super::read_regular_bounded(&spec_dir.join(k), 1 << 20)
             .ok()
-            .and_then(|b| crate::ops::bootstrap::pgp_key_base64(&b).ok())
+            .and_then(|b| crate::spec::pgp::pgp_key_base64(&b).ok())
             .map(String::into_bytes);
         if let Some(key) = key {
             if let Some((j, _)) = seen.iter().find(|(_, b)| *b == key) {
@@ -1114,10 +1114,10 @@ fn pgp_packets(mut b: &[u8]) -> Option<Vec<(u8, &[u8])>> {
 }
 
 /// Why a key file is not a PGP public key bao can encrypt a share to, if it is not. Read like bao
-/// reads it (crate::ops::bootstrap::pgp_key_base64: armored, binary, or base64 of the binary).
+/// reads it (crate::spec::pgp::pgp_key_base64: armored, binary, or base64 of the binary).
 pub fn pgp_public_key_problem(raw: &[u8]) -> Option<String> {
     use base64::Engine as _;
-    let b64 = match crate::ops::bootstrap::pgp_key_base64(raw) {
+    let b64 = match crate::spec::pgp::pgp_key_base64(raw) {
         Ok(b) => b,
         Err(e) => return Some(format!("{e:#}")),
     };
