@@ -94,14 +94,50 @@ pub fn read_unseal_keys(path: &Path) -> Result<Vec<String>> {
 
 /// The throwaway server: killed by its pid and its directory removed when dropped.
 struct Throwaway {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
+    bao: PathBuf,
+    cfg_path: PathBuf,
+    data: PathBuf,
+    cluster_addr: String,
+}
+
+impl Throwaway {
+    fn spawn(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
+        let child = Command::new(&self.bao)
+            .arg("server")
+            .arg(format!("-config={}", self.cfg_path.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bao.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// The restored raft configuration names the original cluster's servers: the single throwaway
+    /// node is made the only voter with raft's recovery file, then started again.
+    fn restart_as_only_voter(&mut self) -> Result<()> {
+        self.stop();
+        let peers =
+            serde_json::json!([{ "id": "vaultnix-rehearsal", "address": self.cluster_addr, "non_voter": false }]);
+        let raft = self.data.join("raft");
+        fs::create_dir_all(&raft)?;
+        output::write_file_atomic(&raft.join("peers.json"), peers.to_string().as_bytes(), true)?;
+        self.spawn()
+    }
 }
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -121,10 +157,13 @@ fn start_server(c: &RehearsalConfig, dir: &Path) -> Result<(Throwaway, String)> 
     let mut cfg = serde_json::json!({
         "storage": { "raft": { "path": data.to_string_lossy(), "node_id": "vaultnix-rehearsal" } },
         // Loopback only, a throwaway server that lives for one rehearsal: no TLS.
-        "listener": [ { "tcp": { "address": format!("127.0.0.1:{port}"), "tls_disable": true } } ],
+        "listener": [ { "tcp": {
+            "address": format!("127.0.0.1:{port}"),
+            "cluster_address": format!("127.0.0.1:{cport}"),
+            "tls_disable": true,
+        } } ],
         "api_addr": addr,
-        "cluster_addr": format!("http://127.0.0.1:{cport}"),
-        "disable_mlock": true,
+        "cluster_addr": format!("https://127.0.0.1:{cport}"),
         "ui": false,
         "log_level": "warn",
     });
@@ -135,16 +174,16 @@ fn start_server(c: &RehearsalConfig, dir: &Path) -> Result<(Throwaway, String)> 
     }
     let cfg_path = dir.join("server.json");
     output::write_file_atomic(&cfg_path, serde_json::to_string_pretty(&cfg)?.as_bytes(), true)?;
-    let log = fs::File::create(dir.join("server.log"))?;
-    let child = Command::new(&bao)
-        .arg("server")
-        .arg(format!("-config={}", cfg_path.display()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bao.display()))?;
-    Ok((Throwaway { child, dir: dir.to_path_buf() }, addr))
+    let mut t = Throwaway {
+        child: None,
+        dir: dir.to_path_buf(),
+        bao,
+        cfg_path,
+        data,
+        cluster_addr: format!("127.0.0.1:{cport}"),
+    };
+    t.spawn()?;
+    Ok((t, addr))
 }
 
 async fn wait_for<F, Fut, T>(what: &str, limit: Duration, mut f: F) -> Result<T>
@@ -201,7 +240,7 @@ pub async fn rehearse(c: &RehearsalConfig) -> Result<RehearsalReport> {
         _ => read_unseal_keys(Path::new(c.unseal_keys_file.as_deref().unwrap_or_default()))?,
     };
 
-    let (server, addr) = start_server(c, &run_dir.path().join("server"))?;
+    let (mut server, addr) = start_server(c, &run_dir.path().join("server"))?;
     let fresh = wait_for("the throwaway server answering", Duration::from_secs(60), || async {
         Ok(health(&http, &addr).await.ok())
     })
@@ -238,6 +277,14 @@ pub async fn rehearse(c: &RehearsalConfig) -> Result<RehearsalReport> {
             resp.text().await.unwrap_or_default()
         );
     }
+    // The restore is applied asynchronously: the node seals itself (or reports the original cluster id)
+    // once it runs on the snapshot's data. Only then is it restarted as the only voter.
+    wait_for("the throwaway server applying the snapshot", Duration::from_secs(120), || async {
+        let h = health(&http, &addr).await?;
+        Ok((h.sealed || h.cluster_id.as_deref() == Some(cluster_id.as_str())).then_some(()))
+    })
+    .await?;
+    server.restart_as_only_voter()?;
     // On the snapshot's keyring now: unseal with the original keys (static: automatic) until it reports
     // the original cluster id and is active.
     wait_for("the restored server unsealing as the original cluster", limit, || async {

@@ -130,7 +130,7 @@ impl Restic {
         let pw = Path::new(&self.cfg.password_file);
         match fs::metadata(pw) {
             Ok(_) => {}
-            Err(e) => bail!("cannot read the restic password file {} ({e}); nothing was copied", pw.display()),
+            Err(e) => bail!("cannot read the restic password file {} ({e})", pw.display()),
         }
         let mut c = Command::new(&self.binary);
         c.env_remove("RESTIC_PASSWORD")
