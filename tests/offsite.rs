@@ -288,3 +288,33 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     v
 }
+
+/// The [backup.restic] alert rules fire on the series that should trigger them (promtool, real rules
+/// rendered by `generate` from a spec with [backup.restic]), and not before.
+#[test]
+fn restic_alert_rules_fire_when_copies_or_rehearsals_are_stale() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("cluster.toml");
+    std::fs::write(
+        &spec,
+        format!("{}\n[backup.restic]\nrepository = \"/mnt/offsite/vault\"\npassword_file = \"/run/agenix/restic-password\"\n", common_ops::SPEC),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    vaultnix().args(["--quiet", "generate", "--spec"]).arg(&spec).arg("--out").arg(&out).assert().success();
+    let dir = t.path().join("alerts");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(out.join("flake/monitoring/alerts.yml"), dir.join("alerts.yml")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/alerts-restic/rehearsal-stale.yml"),
+        dir.join("rehearsal-stale.yml"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(std::env::var("VAULTNIX_PROMTOOL").unwrap_or_else(|_| "promtool".into()))
+        .current_dir(&dir)
+        .args(["test", "rules", "rehearsal-stale.yml"])
+        .output()
+        .expect("promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && text.contains("SUCCESS"), "{text}");
+}
