@@ -8,6 +8,7 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }:
 let
@@ -26,6 +27,7 @@ let
   job = lib.importJSON cfg.configFile;
   configPath = "/etc/vaultnix/backup.json";
   credential = "backup-token";
+  restic = job.restic or null;
 in
 {
   options.vaultnix.backup = {
@@ -61,6 +63,26 @@ in
       '';
     };
 
+    # [backup.restic] (issue 17): the verified snapshot is copied off the host with restic.
+    resticPackage = mkOption {
+      type = types.package;
+      default = pkgs.restic;
+      defaultText = literalExpression "pkgs.restic";
+      description = "The restic package on the unit's PATH (used when configFile has a `restic` section).";
+    };
+
+    resticPasswordFile = mkOption {
+      type = types.nullOr vlib.secretPath;
+      default = null;
+      description = "The restic repository password file (`[backup.restic] password_file`), passed with `LoadCredential`.";
+    };
+
+    resticEnvironmentFile = mkOption {
+      type = types.nullOr vlib.secretPath;
+      default = null;
+      description = "KEY=VALUE lines for restic (`[backup.restic] environment_file`), passed with `LoadCredential`.";
+    };
+
     randomizedDelaySec = mkOption {
       type = types.str;
       default = "10m";
@@ -78,6 +100,16 @@ in
         assertion = job.textfile_dir == null || job.textfile_dir == top.monitoring.textfileDir;
         message = "vaultnix.backup.configFile: textfile_dir ${toString job.textfile_dir} differs from vaultnix.monitoring.textfileDir ${top.monitoring.textfileDir}.";
       }
+    ]
+    ++ lib.optionals (restic != null) [
+      {
+        assertion = cfg.resticPasswordFile != null && restic.password_file == "/run/credentials/vaultnix-backup.service/restic-password";
+        message = "vaultnix.backup: configFile copies to restic: set resticPasswordFile (its password_file is the unit's credential restic-password).";
+      }
+      {
+        assertion = ((restic.environment_file or null) == null) == (cfg.resticEnvironmentFile == null);
+        message = "vaultnix.backup: resticEnvironmentFile must be set exactly when configFile names an environment file.";
+      }
     ];
 
     environment.etc."vaultnix/backup.json".source = cfg.configFile;
@@ -92,10 +124,15 @@ in
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
       restartTriggers = [ cfg.configFile ];
+      path = lib.optional (restic != null) cfg.resticPackage;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${lib.getExe' cfg.package "vaultnix"} backup run --config ${configPath}";
-        LoadCredential = [ "${credential}:${cfg.tokenFile}" ];
+        LoadCredential = [
+          "${credential}:${cfg.tokenFile}"
+        ]
+        ++ lib.optional (cfg.resticPasswordFile != null) "restic-password:${cfg.resticPasswordFile}"
+        ++ lib.optional (cfg.resticEnvironmentFile != null) "restic-env:${cfg.resticEnvironmentFile}";
         UMask = "0077";
         PrivateTmp = true;
         ProtectSystem = "strict";

@@ -7,6 +7,7 @@
     ./overlay.nix
     ./firewall.nix
     ./backup.nix
+    ./rehearsal.nix
     ./monitoring.nix
     ./hardening.nix
   ];

@@ -26,6 +26,8 @@ command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v restic >/dev/null || need_apt+=(restic)
+command -v rclone >/dev/null || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

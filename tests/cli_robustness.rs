@@ -153,6 +153,11 @@ fn host_side_commands_fail_cleanly_on_missing_files() {
     let r = run(c);
     assert_clean_failure("backup run with a missing config", &r);
     assert!(r.stderr.contains(&missing.display().to_string()), "{}", r.stderr);
+    let mut c = vaultnix();
+    c.args(["backup", "rehearse", "--config"]).arg(&missing);
+    let r = run(c);
+    assert_clean_failure("backup rehearse with a missing config", &r);
+    assert!(r.stderr.contains(&missing.display().to_string()), "{}", r.stderr);
     let textfile = t.path().join("textfile");
     std::fs::create_dir(&textfile).unwrap();
     let mut c = vaultnix();

@@ -39,6 +39,75 @@ forced, since no node could unseal afterwards.",
     Verify(VerifyArgs),
     /// Delete snapshots older than N days (the newest one is always kept).
     Prune(PruneArgs),
+    /// List the copies in the restic repository (`[backup.restic]`), oldest first.
+    #[command(
+        after_help = "Examples:\n  vaultnix snapshot list --from-repo --spec cluster.toml --password-file /run/agenix/restic\n  vaultnix snapshot list --from-repo rest:https://backup.example:8000/vault --password-file pw --output json"
+    )]
+    List(ListArgs),
+}
+
+/// Where the restic repository is and how to open it (`[backup.restic]` of the spec unless given).
+#[derive(Debug, clap::Args)]
+pub struct RepoArgs {
+    /// Use the restic repository: the spec's `[backup.restic] repository`, or the one given.
+    #[arg(long, value_name = "REPOSITORY", num_args = 0..=1, default_missing_value = "")]
+    pub from_repo: Option<String>,
+    /// The repository password file (default: the spec's `password_file`). Never a password itself.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// KEY=VALUE lines for restic, e.g. S3 credentials (default: the spec's `environment_file`).
+    #[arg(long)]
+    pub environment_file: Option<PathBuf>,
+    /// A copy's id (full or short; default: the newest).
+    #[arg(long = "snapshot", value_name = "ID")]
+    pub snapshot_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// The cluster spec (default: the built-in example).
+    #[arg(short, long, env = "VAULTNIX_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Output directory of `generate` or a lab directory (for its plan).
+    #[arg(short, long, default_value = "out", env = "VAULTNIX_OUT")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: super::OutputFormat,
+}
+
+/// The repository of `r` for `plan`'s cluster (the spec's `[backup.restic]` fills what is not given).
+fn repo_for(plan: &Plan, r: &RepoArgs) -> Result<crate::ops::restic::Restic, CliError> {
+    let spec = plan.backup.restic.as_ref();
+    let repository = match r.from_repo.as_deref() {
+        Some("") | None => spec.map(|s| s.repository.clone()).ok_or_else(|| {
+            CliError::invalid("--from-repo without a repository, and the spec has no [backup.restic]")
+        })?,
+        Some(x) => x.to_string(),
+    };
+    let password_file = match (&r.password_file, spec) {
+        (Some(p), _) => p.to_string_lossy().into_owned(),
+        (None, Some(s)) => s.password_file.clone(),
+        (None, None) => {
+            return Err(CliError::invalid("--from-repo needs --password-file (the repository password file)"))
+        }
+    };
+    let environment_file = match (&r.environment_file, spec) {
+        (Some(p), _) => Some(p.to_string_lossy().into_owned()),
+        (None, Some(s)) => s.environment_file.clone(),
+        (None, None) => None,
+    };
+    let cfg = crate::ops::restic::ResticConfig {
+        repository,
+        password_file,
+        environment_file,
+        keep_hourly: 0,
+        keep_daily: 0,
+        keep_weekly: 0,
+        keep_monthly: 0,
+    };
+    Ok(crate::ops::restic::Restic::new(&cfg, Duration::from_secs(3600))?)
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,8 +140,11 @@ pub struct SaveArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// The .snap file (its sidecar FILE.json must be next to it).
-    pub file: PathBuf,
+    /// The .snap file (its sidecar FILE.json must be next to it); with --from-repo: none.
+    #[arg(required_unless_present = "from_repo", conflicts_with = "from_repo")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     #[command(flatten)]
     pub target: Target,
     /// Restore a snapshot from a different cluster (different barrier keys) via snapshot-force; the target
@@ -213,23 +285,43 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             Ok(())
         }
         Cmd::Restore(x) => {
+            // From the repository: dump into a private temp dir, checked there (restic, sidecar, tags);
+            // then the same path as a local file.
+            let mut fetched_dir = None;
+            let file = match &x.file {
+                Some(f) => f.clone(),
+                None => {
+                    let plan = super::status::live_plan(shell, x.target.spec.as_deref(), &x.target.out)?;
+                    let repo = repo_for(&plan, &x.repo)?;
+                    let copy = repo.pick(&plan.name, x.repo.snapshot_id.as_deref())?;
+                    let d = crate::ops::restic::PrivateTemp::new("vaultnix-restore-")?;
+                    let (snap, meta) = repo.fetch_verified(&copy, &d.path().join("copy"))?;
+                    shell.note(format!(
+                        "copy {} from {}: {} ({} bytes, sha256 {}) verified",
+                        copy.short_id, repo.cfg.repository, meta.file, meta.size, meta.sha256
+                    ));
+                    fetched_dir = Some(d);
+                    snap
+                }
+            };
             // Verify before anything else, so a bad file is refused even when the cluster is unreachable.
-            snapshot::verify(&x.file)?;
+            snapshot::verify(&file)?;
             let r = resolve(shell, &x.target)?;
             let o = snapshot::RestoreOptions {
                 address: r.address,
                 token: r.token,
                 ca_pem: r.ca_pem,
-                file: x.file.clone(),
+                file: file.clone(),
                 force: x.force,
                 target_seal: r.seal,
                 target_cluster: r.plan.name.clone(),
                 timeout: r.timeout,
             };
             let rep = runtime()?.block_on(snapshot::restore(&o))?;
+            drop(fetched_dir);
             shell.status(format!(
                 "restored {} (cluster {:?}, saved {}) onto {} in {:.2} s{}",
-                x.file.display(),
+                file.display(),
                 rep.meta.cluster,
                 rep.meta.created_at,
                 rep.answered_by,
@@ -242,6 +334,30 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             Ok(())
         }
         Cmd::DrillRestore(d) => drill_restore(shell, &d),
+        Cmd::List(l) => {
+            if l.repo.from_repo.is_none() {
+                return Err(CliError::invalid("snapshot list reads the restic repository: pass --from-repo"));
+            }
+            let plan = super::status::live_plan(shell, l.spec.as_deref(), &l.out)?;
+            let repo = repo_for(&plan, &l.repo)?;
+            let all = repo.list(&plan.name)?;
+            if l.output == super::OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                for s in &all {
+                    println!(
+                        "{}  {}  node={}  cluster_id={}  sha256={}",
+                        s.short_id,
+                        s.time,
+                        s.tag("node").unwrap_or("?"),
+                        s.tag("cluster_id").unwrap_or("?"),
+                        s.tag("sha256").unwrap_or("?")
+                    );
+                }
+                shell.status(format!("{} copies of cluster {} in {}", all.len(), plan.name, repo.cfg.repository));
+            }
+            Ok(())
+        }
         Cmd::Verify(v) => {
             let m = snapshot::verify(&v.file)?;
             shell.status(format!(

@@ -34,6 +34,9 @@ pub struct BackupConfig {
     pub textfile_dir: Option<String>,
     pub seal: SealInfo,
     pub timeout_seconds: u64,
+    /// `[backup.restic]`: the verified snapshot is copied off the host (see [`crate::ops::restic`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic: Option<crate::ops::restic::ResticConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -97,6 +100,30 @@ pub struct RunReport {
     pub metrics_file: Option<PathBuf>,
     /// False when renew-self failed (a non-periodic token, or one without the default policy).
     pub token_renewed: bool,
+    /// The restic copy's id, when `[backup.restic]` is configured.
+    pub offsite: Option<String>,
+    /// The canary written just before the snapshot (none without `[backup.restic]`).
+    pub canary: Option<String>,
+}
+
+/// Where the backup job writes its canary, with the backup token: the token's own cubbyhole (every
+/// token with the default policy may write it; no mount or policy is needed), restored with the data.
+/// The rehearsal reads it back with the same token from the restored snapshot.
+pub const CANARY_PATH: &str = "/v1/cubbyhole/vaultnix-canary";
+
+/// Writes `value` to [`CANARY_PATH`] through any node (a standby forwards or redirects).
+pub async fn write_canary(c: &BackupConfig, ca_pem: &[u8], token: &str, value: &str) -> Result<()> {
+    let http = crate::ops::live::Http::new(ca_pem, Duration::from_secs(30))?;
+    let mut errors = Vec::new();
+    for n in &c.nodes {
+        let body = serde_json::json!({ "value": value });
+        match http.json(reqwest::Method::PUT, &n.api_url, CANARY_PATH, Some(token), Some(body)).await {
+            Ok((s, _)) if s.is_success() => return Ok(()),
+            Ok((s, v)) => errors.push(format!("{}: {s} {v}", n.name)),
+            Err(e) => errors.push(format!("{}: {e:#}", n.name)),
+        }
+    }
+    bail!("cannot write the backup canary ({CANARY_PATH}): {}", errors.join("; "))
 }
 
 /// One backup run: snapshot from the active node, verify, prune, metrics.
@@ -105,6 +132,19 @@ pub async fn run(c: &BackupConfig) -> Result<RunReport> {
     let ca_pem = fs::read(&c.ca_file).with_context(|| format!("cannot read the CA certificate {}", c.ca_file))?;
     let dir = PathBuf::from(&c.dir);
     let node_names: Vec<(String, String)> = c.nodes.iter().map(|n| (n.api_url.clone(), n.name.clone())).collect();
+    // The canary first: the snapshot taken next holds it, and the rehearsal reads it back.
+    let canary = match &c.restic {
+        Some(_) => {
+            let v = format!(
+                "{}-{}",
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+                hex::encode(crate::secrets::random_bytes::<6>()?)
+            );
+            write_canary(c, &ca_pem, &token, &v).await?;
+            Some(v)
+        }
+        None => None,
+    };
     let mut errors = Vec::new();
     let mut done = None;
     // This host's node first; if it cannot serve (down, sealed), any other leads to the active node too.
@@ -156,12 +196,49 @@ pub async fn run(c: &BackupConfig) -> Result<RunReport> {
         }
         Err(_) => false,
     };
+    // Off the host right after the verification; a failed copy fails the run (and its metric stays old).
+    let offsite = match &c.restic {
+        Some(rc) => Some(copy_offsite(c, rc, &save, canary.as_deref().unwrap_or_default())?),
+        None => None,
+    };
     let pruned = snapshot::prune(&dir, c.retention_days, time::OffsetDateTime::now_utc(), false)?.removed;
     let metrics_file = match &c.textfile_dir {
         Some(d) => Some(write_metrics(Path::new(d), c, &save)?),
         None => None,
     };
-    Ok(RunReport { save, asked, pruned, metrics_file, token_renewed: renewed })
+    if let (Some(d), Some(_)) = (&c.textfile_dir, &offsite) {
+        write_offsite_metrics(Path::new(d), c)?;
+    }
+    Ok(RunReport { save, asked, pruned, metrics_file, token_renewed: renewed, offsite, canary })
+}
+
+/// `restic backup` of the verified snapshot and its sidecar, then `restic forget --prune` with the policy.
+fn copy_offsite(
+    c: &BackupConfig,
+    rc: &crate::ops::restic::ResticConfig,
+    save: &snapshot::SaveReport,
+    canary: &str,
+) -> Result<String> {
+    let r = crate::ops::restic::Restic::new(rc, Duration::from_secs(c.timeout_seconds.max(60)))?;
+    r.ensure_repository()?;
+    let id = r
+        .backup(&save.path, &save.meta, canary)
+        .with_context(|| format!("the snapshot was saved and verified but not copied to {}", rc.repository))?;
+    r.forget(&c.cluster).context("the copy was made but `restic forget --prune` failed")?;
+    Ok(id)
+}
+
+fn write_offsite_metrics(dir: &Path, c: &BackupConfig) -> Result<PathBuf> {
+    let labels = format!("cluster=\"{}\",node=\"{}\"", c.cluster, c.node);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let text = format!(
+        "# HELP vaultnix_backup_offsite_last_success_timestamp_seconds Time of the last snapshot copied to the restic repository.\n\
+         # TYPE vaultnix_backup_offsite_last_success_timestamp_seconds gauge\n\
+         vaultnix_backup_offsite_last_success_timestamp_seconds{{{labels}}} {now}\n"
+    );
+    let p = dir.join("vaultnix_backup_offsite.prom");
+    output::write_file_atomic(&p, text.as_bytes(), false)?;
+    Ok(p)
 }
 
 fn write_metrics(dir: &Path, c: &BackupConfig, r: &snapshot::SaveReport) -> Result<PathBuf> {

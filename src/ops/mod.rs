@@ -10,6 +10,8 @@ pub mod lb;
 pub mod live;
 pub mod membership;
 pub mod metrics;
+pub mod rehearse;
+pub mod restic;
 pub mod restore_drill;
 pub mod root_token;
 pub mod snapshot;

@@ -46,6 +46,10 @@ pub mod paths {
     pub fn backup_json(node: &str) -> String {
         format!("flake/nodes/{node}.backup.json")
     }
+    /// The restore rehearsal's config, on the host that runs it (`[backup.restic]`).
+    pub fn rehearsal_json(host: &str) -> String {
+        format!("flake/nodes/{host}.rehearsal.json")
+    }
     pub fn node_nix(machine: &str) -> String {
         format!("flake/nodes/{machine}.nix")
     }
@@ -171,6 +175,22 @@ impl Layout {
     /// cluster; the firewall admits only the servers).
     pub fn metrics_port(&self) -> u16 {
         9102
+    }
+
+    // --- [backup.restic] (issue 17): the secrets as the backup and rehearsal units see them.
+    /// A secret of `unit` (NixOS: LoadCredential `name`; the lab: `secrets/<name>`).
+    pub fn unit_credential(&self, unit: &str, name: &str) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("secrets").join(name)),
+            None => format!("/run/credentials/{unit}.service/{name}"),
+        }
+    }
+    /// The rehearsal's scratch directory (a throwaway server's data; wiped after each run).
+    pub fn rehearsal_dir(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("rehearsal")),
+            None => "/var/lib/vaultnix-rehearsal".into(),
+        }
     }
 }
 

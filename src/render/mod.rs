@@ -82,6 +82,10 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
             files.push(OutFile::public(paths::backup_json(&n.name), b));
         }
     }
+    if let Some(r) = backup::render_rehearsal_config(plan, layout)? {
+        let host = backup::rehearsal_host(plan).unwrap_or_default();
+        files.push(OutFile::public(paths::rehearsal_json(&host), r));
+    }
     for (name, k) in &m.wg_private {
         files.push(OutFile::secret(paths::wg_key(name), format!("{k}\n")));
     }

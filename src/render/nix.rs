@@ -14,6 +14,7 @@ const NODE_TEMPLATE: &str = include_str!("../../templates/node.nix.j2");
 const LB_TEMPLATE: &str = include_str!("../../templates/lb.nix.j2");
 const OVERLAY_TEMPLATE: &str = include_str!("../../templates/overlay.nix.j2");
 const FLAKE_TEMPLATE: &str = include_str!("../../templates/flake.nix.j2");
+const REHEARSAL_TEMPLATE: &str = include_str!("../../templates/rehearsal.nix.j2");
 
 /// A Nix literal for a JSON-like value: strings quoted and escaped, lists, attrsets, null, bools, ints.
 pub fn to_nix(v: &serde_json::Value) -> String {
@@ -83,6 +84,7 @@ fn env() -> Result<Environment<'static>> {
     env.add_template("node.nix.j2", NODE_TEMPLATE).context("templates/node.nix.j2")?;
     env.add_template("lb.nix.j2", LB_TEMPLATE).context("templates/lb.nix.j2")?;
     env.add_template("flake.nix.j2", FLAKE_TEMPLATE).context("templates/flake.nix.j2")?;
+    env.add_template("rehearsal.nix.j2", REHEARSAL_TEMPLATE).context("templates/rehearsal.nix.j2")?;
     Ok(env)
 }
 
@@ -242,7 +244,12 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         on_calendar => plan.backup.schedule,
                         config_file => format!("./{}.backup.json", node.name),
                         token_file => format!("{}/backup-token", plan.secrets_dir),
+                        restic => plan.backup.restic.as_ref().map(|r| minijinja::context! {
+                            password_file => r.password_file,
+                            environment_file => r.environment_file,
+                        }),
                     },
+                    rehearsal => rehearsal_ctx(plan, &m.name),
                     monitoring => minijinja::context! {
                         enable => plan.monitoring.enabled,
                         alert_rules_file => "../monitoring/alerts.yml",
@@ -273,6 +280,7 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                     },
                     overlay => overlay,
                     firewall => minijinja::context! { api_allowed_cidrs => fw.api_allowed_cidrs, ssh_allowed_cidrs => fw.ssh_allowed_cidrs },
+                    rehearsal => rehearsal_ctx(plan, &m.name),
                 };
                 env.get_template("lb.nix.j2")?
                     .render(ctx)
@@ -282,6 +290,24 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
         out.push((super::paths::node_nix(&m.name), text));
     }
     Ok(out)
+}
+
+/// The restore rehearsal's options on `machine`, when it is the host that runs it ([backup.restic]).
+fn rehearsal_ctx(plan: &Plan, machine: &str) -> Option<minijinja::Value> {
+    let r = plan.backup.restic.as_ref()?;
+    if super::backup::rehearsal_host(plan).as_deref() != Some(machine) {
+        return None;
+    }
+    let static_seal = plan.seal.kind == crate::spec::SealKind::Static;
+    Some(minijinja::context! {
+        config_file => format!("./{machine}.rehearsal.json"),
+        on_calendar => r.rehearse_schedule,
+        token_file => format!("{}/backup-token", plan.secrets_dir),
+        password_file => r.password_file,
+        environment_file => r.environment_file,
+        unseal_keys_file => (!static_seal).then(|| format!("{}/unseal-keys", plan.secrets_dir)),
+        seal_key_file => static_seal.then(|| format!("{}/seal.key", plan.secrets_dir)),
+    })
 }
 
 /// Sources admitted to a server's API and cluster ports besides the overlay interface: the other

@@ -428,6 +428,9 @@ pub struct Backup {
     pub retention_days: u32,
     #[serde(default = "default_backup_dest")]
     pub destination: String,
+    /// Off-host copies with restic (`[backup.restic]`); none: snapshots stay on the hosts.
+    #[serde(default)]
+    pub restic: Option<Restic>,
 }
 
 impl Default for Backup {
@@ -437,8 +440,53 @@ impl Default for Backup {
             schedule: default_schedule(),
             retention_days: default_retention(),
             destination: default_backup_dest(),
+            restic: None,
         }
     }
+}
+
+// --- [backup.restic] (issue 17): off-host, encrypted, deduplicated copies, and restore rehearsals.
+
+/// `[backup.restic]`: every verified snapshot is copied into a restic repository, and a timer restores
+/// the newest one into a throwaway server to prove it restores.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Restic {
+    /// A restic repository: `rest:https://host:8000/path`, `sftp:user@host:/path`, `s3:https://…/bucket`,
+    /// `b2:…`, `azure:…`, `gs:…`, `swift:…`, `rclone:…`, or an absolute path (another disk or a mount).
+    pub repository: String,
+    /// A file on the hosts holding the repository password (never read by `generate`).
+    pub password_file: String,
+    /// A file on the hosts with KEY=VALUE lines for restic (S3 credentials and the like).
+    #[serde(default)]
+    pub environment_file: Option<String>,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    /// The host that runs the restore rehearsal (default: the load balancer).
+    #[serde(default)]
+    pub rehearse_on: Option<String>,
+    /// systemd OnCalendar expression of the rehearsal; "" disables it.
+    #[serde(default = "default_rehearse_schedule")]
+    pub rehearse_schedule: String,
+    /// `VaultnixRestoreRehearsalStale` fires when the last successful rehearsal is older.
+    #[serde(default = "default_rehearse_age")]
+    pub rehearse_max_age_hours: u32,
+}
+
+fn default_keep_daily() -> u32 {
+    30
+}
+fn default_rehearse_schedule() -> String {
+    "daily".into()
+}
+fn default_rehearse_age() -> u32 {
+    50
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

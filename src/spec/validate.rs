@@ -1290,6 +1290,102 @@ fn check_backup(c: &mut Ctx<'_>, spec: &Spec) {
         );
     }
     check_host_path(c, &[K("backup"), K("destination")], &b.destination, "destination");
+    if let Some(r) = &b.restic {
+        check_restic(c, spec, r);
+    }
+}
+
+/// Repository locations restic understands (besides an absolute path).
+const RESTIC_SCHEMES: &[&str] = &["rest:", "sftp:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:"];
+
+fn check_restic(c: &mut Ctx<'_>, spec: &Spec, r: &Restic) {
+    let at = |k: &'static str| [K("backup"), K("restic"), K(k)];
+    let repo = r.repository.trim();
+    if repo != r.repository || repo.is_empty() {
+        c.err(
+            &at("repository"),
+            format!("repository {:?} is empty or has surrounding spaces", r.repository),
+            "a restic repository such as \"rest:https://backup.example:8000/vault\"",
+        );
+    } else if repo.starts_with('/') {
+        if is_in_nix_store(repo) {
+            c.err(
+                &at("repository"),
+                format!("repository {repo:?} is in the Nix store"),
+                "a path outside /nix/store (another disk or a mount)",
+            );
+        }
+    } else if let Some(scheme) = RESTIC_SCHEMES.iter().find(|s| repo.starts_with(**s)) {
+        let rest = &repo[scheme.len()..];
+        if rest.is_empty() {
+            c.err(
+                &at("repository"),
+                format!("repository {repo:?} names no location after {scheme:?}"),
+                "e.g. \"rest:https://backup.example:8000/vault\"",
+            );
+        }
+        // A password inside the URL would reach the world-readable store with backup.json.
+        if let Some(auth) = rest.split_once("://").map(|(_, r)| r.split('/').next().unwrap_or_default()) {
+            if auth.split_once('@').is_some_and(|(u, _)| u.contains(':')) {
+                c.err(&at("repository"), format!("repository {repo:?} carries a password in its URL: it would be in the Nix store"), "a URL without user:password@ (restic reads RESTIC_REST_PASSWORD and the like from environment_file)");
+            }
+        }
+    } else {
+        c.err(
+            &at("repository"),
+            format!("repository {repo:?} is neither an absolute path nor a restic location"),
+            "an absolute path or one of rest:, sftp:, s3:, b2:, azure:, gs:, swift:, rclone:",
+        );
+    }
+    check_host_path(c, &at("password_file"), &r.password_file, "password_file");
+    if let Some(e) = &r.environment_file {
+        check_host_path(c, &at("environment_file"), e, "environment_file");
+    }
+    if r.keep_hourly == 0 && r.keep_daily == 0 && r.keep_weekly == 0 && r.keep_monthly == 0 {
+        c.err_first(
+            &[
+                &at("keep_daily"),
+                &at("keep_hourly"),
+                &at("keep_weekly"),
+                &at("keep_monthly"),
+                &[K("backup"), K("restic")],
+            ],
+            "keep_hourly, keep_daily, keep_weekly and keep_monthly are all 0: `restic forget` would remove every copy",
+            "at least one above 0 (keep_daily = 30 keeps 30 days, like retention_days)",
+        );
+    }
+    if let Some(h) = &r.rehearse_on {
+        if h != &spec.load_balancer.name && !spec.nodes.iter().any(|n| &n.name == h) {
+            c.err(
+                &at("rehearse_on"),
+                format!("rehearse_on {h:?} is neither the load balancer nor a node"),
+                format!("{:?} or a node name", spec.load_balancer.name),
+            );
+        }
+    }
+    if r.rehearse_max_age_hours == 0 {
+        c.err(&at("rehearse_max_age_hours"), "rehearse_max_age_hours 0", "hours, e.g. 50 for a daily rehearsal");
+    }
+    let rehearsal = !r.rehearse_schedule.trim().is_empty();
+    if rehearsal {
+        if let Some(why) = super::calendar::problem(&r.rehearse_schedule) {
+            let message = match super::calendar::suggestion(&r.rehearse_schedule) {
+                Some(k) => format!(
+                    "rehearse_schedule {:?} is not a systemd calendar event (did you mean {k:?}?)",
+                    r.rehearse_schedule
+                ),
+                None => format!("rehearse_schedule {:?} is not a systemd calendar event: {why}", r.rehearse_schedule),
+            };
+            c.err(&at("rehearse_schedule"), message, "a systemd OnCalendar expression, or \"\" (no rehearsal)");
+        }
+    }
+    if rehearsal && !matches!(spec.unseal.kind, SealKind::Shamir | SealKind::Static) {
+        c.err_first(
+            &[&at("rehearse_schedule"), &[K("backup"), K("restic")]],
+            format!("the restore rehearsal cannot unseal a throwaway server with a {} seal", spec.unseal.kind.as_str()),
+            "a shamir or static seal, or rehearse_schedule = \"\" (no rehearsal)",
+        );
+    }
 }
 
 fn check_monitoring(c: &mut Ctx<'_>, spec: &Spec) {

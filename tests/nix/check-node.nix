@@ -130,8 +130,12 @@ let
       (h.check "${me}: backup service + timer with token via LoadCredential" (
         config.systemd.timers ? vaultnix-backup
         && services.vaultnix-backup.serviceConfig.LoadCredential == [ "backup-token:${v.backup.tokenFile}" ]
+          ++ lib.optional (v.backup.resticPasswordFile != null) "restic-password:${v.backup.resticPasswordFile}"
+          ++ lib.optional (v.backup.resticEnvironmentFile != null) "restic-env:${v.backup.resticEnvironmentFile}"
         && lib.hasSuffix "/bin/vaultnix backup run --config /etc/vaultnix/backup.json" services.vaultnix-backup.serviceConfig.ExecStart
         && config.environment.etc."vaultnix/backup.json".source == v.backup.configFile
+        # [backup.restic]: restic on the unit's PATH, the password a credential (never a store path).
+        && (v.backup.resticPasswordFile != null) == lib.elem config.vaultnix.backup.resticPackage services.vaultnix-backup.path
       ) services.vaultnix-backup)
     ]
     ++ lib.optionals v.monitoring.enable [
@@ -173,5 +177,16 @@ let
       )
     ) fw)
   ];
+  rehearsalChecks = lib.optionals v.rehearsal.enable [
+      (h.check "${me}: restore rehearsal service + timer, secrets via LoadCredential, restic and the server on PATH" (
+        config.systemd.timers ? vaultnix-rehearse
+        && lib.hasSuffix "/bin/vaultnix backup rehearse --config /etc/vaultnix/rehearsal.json" services.vaultnix-rehearse.serviceConfig.ExecStart
+        && lib.elem "restic-password:${v.rehearsal.passwordFile}" services.vaultnix-rehearse.serviceConfig.LoadCredential
+        && lib.elem "backup-token:${v.rehearsal.tokenFile}" services.vaultnix-rehearse.serviceConfig.LoadCredential
+        && lib.all (c: !(lib.hasInfix "/nix/store" c)) services.vaultnix-rehearse.serviceConfig.LoadCredential
+        && lib.elem config.vaultnix.rehearsal.resticPackage services.vaultnix-rehearse.path
+        && lib.elem config.vaultnix.rehearsal.serverPackage services.vaultnix-rehearse.path
+      ) services.vaultnix-rehearse)
+  ];
 in
-map (c: c // { detail = if c.ok then null else c.detail; }) (common ++ serverChecks ++ lbChecks)
+map (c: c // { detail = if c.ok then null else c.detail; }) (common ++ serverChecks ++ lbChecks ++ rehearsalChecks)

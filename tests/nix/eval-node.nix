@@ -54,6 +54,7 @@ import (subset + "/eval.nix") {
   extraPackageNames = [
     "prometheus"
     "vaultnix"
+    "restic"
   ];
   strictPrefixes = [
     [
