@@ -59,7 +59,25 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
     notes
 }
 
+/// What a server configuration depends on beyond the plan: state recorded in the output directory
+/// (key ids of the static seal). `Default` is a fresh tree.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    /// The static seal's key ids; None: the initial `<cluster>-1`, no previous key.
+    pub seal_ids: Option<crate::secrets::SealKeyIds>,
+}
+
+impl ServerState {
+    pub fn from_material(m: &crate::secrets::Material) -> ServerState {
+        ServerState { seal_ids: m.seal_ids.clone() }
+    }
+}
+
 pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Value {
+    render_server_config_with(plan, node, layout, &ServerState::default())
+}
+
+pub fn render_server_config_with(plan: &Plan, node: &NodePlan, layout: &Layout, state: &ServerState) -> Value {
     let mut root = Map::new();
     root.insert("cluster_name".into(), json!(plan.name));
     root.insert("api_addr".into(), json!(plan.api_url(node)));
@@ -162,7 +180,7 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         root.insert("initialize".into(), render_initialize(plan, layout));
     }
 
-    if let Some(seal) = render_seal(plan, layout) {
+    if let Some(seal) = render_seal(plan, layout, state) {
         root.insert("seal".into(), seal);
     }
     if let Some(p) = &plan.seal.plugin {
@@ -256,14 +274,25 @@ pub fn render_metrics_listener(plan: &Plan, node: &NodePlan, layout: &Layout) ->
     Some(l)
 }
 
-fn render_seal(plan: &Plan, layout: &Layout) -> Option<Value> {
+fn render_seal(plan: &Plan, layout: &Layout, state: &ServerState) -> Option<Value> {
     let kind = plan.seal.kind;
     match kind {
         SealKind::Shamir => None,
-        SealKind::Static => Some(json!({ "static": {
-            "current_key_id": format!("{}-1", plan.name),
-            "current_key": format!("file://{}", layout.seal_key_file(plan)),
-        }})),
+        SealKind::Static => {
+            let ids = state.seal_ids.clone().unwrap_or_else(|| crate::secrets::SealKeyIds::initial(plan));
+            let mut s = json!({
+                "current_key_id": ids.current_key_id,
+                "current_key": format!("file://{}", layout.seal_key_file(plan)),
+            });
+            // During a rotation (`generate --rotate-seal-key`): OpenBao picks the key by the id the
+            // keyring was wrapped with, so data wrapped with the old key stays readable; the active
+            // node re-wraps the keyring with current_key when it unseals.
+            if let Some(p) = ids.previous_key_id {
+                s["previous_key"] = json!(format!("file://{}", layout.previous_seal_key_file(plan, &p)));
+                s["previous_key_id"] = json!(p);
+            }
+            Some(json!({ "static": s }))
+        }
         _ => {
             let params: Map<String, Value> = plan.seal.params.clone().into_iter().collect();
             Some(json!({ kind.as_str(): Value::Object(params) }))
