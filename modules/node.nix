@@ -163,6 +163,17 @@ in
         '';
       };
 
+      environmentFile = mkOption {
+        type = types.nullOr vlib.secretPath;
+        default = null;
+        example = "/run/secrets/seal.env";
+        description = ''
+          Root-only file on the host with the seal's credentials as environment variables
+          (`AWS_SESSION_TOKEN=…`), given to the server unit as systemd `EnvironmentFile` (read by
+          PID 1 at start; never copied to the store). The spec's `unseal.environment_file`.
+        '';
+      };
+
       previousSealKeyFile = mkOption {
         type = types.nullOr vlib.secretPath;
         default = null;
@@ -309,6 +320,9 @@ in
             ++ lib.optional (cfg.previousSealKeyFile != null) "seal.previous.key:${cfg.previousSealKeyFile}";
             LogsDirectory = unit;
             LogsDirectoryMode = "0700";
+            # Neither upstream module has an option for it (services.openbao / services.vault set no
+            # EnvironmentFile), so it is set on the unit directly.
+            EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
             # No swap and no core dumps (they could hold unsealed keys): both upstream units set
             # LimitCORE = 0 and services.openbao also MemorySwapMax = 0; defining them here again
             # at the same priority would be a duplicate definition (tests/nix/units.nix).

@@ -235,6 +235,7 @@ pub fn render_nix_with(
                         cert_file => format!("../pki/{}.crt", node.name),
                         key_file => format!("{}/tls.key", plan.secrets_dir),
                         seal_key_file => (plan.seal.kind == crate::spec::SealKind::Static).then(|| format!("{}/seal.key", plan.secrets_dir)),
+                        environment_file => plan.seal.environment_file,
                         previous_seal_key_file => previous_seal_key.map(|id| format!("{}/seal.{id}.key", plan.secrets_dir)),
                         api_port => plan.api_port,
                         cluster_port => plan.cluster_port,
