@@ -300,6 +300,24 @@ fn render_seal(plan: &Plan, layout: &Layout, state: &ServerState) -> Option<Valu
     }
 }
 
+/// Vault has no declarative audit stanza: the file audit device OpenBao declares in its config is
+/// enabled over the API by `bootstrap` instead (`PUT sys/audit/<path>` with this body). The same file
+/// path on every node (the audit table is replicated), in the unit's LogsDirectory. None for OpenBao
+/// (declared in the config) and with audit off.
+pub fn vault_audit_device(plan: &Plan, layout: &Layout) -> Option<(String, Value)> {
+    let node = plan.nodes.first()?;
+    (plan.audit && plan.engine == Engine::Vault).then(|| {
+        (
+            "file".to_string(),
+            json!({
+                "type": "file",
+                "description": "vaultnix: every request and response, HMAC'd",
+                "options": { "file_path": layout.audit_file(plan, node), "mode": "0600" },
+            }),
+        )
+    })
+}
+
 /// Pretty JSON with a trailing newline: the bytes written to `<node>.server.json`.
 pub fn to_json_text(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
@@ -310,6 +328,30 @@ pub fn to_json_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vault_gets_a_file_audit_device_through_the_api_openbao_in_its_config() {
+        let text = include_str!("../spec/example.toml");
+        let vault = text.replacen("engine = \"openbao\"", "engine = \"vault\"", 1).replacen(
+            "version = \"2.7.2\"",
+            "version = \"1.18.0\"",
+            1,
+        );
+        let loaded = crate::spec::load_str("vault.toml", &vault, std::path::Path::new(".")).unwrap();
+        let plan = Plan::from_loaded(&loaded);
+        assert_eq!(plan.engine, Engine::Vault);
+        let (path, body) = vault_audit_device(&plan, &Layout::NixOs).expect("vault: audit device to enable");
+        assert_eq!(path, "file");
+        assert_eq!(body["type"], json!("file"));
+        assert_eq!(body["options"]["file_path"], json!("/var/log/vault/audit.log"));
+        // No audit stanza in Vault's config (it has none); the module's LogsDirectory holds the file.
+        assert!(render_server_config(&plan, &plan.nodes[0], &Layout::NixOs).get("audit").is_none());
+
+        let loaded = crate::spec::load_str("ob.toml", text, std::path::Path::new(".")).unwrap();
+        let ob = Plan::from_loaded(&loaded);
+        assert!(vault_audit_device(&ob, &Layout::NixOs).is_none(), "OpenBao declares it in the config");
+        assert!(render_server_config(&ob, &ob.nodes[0], &Layout::NixOs).get("audit").is_some());
+    }
 
     #[test]
     fn initialize_stanza_only_on_the_bootstrap_node() {
