@@ -35,6 +35,7 @@ let
   listeners = lib.attrValues (settings.listener or { });
   keyFilesInJson = lib.filter (k: k != null) (map (l: l.tls_key_file or null) listeners);
   usesStaticSeal = settings ? seal && (settings.seal ? static);
+  usesPreviousSealKey = usesStaticSeal && (settings.seal.static ? previous_key);
 
   envPrefix = if cfg.engine == "vault" then "VAULT" else "BAO";
   enginePackage = if cfg.engine == "vault" then config.services.vault.package else config.services.openbao.package;
@@ -162,6 +163,28 @@ in
         '';
       };
 
+      environmentFile = mkOption {
+        type = types.nullOr vlib.secretPath;
+        default = null;
+        example = "/run/secrets/seal.env";
+        description = ''
+          Root-only file on the host with the seal's credentials as environment variables
+          (`AWS_SESSION_TOKEN=…`), given to the server unit as systemd `EnvironmentFile` (read by
+          PID 1 at start; never copied to the store). The spec's `unseal.environment_file`.
+        '';
+      };
+
+      previousSealKeyFile = mkOption {
+        type = types.nullOr vlib.secretPath;
+        default = null;
+        example = "/var/lib/vaultnix/secrets/seal.hybrid-1.key";
+        description = ''
+          During a static seal key rotation (`vaultnix generate --rotate-seal-key`): the key the
+          data was sealed with until now, rendered as the seal's `previous_key`. Passed as
+          credential {file}`/run/credentials/<unit>/seal.previous.key`.
+        '';
+      };
+
       apiPort = mkOption {
         type = types.port;
         default = 8200;
@@ -257,6 +280,12 @@ in
             '';
           }
           {
+            assertion = usesPreviousSealKey == (cfg.previousSealKeyFile != null);
+            message = "vaultnix: ${toString cfg.settingsFile} ${
+              if usesPreviousSealKey then "names a previous static seal key; set" else "names no previous static seal key; unset"
+            } vaultnix.server.previousSealKeyFile.";
+          }
+          {
             assertion = cfg.sealKeyFile != null -> cfg.engine == "openbao";
             message = "vaultnix: the static seal (vaultnix.server.sealKeyFile) is an OpenBao feature.";
           }
@@ -287,9 +316,13 @@ in
             LoadCredential = [
               "tls.key:${cfg.keyFile}"
             ]
-            ++ lib.optional (cfg.sealKeyFile != null) "seal.key:${cfg.sealKeyFile}";
+            ++ lib.optional (cfg.sealKeyFile != null) "seal.key:${cfg.sealKeyFile}"
+            ++ lib.optional (cfg.previousSealKeyFile != null) "seal.previous.key:${cfg.previousSealKeyFile}";
             LogsDirectory = unit;
             LogsDirectoryMode = "0700";
+            # Neither upstream module has an option for it (services.openbao / services.vault set no
+            # EnvironmentFile), so it is set on the unit directly.
+            EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
             # No swap and no core dumps (they could hold unsealed keys): both upstream units set
             # LimitCORE = 0 and services.openbao also MemorySwapMax = 0; defining them here again
             # at the same priority would be a duplicate definition (tests/nix/units.nix).

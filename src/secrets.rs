@@ -17,6 +17,42 @@ pub struct Rotate {
     pub keys: bool,
     /// Reissue every node certificate (same keys, same CA).
     pub certs: bool,
+    /// Rotate the static seal key: the current key becomes `previous_key`, a new one `current_key`.
+    pub seal: bool,
+    /// Finish a static seal key rotation: stop rendering `previous_key` (the key is kept, retired).
+    pub drop_previous_seal: bool,
+}
+
+/// The static seal's key ids, as the seal stanza names them. Not secret, but kept next to the keys
+/// (`secrets/seal.json`) because an id must always name the same key: OpenBao records the id with
+/// the wrapped keyring and picks the key by it. Absent before the first rotation: the one key is
+/// `<cluster>-1`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealKeyIds {
+    pub current_key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key_id: Option<String>,
+    /// Keys no longer rendered, kept as `secrets/seal.<id>.key` (older snapshots need them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+}
+
+impl SealKeyIds {
+    pub fn initial(plan: &Plan) -> SealKeyIds {
+        SealKeyIds { current_key_id: format!("{}-1", plan.name), previous_key_id: None, retired: Vec::new() }
+    }
+
+    /// The id for the next key: `<cluster>-<n+1>`, never one used before.
+    fn next(&self, plan: &Plan) -> String {
+        let used: Vec<&str> = std::iter::once(self.current_key_id.as_str())
+            .chain(self.previous_key_id.as_deref())
+            .chain(self.retired.iter().map(String::as_str))
+            .collect();
+        let prefix = format!("{}-", plan.name);
+        let max = used.iter().filter_map(|id| id.strip_prefix(&prefix)?.parse::<u64>().ok()).max().unwrap_or(0);
+        format!("{prefix}{}", max + 1)
+    }
 }
 
 /// Key material for one output directory. Private parts go to secrets/, public parts to pki/.
@@ -29,6 +65,10 @@ pub struct Material {
     /// WireGuard private keys (base64) per machine.
     pub wg_private: BTreeMap<String, String>,
     pub seal_key: Option<Vec<u8>>,
+    /// Static seal only: the key ids, the previous key (during a rotation) and the retired keys.
+    pub seal_ids: Option<SealKeyIds>,
+    pub previous_seal_key: Option<Vec<u8>>,
+    pub retired_seal_keys: BTreeMap<String, Vec<u8>>,
     /// The operator's client key and certificate (CN vaultnix-admin), only with self-initialization:
     /// the cert auth login is then the only way in.
     pub admin_key: Option<String>,
@@ -229,29 +269,16 @@ pub fn prepare_renewing(
         }
     }
 
+    if (rotate.seal || rotate.drop_previous_seal) && plan.seal.kind != SealKind::Static {
+        bail!(
+            "cannot rotate the seal key: this cluster's seal is {:?}, not \"static\", so vaultnix holds no seal key \
+             (Shamir: new unseal keys with `bao operator rekey`; a KMS key is rotated in the KMS, the server follows \
+             its key versions). Nothing was written",
+            plan.seal.kind.as_str()
+        );
+    }
     if plan.seal.kind == SealKind::Static {
-        let p = sec.join("seal.key");
-        // Never rotated, not even by --rotate-keys: the key encrypts the barrier keyring, so a new one
-        // would make every byte of data unreadable. (Rotation needs the old key rendered as
-        // previous_key and deployed alongside; until vaultnix does that, the key is kept.)
-        let k = read_opt_bytes(&p)?;
-        if rotate.keys && k.is_some() {
-            m.events.push(
-                "kept the static seal key (secrets/seal.key): --rotate-keys never replaces it, a new key would make all data unreadable"
-                    .into(),
-            );
-        }
-        m.seal_key = Some(match k {
-            Some(k) if k.len() == 32 => k,
-            Some(k) => bail!("{} has {} bytes; the static seal needs exactly 32 (AES-256)", p.display(), k.len()),
-            None => {
-                if !create {
-                    return Err(missing("secrets/seal.key"));
-                }
-                m.events.push("created the static seal key".into());
-                random_bytes::<32>()?.to_vec()
-            }
-        });
+        static_seal(plan, &sec, rotate, create, &mut m)?;
     }
     if plan.seal.self_init {
         let key = if rotate.keys { None } else { read_opt(&sec.join("admin.key"))? };
@@ -289,6 +316,121 @@ pub fn prepare_renewing(
         m.admin_cert = Some(cert);
     }
     Ok(m)
+}
+
+fn seal_key_bytes(p: &Path, k: Vec<u8>) -> Result<Vec<u8>> {
+    if k.len() != 32 {
+        bail!("{} has {} bytes; the static seal needs exactly 32 (AES-256)", p.display(), k.len());
+    }
+    Ok(k)
+}
+
+/// The static seal's keys. Never replaced in place (a new key would make every byte of data
+/// unreadable): `rotate.seal` keeps the old key as `previous_key` (OpenBao decrypts the keyring with
+/// it and the active node re-wraps it with the new key at unseal), `rotate.drop_previous_seal` ends
+/// the rotation and keeps the old key as a retired file.
+fn static_seal(plan: &Plan, sec: &Path, rotate: &Rotate, create: bool, m: &mut Material) -> Result<()> {
+    let ids_path = sec.join("seal.json");
+    let recorded: Option<SealKeyIds> = match read_opt(&ids_path)? {
+        Some(t) => {
+            let ids: SealKeyIds = serde_json::from_str(&t)
+                .with_context(|| format!("{} is not a seal key id file", ids_path.display()))?;
+            let all = std::iter::once(&ids.current_key_id).chain(&ids.previous_key_id).chain(&ids.retired);
+            for id in all {
+                if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    bail!("{}: seal key id {id:?} must be letters, digits, '-' and '_' only", ids_path.display());
+                }
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    let mut ids = recorded.clone().unwrap_or_else(|| SealKeyIds::initial(plan));
+    let cur_path = sec.join("seal.key");
+    let current = read_opt_bytes(&cur_path)?.map(|k| seal_key_bytes(&cur_path, k)).transpose()?;
+    let mut previous = match &ids.previous_key_id {
+        Some(id) => {
+            let p = sec.join(format!("seal.{id}.key"));
+            let k = read_opt_bytes(&p)?.ok_or_else(|| {
+                anyhow!(
+                    "{} names the previous seal key {id:?}, but {} is missing: restore it (data may still be wrapped with it)",
+                    ids_path.display(),
+                    p.display()
+                )
+            })?;
+            Some(seal_key_bytes(&p, k)?)
+        }
+        None => None,
+    };
+    for id in &ids.retired {
+        let p = sec.join(format!("seal.{id}.key"));
+        let k = read_opt_bytes(&p)?.ok_or_else(|| {
+            anyhow!("{} is missing (a retired seal key listed in {})", p.display(), ids_path.display())
+        })?;
+        m.retired_seal_keys.insert(id.clone(), seal_key_bytes(&p, k)?);
+    }
+    let existed = current.is_some();
+    let mut current = match current {
+        Some(k) => k,
+        None if recorded.is_some() => bail!(
+            "{} is missing but {} records key {:?}: restore the seal key (without it the data cannot be unsealed)",
+            cur_path.display(),
+            ids_path.display(),
+            ids.current_key_id
+        ),
+        None if rotate.seal || rotate.drop_previous_seal => {
+            bail!(
+                "there is no static seal key yet under {}: nothing to rotate (run `vaultnix generate` first)",
+                sec.display()
+            )
+        }
+        None => {
+            if !create {
+                bail!("secrets/seal.key is missing under {}: run `vaultnix generate` first", sec.display());
+            }
+            m.events.push("created the static seal key".into());
+            random_bytes::<32>()?.to_vec()
+        }
+    };
+    if rotate.keys && !rotate.seal && existed {
+        m.events.push(
+            "kept the static seal key (secrets/seal.key): --rotate-keys never replaces it; rotate it with --rotate-seal-key"
+                .into(),
+        );
+    }
+    if rotate.seal {
+        if let Some(p) = &ids.previous_key_id {
+            bail!(
+                "a seal key rotation is still in progress (previous key {p:?} is rendered): restart every node with the \
+                 current configuration, then finish it with `vaultnix generate --drop-previous-seal-key` before rotating again"
+            );
+        }
+        let new_id = ids.next(plan);
+        m.events.push(format!(
+            "rotated the static seal key: new key {new_id:?} (secrets/seal.key), previous key {old:?} kept as \
+             secrets/seal.{old}.key and rendered as previous_key; put both on every server ({dir}/seal.key, \
+             {dir}/seal.{old}.key), restart them, the active one last, then run --drop-previous-seal-key",
+            old = ids.current_key_id,
+            dir = plan.secrets_dir,
+        ));
+        ids.previous_key_id = Some(std::mem::replace(&mut ids.current_key_id, new_id));
+        previous = Some(std::mem::replace(&mut current, random_bytes::<32>()?.to_vec()));
+    }
+    if rotate.drop_previous_seal {
+        let (Some(id), Some(k)) = (ids.previous_key_id.take(), previous.take()) else {
+            bail!("there is no previous static seal key to drop: no rotation is in progress (see --rotate-seal-key)");
+        };
+        m.events.push(format!(
+            "retired the previous static seal key {id:?}: no longer rendered, kept as secrets/seal.{id}.key \
+             (snapshots taken before the rotation need it); it can be removed from the servers"
+        ));
+        m.retired_seal_keys.insert(id.clone(), k);
+        ids.retired.push(id);
+    }
+    m.seal_key = Some(current);
+    m.previous_seal_key = previous;
+    m.seal_ids = Some(ids);
+    Ok(())
 }
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {

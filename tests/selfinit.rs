@@ -82,6 +82,10 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
         };
         assert_eq!(st.count(NodeState::Active), 1, "{st:?}");
         assert_eq!(st.count(NodeState::Standby), 2, "{st:?}");
+        // One cluster id everywhere, and status says nothing about a split.
+        let ids: std::collections::BTreeSet<_> = st.nodes.iter().map(|n| n.cluster_id.clone()).collect();
+        assert!(ids.len() == 1 && ids.iter().all(|i| i.is_some()), "cluster ids: {ids:?}");
+        assert!(!st.warnings.iter().any(|w| w.contains("different clusters")), "{:?}", st.warnings);
 
         // A second bootstrap changes nothing.
         let mut o = BootstrapOptions::new(&dir);

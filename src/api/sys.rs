@@ -187,6 +187,12 @@ impl NodeClient {
         self.call(Method::POST, &p, Some(&json!({ "type": kind, "options": options }))).await.map(|_| ())
     }
 
+    /// `PUT sys/audit/<path>`: enables an audit device (Vault; OpenBao declares them in its config).
+    pub async fn enable_audit(&self, path: &str, body: &Value) -> ApiResult<()> {
+        let p = format!("sys/audit/{}", path.trim_matches('/'));
+        self.call(Method::PUT, &p, Some(body)).await.map(|_| ())
+    }
+
     /// `GET sys/audit`: enabled audit devices by path.
     pub async fn audit_devices(&self) -> ApiResult<BTreeMap<String, AuditDevice>> {
         let v = self.call(Method::GET, "sys/audit", None).await?;

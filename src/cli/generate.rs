@@ -26,9 +26,22 @@ pub struct Args {
     #[arg(long, conflicts_with = "check")]
     pub rotate_ca: bool,
     /// Create new node TLS and WireGuard keys (and reissue the certificates). The static seal key is
-    /// kept: replacing it would make all data unreadable.
+    /// kept: replacing it would make all data unreadable (see --rotate-seal-key).
     #[arg(long, conflicts_with = "check")]
     pub rotate_keys: bool,
+    /// Static seal only: create a new seal key (secrets/seal.key) and keep the old one as
+    /// secrets/seal.<old id>.key, rendered as the seal's previous_key, so the data stays readable.
+    /// Put both keys on every server and restart them (the active node re-wraps the keyring with the
+    /// new key when it unseals), then finish with --drop-previous-seal-key. Refused for other seals
+    /// and while a rotation is in progress.
+    #[arg(long, conflicts_with_all = ["check", "drop_previous_seal_key"])]
+    pub rotate_seal_key: bool,
+    /// Finish a static seal key rotation: stop rendering previous_key. Only after every server ran
+    /// with the rotated configuration and the active node has unsealed with it (a restart or
+    /// step-down of the active node does that). The old key is kept as
+    /// secrets/seal.<id>.key: snapshots taken before the rotation need it.
+    #[arg(long, conflicts_with = "check")]
+    pub drop_previous_seal_key: bool,
     /// Flake URL the generated flake.nix takes vaultnix from.
     /// (default: the URL the output tree was generated with, else github:vaultnix/vaultnix)
     #[arg(long)]
@@ -61,7 +74,13 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     let opts = GenerateOptions {
         out: a.out.clone(),
         check: a.check,
-        rotate: Rotate { ca: a.rotate_ca, keys: a.rotate_keys, certs: a.rotate_ca || a.rotate_keys },
+        rotate: Rotate {
+            ca: a.rotate_ca,
+            keys: a.rotate_keys,
+            certs: a.rotate_ca || a.rotate_keys,
+            seal: a.rotate_seal_key,
+            drop_previous_seal: a.drop_previous_seal_key,
+        },
         render: RenderOptions {
             vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
             nix: true,

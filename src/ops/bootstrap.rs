@@ -246,6 +246,28 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
         return Ok(rep);
     };
     let active = active.with_token(Some(token.clone()));
+    let layout = if crate::lab::read_state(&opts.out).ok().flatten().is_some() {
+        crate::render::Layout::Lab(opts.out.clone())
+    } else {
+        crate::render::Layout::NixOs
+    };
+    if let Some((path, body)) = crate::render::server::vault_audit_device(plan, &layout) {
+        // Vault: no declarative audit; enable the file device once (idempotent on re-runs).
+        let have = active.audit_devices().await?;
+        if have.is_empty() {
+            active.enable_audit(&path, &body).await?;
+            rep.changes
+                .push(format!("audit: enabled the file audit device {path}/ ({})", body["options"]["file_path"]));
+        }
+        let d = active.audit_devices().await?;
+        if d.is_empty() {
+            bail!(
+                "no audit device is active on {} after enabling one: check that its audit file path is writable",
+                active.name
+            );
+        }
+        rep.notes.push(format!("audit: {} active ({})", d.len(), d.keys().cloned().collect::<Vec<_>>().join(", ")));
+    }
     if plan.audit && plan.openbao_at_least((2, 4, 0)) {
         // The active node applies config-declared audit devices as it takes over; give it a moment.
         let found = poll(Duration::from_secs(15), Duration::from_millis(250), || async {

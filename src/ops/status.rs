@@ -23,6 +23,9 @@ pub struct NodeStatus {
     pub version: Option<String>,
     /// Days left on the certificate the node served on this connection.
     pub cert_days_left: Option<i64>,
+    /// The cluster id the node reports (sys/health); differing ids are flagged in `warnings`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +85,7 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
             raft_applied_index: None,
             version: None,
             cert_days_left: None,
+            cluster_id: None,
         };
         match h {
             Ok(h) => {
@@ -90,6 +94,7 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
                 s.sealed = Some(h.body.sealed);
                 s.state = Some(h.state);
                 s.version = Some(h.body.version.clone()).filter(|v| !v.is_empty());
+                s.cluster_id = h.body.cluster_id.clone().filter(|id| !id.is_empty());
                 s.cert_days_left = h.peer_cert.as_deref().and_then(|der| days_left(der, now));
                 if h.state.is_up() {
                     s.raft_applied_index = n.leader().await.ok().map(|l| l.raft_applied_index);
@@ -106,7 +111,8 @@ pub async fn status(plan: &Plan, out: &Path) -> Result<ClusterStatus> {
         .ok()
         .and_then(|pem| crate::pki::inspect(&pem).ok())
         .map(|i| i.days_left(now));
-    let warnings = expiry_warnings(plan, &nodes, ca_days_left);
+    let mut warnings = expiry_warnings(plan, &nodes, ca_days_left);
+    warnings.extend(cluster_id_warning(&nodes));
     let mut st = ClusterStatus {
         cluster: plan.name.clone(),
         nodes,
@@ -175,6 +181,14 @@ pub fn expiry_warnings(plan: &Plan, nodes: &[NodeStatus], ca_days_left: Option<i
 fn days_left(der: &[u8], now: i64) -> Option<i64> {
     let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
     Some((c.validity().not_after.timestamp() - now).div_euclid(86400))
+}
+
+/// Nodes reporting different cluster ids belong to different clusters (e.g. a self-init node that
+/// came back empty and initialized its own): the same check as `doctor --live`.
+pub fn cluster_id_warning(nodes: &[NodeStatus]) -> Option<String> {
+    let ids: Vec<(String, String)> =
+        nodes.iter().filter_map(|n| Some((n.name.clone(), n.cluster_id.clone()?))).collect();
+    crate::doctor::live::cluster_id_finding(&ids).map(|f| format!("{}; {}", f.what, f.fix))
 }
 
 /// The text table `vaultnix status` prints.
@@ -259,6 +273,7 @@ mod expiry_tests {
             raft_applied_index: None,
             version: None,
             cert_days_left: d,
+            cluster_id: None,
         };
         let nodes = [node("a", Some(20)), node("b", Some(21)), node("c", None)];
         let w = expiry_warnings(&plan, &nodes, Some(83));
@@ -266,5 +281,27 @@ mod expiry_tests {
         assert!(w[0].starts_with("a: certificate expires in 20"));
         assert!(w[1].contains("CA expires in 83"));
         assert!(expiry_warnings(&plan, &nodes[1..], Some(84)).is_empty());
+    }
+
+    #[test]
+    fn differing_cluster_ids_are_flagged() {
+        let node = |name: &str, id: Option<&str>| NodeStatus {
+            name: name.into(),
+            address: String::new(),
+            reachable: true,
+            error: None,
+            initialized: None,
+            sealed: None,
+            state: None,
+            raft_applied_index: None,
+            version: None,
+            cert_days_left: None,
+            cluster_id: id.map(str::to_string),
+        };
+        let same = [node("a", Some("x")), node("b", Some("x")), node("c", None)];
+        assert!(cluster_id_warning(&same).is_none());
+        let split = [node("a", Some("x")), node("b", Some("y")), node("c", Some("x"))];
+        let w = cluster_id_warning(&split).expect("flagged");
+        assert!(w.contains("2 different clusters") && w.contains("y: b"), "{w}");
     }
 }

@@ -121,6 +121,9 @@ pub struct SealPlan {
     /// Declarative self-initialization on the bootstrap node (OpenBao >= 2.4, auto-unseal only).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub self_init: bool,
+    /// Host path of the server unit's EnvironmentFile (seal credentials); never read here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,6 +244,7 @@ impl Plan {
                 params: u.params.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
                 plugin,
                 self_init: u.self_init,
+                environment_file: u.environment_file.clone(),
             },
             raft: RaftPlan {
                 network,

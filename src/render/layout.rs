@@ -26,6 +26,14 @@ pub mod paths {
     pub const ADMIN_CRT: &str = "flake/pki/admin.crt";
     pub const CA_KEY: &str = "secrets/ca.key";
     pub const SEAL_KEY: &str = "secrets/seal.key";
+    /// The static seal's key ids (current, previous, retired); absent before the first rotation.
+    pub const SEAL_IDS: &str = "secrets/seal.json";
+    /// A static seal key that is no longer the current one, by its id: the previous key during a
+    /// rotation (`generate --rotate-seal-key`, rendered as `previous_key`), then a retired key (kept:
+    /// snapshots taken before the rotation need it). The same name on the hosts, in secretsDir.
+    pub fn seal_key_by_id(id: &str) -> String {
+        format!("secrets/seal.{id}.key")
+    }
     pub const ADMIN_KEY: &str = "secrets/admin.key";
     pub const ADMIN_TOKEN: &str = "secrets/admin-token";
     pub const INIT_JSON: &str = "secrets/init.json";
@@ -112,6 +120,12 @@ impl Layout {
         match self.lab() {
             Some(d) => path(d.join(paths::SEAL_KEY)),
             None => format!("/run/credentials/{}.service/seal.key", Self::unit(plan.engine)),
+        }
+    }
+    pub fn previous_seal_key_file(&self, plan: &Plan, id: &str) -> String {
+        match self.lab() {
+            Some(d) => path(d.join(paths::seal_key_by_id(id))),
+            None => format!("/run/credentials/{}.service/seal.previous.key", Self::unit(plan.engine)),
         }
     }
     pub fn data_dir(&self, plan: &Plan, n: &NodePlan) -> String {

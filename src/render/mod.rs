@@ -12,7 +12,7 @@ pub use alerts::{render_alerts, render_alerts_with, AlertTiming};
 pub use haproxy::{render_haproxy, render_haproxy_profile, HaproxyProfile};
 pub use layout::{paths, Layout};
 pub use prometheus::{render_prometheus, PrometheusParams};
-pub use server::{render_server_config, to_json_text, version_notes};
+pub use server::{render_server_config, render_server_config_with, to_json_text, version_notes, ServerState};
 
 use crate::plan::Plan;
 use crate::secrets::Material;
@@ -66,6 +66,7 @@ pub fn gitignore() -> OutFile {
 /// Everything `generate` writes, except manifest.json, in a stable order.
 pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptions) -> Result<Vec<OutFile>> {
     let mut files = Vec::new();
+    let state = ServerState::from_material(m);
     files.push(OutFile::secret(paths::CA_KEY, m.ca_key.clone()));
     files.push(OutFile::public(paths::CA_CRT, m.ca_cert.clone()));
     for n in &plan.nodes {
@@ -75,7 +76,7 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
         if let Some(c) = m.node_certs.get(&n.name) {
             files.push(OutFile::public(paths::node_crt(&n.name), c.clone()));
         }
-        let cfg = render_server_config(plan, n, layout);
+        let cfg = render_server_config_with(plan, n, layout, &state);
         files.push(OutFile::public(paths::server_json(&n.name), to_json_text(&cfg)));
         if plan.backup.enabled {
             let b = backup::render_backup_config(plan, n, layout, m.seal_key.as_deref())?;
@@ -92,6 +93,19 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     if let Some(k) = &m.seal_key {
         files.push(OutFile::secret(paths::SEAL_KEY, k.clone()));
     }
+    let previous_id = m.seal_ids.as_ref().and_then(|ids| ids.previous_key_id.as_deref());
+    if let (Some(id), Some(k)) = (previous_id, &m.previous_seal_key) {
+        files.push(OutFile::secret(paths::seal_key_by_id(id), k.clone()));
+    }
+    for (id, k) in &m.retired_seal_keys {
+        files.push(OutFile::secret(paths::seal_key_by_id(id), k.clone()));
+    }
+    // Written from the first rotation on; a tree that never rotated has the initial ids implicitly.
+    if let Some(ids) = m.seal_ids.as_ref().filter(|ids| **ids != crate::secrets::SealKeyIds::initial(plan)) {
+        let mut t = serde_json::to_string_pretty(ids)?;
+        t.push('\n');
+        files.push(OutFile::secret(paths::SEAL_IDS, t));
+    }
     if let (Some(k), Some(c)) = (&m.admin_key, &m.admin_cert) {
         files.push(OutFile::secret(paths::ADMIN_KEY, k.clone()));
         files.push(OutFile::public(paths::ADMIN_CRT, c.clone()));
@@ -105,7 +119,7 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     ));
     if opts.nix {
         let wg = m.wg_public()?;
-        for (path, text) in nix::render_nix(plan, &wg)? {
+        for (path, text) in nix::render_nix_with(plan, &wg, previous_id)? {
             files.push(OutFile::public(path, text));
         }
         files.push(OutFile::public(paths::FLAKE_NIX, nix::render_flake(plan, &opts.vaultnix_url)?));

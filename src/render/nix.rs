@@ -194,6 +194,16 @@ fn overlay_ctx(plan: &Plan, me: &Machine, all: &[Machine], wg: &WgPublicKeys) ->
 
 /// `nodes/<machine>.nix` for every machine (servers and the load balancer), keyed by relative path.
 pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)>> {
+    render_nix_with(plan, wg, None)
+}
+
+/// `render_nix`, with `previous_seal_key`: the id of the previous static seal key while a rotation is
+/// in progress (the servers also load `seal.<id>.key` from the secrets directory).
+pub fn render_nix_with(
+    plan: &Plan,
+    wg: &WgPublicKeys,
+    previous_seal_key: Option<&str>,
+) -> Result<Vec<(String, String)>> {
     let env = env()?;
     let machines = plan.machines();
     let mut out = Vec::new();
@@ -227,6 +237,8 @@ pub fn render_nix(plan: &Plan, wg: &WgPublicKeys) -> Result<Vec<(String, String)
                         cert_file => format!("../pki/{}.crt", node.name),
                         key_file => format!("{}/tls.key", plan.secrets_dir),
                         seal_key_file => (plan.seal.kind == crate::spec::SealKind::Static).then(|| format!("{}/seal.key", plan.secrets_dir)),
+                        environment_file => plan.seal.environment_file,
+                        previous_seal_key_file => previous_seal_key.map(|id| format!("{}/seal.{id}.key", plan.secrets_dir)),
                         api_port => plan.api_port,
                         cluster_port => plan.cluster_port,
                         version => plan.version_string,

@@ -59,7 +59,25 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
     notes
 }
 
+/// What a server configuration depends on beyond the plan: state recorded in the output directory
+/// (key ids of the static seal). `Default` is a fresh tree.
+#[derive(Debug, Clone, Default)]
+pub struct ServerState {
+    /// The static seal's key ids; None: the initial `<cluster>-1`, no previous key.
+    pub seal_ids: Option<crate::secrets::SealKeyIds>,
+}
+
+impl ServerState {
+    pub fn from_material(m: &crate::secrets::Material) -> ServerState {
+        ServerState { seal_ids: m.seal_ids.clone() }
+    }
+}
+
 pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Value {
+    render_server_config_with(plan, node, layout, &ServerState::default())
+}
+
+pub fn render_server_config_with(plan: &Plan, node: &NodePlan, layout: &Layout, state: &ServerState) -> Value {
     let mut root = Map::new();
     root.insert("cluster_name".into(), json!(plan.name));
     root.insert("api_addr".into(), json!(plan.api_url(node)));
@@ -162,7 +180,7 @@ pub fn render_server_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> Va
         root.insert("initialize".into(), render_initialize(plan, layout));
     }
 
-    if let Some(seal) = render_seal(plan, layout) {
+    if let Some(seal) = render_seal(plan, layout, state) {
         root.insert("seal".into(), seal);
     }
     if let Some(p) = &plan.seal.plugin {
@@ -256,19 +274,48 @@ pub fn render_metrics_listener(plan: &Plan, node: &NodePlan, layout: &Layout) ->
     Some(l)
 }
 
-fn render_seal(plan: &Plan, layout: &Layout) -> Option<Value> {
+fn render_seal(plan: &Plan, layout: &Layout, state: &ServerState) -> Option<Value> {
     let kind = plan.seal.kind;
     match kind {
         SealKind::Shamir => None,
-        SealKind::Static => Some(json!({ "static": {
-            "current_key_id": format!("{}-1", plan.name),
-            "current_key": format!("file://{}", layout.seal_key_file(plan)),
-        }})),
+        SealKind::Static => {
+            let ids = state.seal_ids.clone().unwrap_or_else(|| crate::secrets::SealKeyIds::initial(plan));
+            let mut s = json!({
+                "current_key_id": ids.current_key_id,
+                "current_key": format!("file://{}", layout.seal_key_file(plan)),
+            });
+            // During a rotation (`generate --rotate-seal-key`): OpenBao picks the key by the id the
+            // keyring was wrapped with, so data wrapped with the old key stays readable; the active
+            // node re-wraps the keyring with current_key when it unseals.
+            if let Some(p) = ids.previous_key_id {
+                s["previous_key"] = json!(format!("file://{}", layout.previous_seal_key_file(plan, &p)));
+                s["previous_key_id"] = json!(p);
+            }
+            Some(json!({ "static": s }))
+        }
         _ => {
             let params: Map<String, Value> = plan.seal.params.clone().into_iter().collect();
             Some(json!({ kind.as_str(): Value::Object(params) }))
         }
     }
+}
+
+/// Vault has no declarative audit stanza: the file audit device OpenBao declares in its config is
+/// enabled over the API by `bootstrap` instead (`PUT sys/audit/<path>` with this body). The same file
+/// path on every node (the audit table is replicated), in the unit's LogsDirectory. None for OpenBao
+/// (declared in the config) and with audit off.
+pub fn vault_audit_device(plan: &Plan, layout: &Layout) -> Option<(String, Value)> {
+    let node = plan.nodes.first()?;
+    (plan.audit && plan.engine == Engine::Vault).then(|| {
+        (
+            "file".to_string(),
+            json!({
+                "type": "file",
+                "description": "vaultnix: every request and response, HMAC'd",
+                "options": { "file_path": layout.audit_file(plan, node), "mode": "0600" },
+            }),
+        )
+    })
 }
 
 /// Pretty JSON with a trailing newline: the bytes written to `<node>.server.json`.
@@ -281,6 +328,30 @@ pub fn to_json_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vault_gets_a_file_audit_device_through_the_api_openbao_in_its_config() {
+        let text = include_str!("../spec/example.toml");
+        let vault = text.replacen("engine = \"openbao\"", "engine = \"vault\"", 1).replacen(
+            "version = \"2.7.2\"",
+            "version = \"1.18.0\"",
+            1,
+        );
+        let loaded = crate::spec::load_str("vault.toml", &vault, std::path::Path::new(".")).unwrap();
+        let plan = Plan::from_loaded(&loaded);
+        assert_eq!(plan.engine, Engine::Vault);
+        let (path, body) = vault_audit_device(&plan, &Layout::NixOs).expect("vault: audit device to enable");
+        assert_eq!(path, "file");
+        assert_eq!(body["type"], json!("file"));
+        assert_eq!(body["options"]["file_path"], json!("/var/log/vault/audit.log"));
+        // No audit stanza in Vault's config (it has none); the module's LogsDirectory holds the file.
+        assert!(render_server_config(&plan, &plan.nodes[0], &Layout::NixOs).get("audit").is_none());
+
+        let loaded = crate::spec::load_str("ob.toml", text, std::path::Path::new(".")).unwrap();
+        let ob = Plan::from_loaded(&loaded);
+        assert!(vault_audit_device(&ob, &Layout::NixOs).is_none(), "OpenBao declares it in the config");
+        assert!(render_server_config(&ob, &ob.nodes[0], &Layout::NixOs).get("audit").is_some());
+    }
 
     #[test]
     fn initialize_stanza_only_on_the_bootstrap_node() {

@@ -308,6 +308,11 @@ pub struct Unseal {
     /// `initialize` stanza (no root token, no recovery keys; access through the operator certificate).
     #[serde(default)]
     pub self_init: bool,
+    /// A root-only file on the hosts with the seal's credentials as environment variables
+    /// (`AWS_SESSION_TOKEN=…`), given to the server unit as systemd `EnvironmentFile`. Never read by
+    /// `generate`, never in the store.
+    #[serde(default)]
+    pub environment_file: Option<String>,
 }
 
 impl Default for Unseal {
@@ -323,6 +328,7 @@ impl Default for Unseal {
             plugin_sha256: None,
             plugin_directory: default_plugin_dir(),
             self_init: false,
+            environment_file: None,
         }
     }
 }

@@ -960,9 +960,12 @@ fn check_unseal(c: &mut Ctx<'_>, spec: &Spec, spec_dir: &Path) {
             );
         }
     }
+    if let Some(f) = &u.environment_file {
+        check_host_path(c, &[K("unseal"), K("environment_file")], f, "environment_file");
+    }
     for (k, v) in &u.params {
         if is_credential_param(k) {
-            c.err(&[K("unseal"), K("params"), K(k)], format!("params.{k} would put a credential into the generated server config (and the Nix store)"), "give the service its credentials from its environment on the host (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, VAULT_TOKEN, … in a root-only systemd EnvironmentFile outside the store, or an instance role), not in the spec");
+            c.err(&[K("unseal"), K("params"), K(k)], format!("params.{k} would put a credential into the generated server config (and the Nix store); give it to the server through unseal.environment_file"), "unseal.environment_file = \"/run/secrets/seal.env\": a root-only file on the hosts with the credentials as environment variables (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, VAULT_TOKEN, …), passed to the server as systemd EnvironmentFile, never read by generate, never in the store; or an instance role");
         }
         if v.is_table() || v.is_array() {
             c.err(

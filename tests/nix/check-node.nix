@@ -85,6 +85,10 @@ let
           -> builtins.elem "seal.key:${v.server.sealKeyFile}" svc.serviceConfig.LoadCredential
         )
       ) svc.serviceConfig.LoadCredential)
+      (h.check "${me}: seal credentials only as EnvironmentFile from the host" (
+        (svc.serviceConfig.EnvironmentFile or null) == v.server.environmentFile
+        && (v.server.environmentFile != null -> lib.hasPrefix "/" v.server.environmentFile)
+      ) (svc.serviceConfig.EnvironmentFile or null))
       (h.check "${me}: listener key paths point at /run/credentials, not the store" (
         lib.all (
           l: (l ? tls_key_file) -> lib.hasPrefix "/run/credentials/${unit}.service/" l.tls_key_file
