@@ -47,8 +47,15 @@ step "nix: the harness itself (warning Nix configuration, tier selection, tier (
 bash tests/nix/harness-test.sh "$tmp/example"
 step "nix: parse, deadnix, evaluate modules and generated nodes (tier chosen below)"
 bash tests/nix/eval.sh "$tmp/example"
-for spec in single tailscale; do
+# single: one node, no overlay; tailscale: the tailnet firewall; transit: seal credentials only
+# through EnvironmentFile.
+for spec in single tailscale transit; do
   step "nix: the same for tests/specs/$spec.toml"
   cargo run --quiet -- --quiet generate --spec "tests/specs/$spec.toml" --out "$tmp/$spec"
   bash tests/nix/eval.sh "$tmp/$spec"
 done
+step "nix: the same for tests/specs/static-seal.toml in the middle of a seal key rotation (previous_key)"
+cargo run --quiet -- --quiet generate --spec tests/specs/static-seal.toml --out "$tmp/static"
+cargo run --quiet -- --quiet generate --spec tests/specs/static-seal.toml --out "$tmp/static" --rotate-seal-key
+grep -q '"previous_key"' "$tmp"/static/flake/nodes/*.server.json || { echo "no previous_key rendered" >&2; exit 1; }
+bash tests/nix/eval.sh "$tmp/static"
