@@ -5,6 +5,10 @@
 //! Timings come from measurement (docs/failover.md): a dead or demoted node leaves rotation within
 //! ~0.5 s (fall 2 × 250 ms fastinter), a new active node enters within one check (rise 1), and
 //! `on-marked-down shutdown-sessions` cuts clients still talking to the old leader.
+//!
+//! `load_balancer.mode = "terminate"` (the L7 mode, docs/failover.md): `mode http`, TLS terminated with
+//! the LB certificate (secrets/lb.pem) and re-encrypted to the active node, requests buffered, held
+//! while no node is UP, and resent only on `conn-failure` or a sealed node's 503.
 
 use super::layout::Layout;
 use crate::plan::{sock, Plan};
