@@ -1,4 +1,5 @@
-# The load balancer: HAProxy in TCP mode passing TLS through to the active server only
+# The load balancer: HAProxy passing TLS through (mode tcp) or terminating it (mode http,
+# load_balancer.mode = "terminate", certificate via LoadCredential) to the active server only
 # (health check GET /v1/sys/health expects 200, which only the active node answers).
 # The configuration is rendered by `vaultnix generate` (haproxy/haproxy.cfg) and deployed as is.
 {
@@ -16,6 +17,10 @@ let
     ;
 
   cfg = config.vaultnix.loadBalancer;
+  vlib = import ./lib.nix { inherit lib; };
+  # Where the rendered configuration's `bind ... ssl crt` reads the certificate + key
+  # (render::Layout::haproxy_lb_pem).
+  credentialPem = "/run/credentials/haproxy.service/lb.pem";
   haproxyConfig = builtins.readFile cfg.configFile;
 in
 {
@@ -40,6 +45,18 @@ in
         The Lua action rendered by `vaultnix generate` (haproxy/hold.lua) that holds new
         connections while no server is UP; installed as /etc/haproxy/vaultnix-hold.lua, the
         path the rendered configuration's `lua-load` names.
+      '';
+    };
+
+    tlsPemFile = mkOption {
+      type = types.nullOr vlib.secretPath;
+      default = null;
+      example = "/var/lib/vaultnix/secrets/lb.pem";
+      description = ''
+        In `load_balancer.mode = "terminate"`: the load balancer's certificate and key
+        (secrets/lb.pem of `vaultnix generate`, copied to the host like the other secrets).
+        Passed with systemd `LoadCredential` as {file}`${credentialPem}`, the path the rendered
+        configuration binds with; never copied to the store. `null` in passthrough mode.
       '';
     };
 
@@ -97,6 +114,10 @@ in
         message = "vaultnix.loadBalancer.enable is set on ${config.vaultnix.machine.name}, whose role is ${config.vaultnix.machine.role}.";
       }
       {
+        assertion = lib.hasInfix "crt ${credentialPem}" haproxyConfig == (cfg.tlsPemFile != null);
+        message = "vaultnix: ${toString cfg.configFile} and vaultnix.loadBalancer.tlsPemFile disagree: a configuration that terminates TLS (crt ${credentialPem}) needs tlsPemFile, and only such a configuration may set it.";
+      }
+      {
         assertion = lib.hasInfix ":${toString cfg.frontendPort}" haproxyConfig;
         message = "vaultnix: ${toString cfg.configFile} binds no frontend on port ${toString cfg.frontendPort} (vaultnix.loadBalancer.frontendPort).";
       }
@@ -120,6 +141,7 @@ in
       ++ lib.optional (cfg.holdScript != null) config.environment.etc."haproxy/vaultnix-hold.lua".source;
       wants = config.vaultnix.overlay.readyUnits;
       after = config.vaultnix.overlay.readyUnits;
+      serviceConfig.LoadCredential = mkIf (cfg.tlsPemFile != null) [ "lb.pem:${cfg.tlsPemFile}" ];
     };
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.frontendPort ];

@@ -243,6 +243,21 @@ pub fn node_sans(plan: &Plan, node: &NodePlan) -> Sans {
     s
 }
 
+/// What the load balancer's certificate must cover in `load_balancer.mode = "terminate"` (HAProxy
+/// terminates the clients' TLS): the LB hostname and the addresses clients may dial it by.
+pub fn lb_sans(plan: &Plan) -> Sans {
+    let mut s = Sans::default();
+    s.dns.insert(plan.lb.hostname.clone());
+    if let Some(a) = plan.lb.public_address {
+        s.ips.insert(a);
+    }
+    s.ips.insert(plan.lb.ip);
+    if !plan.lb.bind.is_unspecified() {
+        s.ips.insert(plan.lb.bind);
+    }
+    s
+}
+
 /// The parts of a certificate vaultnix checks.
 #[derive(Debug, Clone)]
 pub struct CertInfo {

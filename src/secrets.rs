@@ -73,6 +73,9 @@ pub struct Material {
     /// the cert auth login is then the only way in.
     pub admin_key: Option<String>,
     pub admin_cert: Option<String>,
+    /// The load balancer's TLS key and certificate (`load_balancer.mode = "terminate"` only).
+    pub lb_key: Option<String>,
+    pub lb_cert: Option<String>,
     /// What was created or reissued, for the summary.
     pub events: Vec<String>,
 }
@@ -314,6 +317,43 @@ pub fn prepare_renewing(
         };
         m.admin_key = Some(key);
         m.admin_cert = Some(cert);
+    }
+    if plan.lb.mode == crate::spec::LbMode::Terminate {
+        let key = if rotate.keys { None } else { read_opt(&out.join(paths::LB_KEY))? };
+        let key = match key {
+            Some(k) => {
+                rcgen::KeyPair::from_pem(&k).context("secrets/lb.key is not a PEM private key")?;
+                k
+            }
+            None => {
+                if !create {
+                    return Err(missing(paths::LB_KEY));
+                }
+                m.events.push("created the load balancer's TLS key (secrets/lb.key)".into());
+                pki::key_pem(&pki::generate_key(alg)?)
+            }
+        };
+        let sans = pki::lb_sans(plan);
+        let reason = match public(paths::LB_CRT)? {
+            _ if rotate.certs || renew(&plan.lb.name) => Err("renewal requested".to_string()),
+            None => Err("new".to_string()),
+            Some(c) => match pki::reissue_reason(&c, &m.ca_cert, &key, &sans, plan.tls.renew_within_days, now) {
+                None => Ok(c),
+                Some(why) => Err(why),
+            },
+        };
+        let cert = match reason {
+            Ok(c) => c,
+            Err(why) => {
+                if !create {
+                    bail!("{} must be reissued ({why}): run `vaultnix generate`", paths::LB_CRT);
+                }
+                m.events.push(format!("issued the load balancer's certificate {} ({why})", paths::LB_CRT));
+                ca.issue(&plan.lb.hostname, &key, &sans, plan.tls.node_validity_days)?
+            }
+        };
+        m.lb_key = Some(key);
+        m.lb_cert = Some(cert);
     }
     Ok(m)
 }

@@ -76,6 +76,7 @@ fn every_rendered_listener_is_tls12_plus_or_loopback_metrics() {
 
 #[test]
 fn haproxy_passes_tls_through_and_verifies_nodes() {
+    let mut terminated = 0;
     for (name, text) in variants() {
         let loaded = vaultnix::spec::load_str(&name, &text, Path::new(".")).unwrap();
         let plan = Plan::from_loaded(&loaded);
@@ -83,6 +84,18 @@ fn haproxy_passes_tls_through_and_verifies_nodes() {
         for (p, layout) in [(&plan, Layout::NixOs), (&lab, Layout::Lab(PathBuf::from("/tmp/x")))] {
             let cfg = render::render_haproxy(p, &layout);
             fuzz_support::check_haproxy(&cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if p.lb.mode == vaultnix::spec::LbMode::Terminate {
+                // The L7 mode: TLS ends at HAProxy (the LB key from the secrets) and is re-encrypted to
+                // each node, verified against the CA for the node's name.
+                let backend = section(&cfg, "backend vault_active");
+                for n in &p.nodes {
+                    let want = format!(" ssl verify required ca-file {} sni str({})", layout.ca_file(p), n.fqdn);
+                    assert!(backend.contains(&want), "{name}: {backend}");
+                }
+                assert!(section(&cfg, "frontend vault_api").contains(&format!("ssl crt {}", layout.haproxy_lb_pem())));
+                terminated += 1;
+                continue;
+            }
             let api = section(&cfg, "frontend vault_api");
             assert!(!api.contains("mode http"), "{name}: API frontend must stay mode tcp");
             assert!(!api.contains("ssl") && !api.contains("crt"), "{name}: API frontend terminates TLS:\n{api}");
@@ -101,6 +114,8 @@ fn haproxy_passes_tls_through_and_verifies_nodes() {
             assert!(!cfg.contains("ssl crt"), "{name}");
         }
     }
+    // tests/specs/lab-terminate.toml is among the seeds: once per layout.
+    assert!(terminated >= 2, "no terminate-mode variant checked");
 }
 
 fn section<'a>(cfg: &'a str, header: &str) -> &'a str {

@@ -33,6 +33,11 @@ pub async fn command(socket: &Path, cmd: &str) -> Result<String> {
 
 /// The operational state HAProxy reports for `backend/server` ("UP", "DOWN", "DRAIN", "MAINT", ...).
 pub async fn server_state(socket: &Path, backend: &str, server: &str) -> Result<String> {
+    stat_field(socket, backend, server, "status").await
+}
+
+/// One column of `show stat` for `backend/server` ("status", "scur", "mode", ...).
+pub async fn stat_field(socket: &Path, backend: &str, server: &str, field: &str) -> Result<String> {
     let csv = command(socket, "show stat").await?;
     let mut header: Vec<&str> = Vec::new();
     for line in csv.lines() {
@@ -42,7 +47,7 @@ pub async fn server_state(socket: &Path, backend: &str, server: &str) -> Result<
         }
         let cols: Vec<&str> = line.split(',').collect();
         if cols.first() == Some(&backend) && cols.get(1) == Some(&server) {
-            let i = header.iter().position(|c| *c == "status").unwrap_or(17);
+            let i = header.iter().position(|c| *c == field).with_context(|| format!("`show stat` has no {field}"))?;
             return Ok(cols.get(i).map(|s| s.to_string()).unwrap_or_default());
         }
     }
@@ -56,15 +61,26 @@ pub const BACKEND: &str = "vault_active";
 /// NOT forced UP (measured, docs/failover.md: during the election they answer writes 307, which no
 /// HAProxy can retry); instead HAProxy holds new connections while no server is UP (the rendered
 /// `wait_for_server` Lua action) until the new leader passes its check. Returns the commands sent.
+///
+/// In `mode http` (`load_balancer.mode = "terminate"`) HAProxy picks a server per request, so the drain
+/// alone moves the next request; the requests already on the old leader are left to finish (its
+/// current sessions reach 0, bounded by 3 s) instead of being cut.
 pub async fn drain_for_step_down(socket: &Path, active: &str, _standbys: &[String]) -> Result<Vec<String>> {
-    let cmds = vec![
-        format!("set server {BACKEND}/{active} state drain"),
-        format!("shutdown sessions server {BACKEND}/{active}"),
-    ];
-    for c in &cmds {
-        command(socket, c).await?;
+    let drain = format!("set server {BACKEND}/{active} state drain");
+    command(socket, &drain).await?;
+    if stat_field(socket, BACKEND, active, "mode").await? == "http" {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if stat_field(socket, BACKEND, active, "scur").await?.trim() == "0" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        return Ok(vec![drain, format!("(waited for {BACKEND}/{active}'s requests in flight to finish)")]);
     }
-    Ok(cmds)
+    let shut = format!("shutdown sessions server {BACKEND}/{active}");
+    command(socket, &shut).await?;
+    Ok(vec![drain, shut])
 }
 
 /// After the step-down: the old leader back in rotation, but only once its own check has marked it

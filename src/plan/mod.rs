@@ -94,6 +94,7 @@ pub struct LbPlan {
     pub port: u16,
     pub stats_port: u16,
     pub stats: crate::spec::schema::StatsAccess,
+    pub mode: crate::spec::schema::LbMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -192,6 +193,7 @@ impl Plan {
             port: lbs.port,
             stats_port: lbs.stats_port,
             stats: lbs.stats,
+            mode: lbs.mode,
         };
         let voters = nodes.iter().filter(|n| n.voter).count();
         let quorum = Quorum::of(voters);

@@ -37,6 +37,11 @@ pub mod paths {
     pub const ADMIN_KEY: &str = "secrets/admin.key";
     pub const ADMIN_TOKEN: &str = "secrets/admin-token";
     pub const INIT_JSON: &str = "secrets/init.json";
+    /// `load_balancer.mode = "terminate"`: the LB's TLS key, its certificate (public) and the two
+    /// combined as HAProxy's `crt` file (secret, rendered from the other two on every `generate`).
+    pub const LB_KEY: &str = "secrets/lb.key";
+    pub const LB_CRT: &str = "flake/pki/lb.crt";
+    pub const LB_PEM: &str = "secrets/lb.pem";
     /// Written by `generate` (unless the user has their own): keeps secrets/ and lab state out of git.
     pub const GITIGNORE: &str = ".gitignore";
     pub fn node_crt(node: &str) -> String {
@@ -147,6 +152,14 @@ impl Layout {
     /// The CA file HAProxy verifies the nodes' certificates with.
     pub fn haproxy_ca_file(&self, plan: &Plan) -> String {
         self.ca_file(plan)
+    }
+    /// HAProxy's certificate + key for terminating TLS (`load_balancer.mode = "terminate"`); on NixOS
+    /// passed by modules/haproxy.nix with LoadCredential (never the store).
+    pub fn haproxy_lb_pem(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join(paths::LB_PEM)),
+            None => "/run/credentials/haproxy.service/lb.pem".into(),
+        }
     }
     /// The Lua action HAProxy loads to hold new connections while no server is UP
     /// (`render::haproxy::HOLD_LUA`; deployed by modules/haproxy.nix on NixOS).

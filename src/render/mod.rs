@@ -110,6 +110,12 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
         files.push(OutFile::secret(paths::ADMIN_KEY, k.clone()));
         files.push(OutFile::public(paths::ADMIN_CRT, c.clone()));
     }
+    if let (Some(k), Some(c)) = (&m.lb_key, &m.lb_cert) {
+        files.push(OutFile::secret(paths::LB_KEY, k.clone()));
+        files.push(OutFile::public(paths::LB_CRT, c.clone()));
+        // HAProxy's `crt`: the certificate, then its key.
+        files.push(OutFile::secret(paths::LB_PEM, format!("{}\n{}", c.trim_end(), k)));
+    }
     files.push(OutFile::public(paths::HAPROXY_CFG, render_haproxy(plan, layout)));
     files.push(OutFile::public(paths::HOLD_LUA, haproxy::HOLD_LUA.to_string()));
     files.push(OutFile::public(paths::ALERTS, render_alerts(plan)));

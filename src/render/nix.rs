@@ -289,6 +289,7 @@ pub fn render_nix_with(
                         frontend_port => plan.lb.port,
                         stats_port => (plan.lb.stats != crate::spec::StatsAccess::Off).then_some(plan.lb.stats_port),
                         stats_on_overlay => plan.lb.stats == crate::spec::StatsAccess::Overlay,
+                        tls_pem_file => (plan.lb.mode == crate::spec::LbMode::Terminate).then(|| format!("{}/lb.pem", plan.secrets_dir)),
                     },
                     overlay => overlay,
                     firewall => minijinja::context! { api_allowed_cidrs => fw.api_allowed_cidrs, ssh_allowed_cidrs => fw.ssh_allowed_cidrs },

@@ -154,6 +154,19 @@ pub struct LoadBalancer {
     /// port on the overlay interface only) or `off` (no stats frontend). Never the public address.
     #[serde(default)]
     pub stats: StatsAccess,
+    /// How HAProxy carries the client API: `passthrough` (TLS to the nodes, HAProxy sees no plaintext)
+    /// or `terminate` (HAProxy terminates TLS with a certificate from the cluster CA, re-encrypts to
+    /// the active node and retries requests that provably were not applied; docs/failover.md).
+    #[serde(default)]
+    pub mode: LbMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMode {
+    #[default]
+    Passthrough,
+    Terminate,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]

@@ -139,12 +139,29 @@ pub fn check_listeners(cfg: &serde_json::Value) -> Result<(), String> {
 
 /// HAProxy passes client TLS through and verifies the nodes.
 pub fn check_haproxy(cfg: &str) -> Result<(), String> {
+    // `load_balancer.mode = "terminate"`: HAProxy terminates TLS with the LB's key, passed as a
+    // credential (or the lab's secrets/), re-encrypts verified, and resends only what was not applied.
+    let terminate = cfg.contains(" ssl crt ");
     for line in cfg.lines().map(str::trim) {
         if line.starts_with("bind ") && (line.contains(" ssl") || line.contains("crt ")) {
-            return Err(format!("haproxy terminates TLS: {line}"));
+            let pem = line.split_whitespace().skip_while(|w| *w != "crt").nth(1).unwrap_or("");
+            let secret = pem == "/run/credentials/haproxy.service/lb.pem" || pem.ends_with("/secrets/lb.pem");
+            if !terminate || !secret {
+                return Err(format!("haproxy terminates TLS: {line}"));
+            }
         }
-        if line.starts_with("server ") && !line.contains("check-ssl verify required ca-file ") {
-            return Err(format!("haproxy health check does not verify the node: {line}"));
+        if line.starts_with("server ") {
+            let verified = if terminate {
+                line.contains(" ssl verify required ca-file ") && line.contains(" verifyhost ")
+            } else {
+                line.contains("check-ssl verify required ca-file ")
+            };
+            if !verified {
+                return Err(format!("haproxy does not verify the node: {line}"));
+            }
+        }
+        if line.starts_with("retry-on") && line.split_whitespace().skip(1).any(|w| w != "conn-failure" && w != "503") {
+            return Err(format!("haproxy may resend a request that was applied: {line}"));
         }
     }
     if !cfg.contains("\n    mode tcp\n") {
@@ -170,7 +187,7 @@ pub fn normalize(p: &str) -> String {
 
 /// Nix options that name a file with secret contents (or the directory of them), by path string.
 pub const NIX_SECRET_OPTIONS: &[&str] =
-    &["secretsDir", "keyFile", "sealKeyFile", "privateKeyFile", "tokenFile", "authKeyFile"];
+    &["secretsDir", "keyFile", "sealKeyFile", "privateKeyFile", "tokenFile", "authKeyFile", "tlsPemFile"];
 
 /// Nix files reference secrets only by absolute path strings outside the store, and have no path literal
 /// (which Nix would copy into the world-readable store) pointing at secrets.

@@ -210,8 +210,25 @@ tier_subset() {
     lua_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in toString r.config.environment.etc.\"haproxy/vaultnix-hold.lua\".source"
     if ! lua=$(nixeval "$lua_expr"); then fail "hold.lua of $(basename "$f") not installed as /etc/haproxy/vaultnix-hold.lua" "$(cat "$errlog")"; continue; fi
     lua=$(printf '%s' "$lua" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))')
+    # Terminate mode (load_balancer.mode): the certificate + key come with LoadCredential from the
+    # host's secrets dir, which Nix never sees; the check gets a throwaway pair in its place, and the
+    # unit must pass the configured host path as credential lb.pem.
+    pem=/run/credentials/haproxy.service/lb.pem
+    if printf '%s' "$text" | grep -q "crt $pem"; then
+      cred_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in r.config.systemd.services.haproxy.serviceConfig.LoadCredential or null"
+      want_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in [ (\"lb.pem:\" + r.config.vaultnix.loadBalancer.tlsPemFile) ]"
+      if cred=$(nixeval "$cred_expr") && want=$(nixeval "$want_expr") && [ "$cred" = "$want" ] && [ "$cred" != null ]; then
+        pass "$name: the LB certificate + key arrive with LoadCredential ($cred)"
+      else
+        fail "$name: the configuration binds crt $pem but the unit's LoadCredential is ${cred:-?} (want ${want:-?})"
+      fi
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=check \
+        -keyout "$tmp/lb.key" -out "$tmp/lb.crt" 2>/dev/null
+      cat "$tmp/lb.crt" "$tmp/lb.key" >"$tmp/lb.pem"
+    fi
     printf '%s' "$text" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))' |
-      sed -e "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" -e "s#/etc/haproxy/vaultnix-hold.lua#$lua#g" >"$tmp/$name.cfg"
+      sed -e "s#/etc/vaultnix/ca.crt#$out/pki/ca.crt#g" -e "s#/etc/haproxy/vaultnix-hold.lua#$lua#g" \
+        -e "s#$pem#$tmp/lb.pem#g" >"$tmp/$name.cfg"
     if ! command -v haproxy >/dev/null; then
       fail "haproxy -c $name: haproxy not installed"
     elif msg=$(haproxy -c -f "$tmp/$name.cfg" 2>&1); then
