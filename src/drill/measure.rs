@@ -45,12 +45,36 @@ pub struct TrialFigures {
     pub new_leader: Option<Duration>,
     #[serde(with = "opt_ms")]
     pub old_node_healthy: Option<Duration>,
+    /// Latency of the successful requests sent at or after the fault, 50th and 99th percentile
+    /// (microseconds): what the clients that were not failed paid for the fault.
+    pub latency_p50_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
+    /// The same before the fault: the baseline the added latency is read against.
+    pub baseline_p50_us: Option<u64>,
+    pub baseline_p99_us: Option<u64>,
+}
+
+/// Nearest-rank percentile (`q` in 0..=100) of sorted values; None when empty.
+pub fn percentile(sorted: &[u64], q: u32) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q as usize * sorted.len()).div_ceil(100).max(1);
+    Some(sorted[rank.min(sorted.len()) - 1])
+}
+
+fn latencies_us<'a>(rs: impl Iterator<Item = &'a Request>) -> Vec<u64> {
+    let mut v: Vec<u64> = rs.filter(|r| r.ok).map(|r| r.finished.saturating_sub(r.sent).as_micros() as u64).collect();
+    v.sort_unstable();
+    v
 }
 
 pub fn figures(t: &Timeline) -> TrialFigures {
     let after: Vec<&Request> = t.requests.iter().filter(|r| r.sent >= t.fault_at).collect();
     let failed: Vec<&&Request> = after.iter().filter(|r| !r.ok).collect();
     let since = |d: Duration| d.saturating_sub(t.fault_at);
+    let during = latencies_us(after.iter().copied());
+    let before = latencies_us(t.requests.iter().filter(|r| r.sent < t.fault_at));
     TrialFigures {
         requests: t.requests.len(),
         failed: failed.len(),
@@ -63,6 +87,10 @@ pub fn figures(t: &Timeline) -> TrialFigures {
         },
         new_leader: t.new_leader_at.map(since),
         old_node_healthy: t.old_node_healthy_at.map(since),
+        latency_p50_us: percentile(&during, 50),
+        latency_p99_us: percentile(&during, 99),
+        baseline_p50_us: percentile(&before, 50),
+        baseline_p99_us: percentile(&before, 99),
     }
 }
 
@@ -111,6 +139,23 @@ pub struct Summary {
     pub failed_max: Option<usize>,
     pub failed_total: usize,
     pub requests_total: usize,
+    /// Median over the trials of each trial's p50 latency after the fault (ms), and the worst trial's
+    /// p99 (ms); the baseline likewise, from the requests before the fault.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub baseline_p50_ms: Option<f64>,
+    pub baseline_p99_ms: Option<f64>,
+}
+
+fn median_us(v: impl IntoIterator<Item = u64>) -> Option<f64> {
+    let mut v: Vec<u64> = v.into_iter().collect();
+    v.sort_unstable();
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2] as f64 / 1000.0),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) as f64 / 2000.0),
+    }
 }
 
 pub fn summarize(trials: &[TrialFigures]) -> Summary {
@@ -126,6 +171,10 @@ pub fn summarize(trials: &[TrialFigures]) -> Summary {
         failed_max: failed.max_ms.map(|x| x as usize),
         failed_total: trials.iter().map(|t| t.failed).sum(),
         requests_total: trials.iter().map(|t| t.requests).sum(),
+        latency_p50_ms: median_us(trials.iter().filter_map(|t| t.latency_p50_us)),
+        latency_p99_ms: trials.iter().filter_map(|t| t.latency_p99_us).max().map(|x| x as f64 / 1000.0),
+        baseline_p50_ms: median_us(trials.iter().filter_map(|t| t.baseline_p50_us)),
+        baseline_p99_ms: trials.iter().filter_map(|t| t.baseline_p99_us).max().map(|x| x as f64 / 1000.0),
     }
 }
 
@@ -213,6 +262,34 @@ mod tests {
         let f = figures(&t);
         assert_eq!(f.outage, None);
         assert_eq!(f.disruption, ms(2000));
+    }
+
+    #[test]
+    fn latency_percentiles_before_and_after_the_fault() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 99), Some(7));
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!((percentile(&v, 50), percentile(&v, 99), percentile(&v, 100)), (Some(50), Some(99), Some(100)));
+        // Before the fault every request takes 10 ms; after it, 98 take 20 ms and 2 take 900 ms
+        // (held by the LB), and failed requests do not count.
+        let mut requests: Vec<Request> = (0..10).map(|i| req(i * 10, i * 10 + 10, true)).collect();
+        for i in 0..100u64 {
+            let sent = 1000 + i * 10;
+            let took = if i < 2 { 900 } else { 20 };
+            requests.push(req(sent, sent + took, true));
+        }
+        requests.push(req(1005, 6000, false));
+        let t = Timeline { fault_at: ms(1000), requests, ..Timeline::default() };
+        let f = figures(&t);
+        assert_eq!((f.baseline_p50_us, f.baseline_p99_us), (Some(10_000), Some(10_000)));
+        assert_eq!((f.latency_p50_us, f.latency_p99_us), (Some(20_000), Some(900_000)));
+        let mut g = f.clone();
+        g.latency_p50_us = Some(40_000);
+        g.latency_p99_us = Some(100_000);
+        let s = summarize(&[f, g]);
+        assert_eq!(s.latency_p50_ms, Some(30.0));
+        assert_eq!(s.latency_p99_ms, Some(900.0));
+        assert_eq!(s.baseline_p50_ms, Some(10.0));
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl DrillReport {
         );
         let _ = writeln!(
             s,
-            "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
+            "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
             "config",
             "mult",
             "lb",
@@ -111,6 +111,7 @@ impl DrillReport {
             "outage (median)",
             "new leader (median)",
             "old node voter",
+            "latency p50/p99 (base)",
             "failed",
             "lost"
         );
@@ -118,7 +119,7 @@ impl DrillReport {
             let su = &c.summary;
             let _ = writeln!(
                 s,
-                "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
+                "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
                 c.name,
                 c.performance_multiplier,
                 c.haproxy_profile,
@@ -126,6 +127,7 @@ impl DrillReport {
                 su.outage.human(),
                 su.new_leader.human(),
                 su.old_node_healthy.human(),
+                latency_human(su),
                 format!("{}/{}", su.failed_total, su.requests_total),
                 c.lost
             );
@@ -164,6 +166,18 @@ impl DrillReport {
         }
         s
     }
+}
+
+/// "12/340 ms (9/15)": p50/p99 after the fault, and the baseline before it; "-" when nothing succeeded.
+fn latency_human(su: &super::measure::Summary) -> String {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+    format!(
+        "{}/{} ms ({}/{})",
+        f(su.latency_p50_ms),
+        f(su.latency_p99_ms),
+        f(su.baseline_p50_ms),
+        f(su.baseline_p99_ms)
+    )
 }
 
 #[cfg(test)]
