@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
@@ -42,6 +42,10 @@ pub struct Args {
     /// round-robin HAProxy) in a second fresh lab, and report the ratio of the disruption windows.
     #[arg(long, conflicts_with = "dir")]
     pub compare_seed: bool,
+    /// Run the trials twice in two fresh labs from the same spec, with `load_balancer.mode =
+    /// "passthrough"` and `"terminate"` (HAProxy L7), and report both side by side.
+    #[arg(long, conflicts_with_all = ["dir", "compare_seed"])]
+    pub compare_mode: bool,
     /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
     #[arg(long)]
     pub allow_destructive: bool,
@@ -71,9 +75,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::Partition => Scenario::Partition,
         Kind::FullRestart => Scenario::FullRestart,
         Kind::Restore => {
-            if a.dir.is_some() || a.compare_seed || a.drain {
+            if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
                 return Err(CliError::invalid(
-                    "the restore drill brings up its own labs: --dir, --compare-seed and --drain do not apply",
+                    "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode and --drain do not apply",
                 ));
             }
             let d = super::snapshot::DrillArgs {
@@ -120,6 +124,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         timeout: Duration::from_millis(a.timeout_ms.clamp(100, 60_000)),
         drain: a.drain,
         compare_seed: a.compare_seed,
+        compare_mode: a.compare_mode,
         keep: a.keep,
         progress: !shell.quiet && a.output == OutputFormat::Text,
     };

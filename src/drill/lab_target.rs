@@ -23,6 +23,9 @@ pub struct DrillOptions {
     pub timeout: Duration,
     pub drain: bool,
     pub compare_seed: bool,
+    /// Run the trials twice, in two fresh labs from the same spec: `load_balancer.mode = "passthrough"`
+    /// and `"terminate"` (issue 16: TCP passthrough vs the L7 mode, side by side).
+    pub compare_mode: bool,
     /// Keep the fresh labs' directories (processes are always stopped).
     pub keep: bool,
     pub progress: bool,
@@ -111,7 +114,7 @@ pub async fn drill(o: &DrillOptions, shell: &Shell) -> Result<DrillReport> {
         drain: o.drain,
         ..TrialOptions::default()
     };
-    let per_config = if o.compare_seed { 2 } else { 1 };
+    let per_config = if o.compare_seed || o.compare_mode { 2 } else { 1 };
     let bar = progress_bar(o.progress, (o.trials * per_config) as u64);
     let mut configs = Vec::new();
     if let Some(dir) = &o.dir {
@@ -122,13 +125,18 @@ pub async fn drill(o: &DrillOptions, shell: &Shell) -> Result<DrillReport> {
         configs.push(r);
     } else {
         let mut plan_list = Vec::new();
-        if o.compare_seed {
-            plan_list.push(("seed", HaproxyProfile::Seed));
+        if o.compare_mode {
+            plan_list.push(("passthrough", HaproxyProfile::Tuned, Some("passthrough")));
+            plan_list.push(("terminate", HaproxyProfile::Tuned, Some("terminate")));
+        } else {
+            if o.compare_seed {
+                plan_list.push(("seed", HaproxyProfile::Seed, None));
+            }
+            plan_list.push(("ours", HaproxyProfile::Tuned, None));
         }
-        plan_list.push(("ours", HaproxyProfile::Tuned));
-        for (name, profile) in plan_list {
+        for (name, profile, mode) in plan_list {
             bar.phase(&format!("{name}: bringing up a fresh lab"));
-            let fresh = FreshLab::up(o, profile)?;
+            let fresh = FreshLab::up(o, profile, mode)?;
             shell.detail(format!(
                 "{name}: lab in {} (LB {})",
                 fresh.handle.dir().display(),
@@ -147,7 +155,10 @@ pub async fn drill(o: &DrillOptions, shell: &Shell) -> Result<DrillReport> {
                 shell.note(format!("{name}: lab files kept in {}", dir.display()));
             }
             let mut r = r?;
-            r.haproxy_profile = profile.as_str().into();
+            r.haproxy_profile = match mode {
+                Some(m) => format!("{}/{m}", profile.as_str()),
+                None => profile.as_str().into(),
+            };
             configs.push(r);
         }
     }
@@ -163,7 +174,7 @@ struct FreshLab {
 }
 
 impl FreshLab {
-    fn up(o: &DrillOptions, profile: HaproxyProfile) -> Result<FreshLab> {
+    fn up(o: &DrillOptions, profile: HaproxyProfile, mode: Option<&str>) -> Result<FreshLab> {
         let dir = new_private_dir()?;
         // The lab reads a spec file: write the one this configuration runs (for the seed: the same spec
         // with the seed's raft multiplier), so the lab renders exactly what is measured.
@@ -174,6 +185,10 @@ impl FreshLab {
         let text = match profile {
             HaproxyProfile::Seed => with_multiplier(&text, SEED_MULTIPLIER)?,
             HaproxyProfile::Tuned => text,
+        };
+        let text = match mode {
+            Some(m) => with_lb_mode(&text, m)?,
+            None => text,
         };
         let spec = dir.join("drill-spec.toml");
         crate::output::write_file_atomic(&spec, text.as_bytes(), false)?;
@@ -224,6 +239,16 @@ pub fn with_multiplier(text: &str, m: u8) -> Result<String> {
         doc["raft"] = toml_edit::table();
     }
     doc["raft"]["performance_multiplier"] = toml_edit::value(i64::from(m));
+    Ok(doc.to_string())
+}
+
+/// The spec text with `[load_balancer] mode` set (comments and layout kept).
+pub fn with_lb_mode(text: &str, mode: &str) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().context("the spec is not valid TOML")?;
+    if !doc.contains_table("load_balancer") {
+        bail!("the spec has no [load_balancer] table");
+    }
+    doc["load_balancer"]["mode"] = toml_edit::value(mode);
     Ok(doc.to_string())
 }
 
@@ -287,6 +312,18 @@ mod tests {
         let t = with_multiplier("[raft]\nperformance_multiplier = 1 # lan\n", 5).unwrap();
         assert!(t.contains("performance_multiplier = 5"), "{t}");
         assert!(!t.contains("= 1"));
+    }
+
+    #[test]
+    fn mode_spec_sets_the_lb_mode_and_keeps_the_rest() {
+        let t = with_lb_mode("[load_balancer]\nhostname = \"lb\" # x\nmode = \"passthrough\"\n", "terminate").unwrap();
+        assert!(t.contains("hostname = \"lb\" # x"), "{t}");
+        assert!(t.contains("mode = \"terminate\""), "{t}");
+        assert!(!t.contains("passthrough"), "{t}");
+        let text = with_lb_mode(crate::spec::EXAMPLE, "terminate").unwrap();
+        let loaded = crate::spec::load_str("example", &text, std::path::Path::new(".")).unwrap();
+        assert_eq!(loaded.spec.load_balancer.mode, crate::spec::LbMode::Terminate);
+        assert!(with_lb_mode("[cluster]\n", "terminate").is_err());
     }
 
     #[test]

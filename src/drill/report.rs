@@ -77,6 +77,15 @@ impl DrillReport {
                 });
             }
         }
+        if scenario == Scenario::LeaderStepdown && drain {
+            if let Some(t) = configs.iter().find(|c| c.name == "terminate") {
+                goals.push(Goal {
+                    name: "terminate: a drained step-down fails no request".into(),
+                    met: t.summary.failed_total == 0,
+                    detail: format!("{} failed of {}", t.summary.failed_total, t.summary.requests_total),
+                });
+            }
+        }
         if seed.is_some() {
             goals.push(Goal {
                 name: "disruption >= 4x shorter than the seed's".into(),
@@ -103,7 +112,7 @@ impl DrillReport {
         );
         let _ = writeln!(
             s,
-            "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
+            "{:<11} {:>4} {:>17} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
             "config",
             "mult",
             "lb",
@@ -119,7 +128,7 @@ impl DrillReport {
             let su = &c.summary;
             let _ = writeln!(
                 s,
-                "{:<6} {:>4} {:>7} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
+                "{:<11} {:>4} {:>17} {:<22} {:<22} {:<22} {:<22} {:<22} {:>9} {:>5}",
                 c.name,
                 c.performance_multiplier,
                 c.haproxy_profile,
