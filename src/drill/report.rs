@@ -256,4 +256,25 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn compare_mode_reports_both_and_holds_terminate_to_zero_failed() {
+        // config() gives every trial 3 failed requests of 100.
+        let r = DrillReport::new(
+            Scenario::LeaderStepdown,
+            2,
+            10.0,
+            true,
+            vec![config("passthrough", &[0, 0]), config("terminate", &[0, 0])],
+        );
+        let g = r.goals.iter().find(|g| g.name.starts_with("terminate: a drained step-down")).expect("goal");
+        assert!(!g.met, "6 failed requests must miss the goal: {g:?}");
+        assert_eq!(g.detail, "6 failed of 200");
+        let t = r.table();
+        assert!(t.contains("passthrough") && t.contains("terminate"), "{t}");
+        assert!(t.contains("latency p50/p99 (base)"), "{t}");
+        // Not a step-down, or not drained: no such goal.
+        let r = DrillReport::new(Scenario::LeaderCrash, 1, 10.0, false, vec![config("terminate", &[0])]);
+        assert!(!r.goals.iter().any(|g| g.name.starts_with("terminate: a drained")));
+    }
 }
