@@ -14,6 +14,9 @@ use std::fmt::Write;
 /// Where the rules are loaded from on a NixOS host (modules/monitoring.nix links them there).
 pub const NIXOS_RULES_FILE: &str = "/etc/vaultnix/prometheus/alerts.yml";
 
+/// Port of the load balancer's node exporter (modules/monitoring.nix nodeExporterPort default).
+pub const LB_NODE_EXPORTER_PORT: u16 = 9100;
+
 /// What differs between a host and a test: intervals and addresses, never the file's shape.
 #[derive(Debug, Clone)]
 pub struct PrometheusParams {
@@ -21,7 +24,8 @@ pub struct PrometheusParams {
     pub evaluation_interval: String,
     /// The alert rules file Prometheus loads.
     pub rules_file: String,
-    /// `host:port` of the local node exporter (None: no `node` job).
+    /// `host:port` of the local node exporter (None: no `node` job, and no `lb` job either: the lab
+    /// runs no node exporter).
     pub node_exporter: Option<String>,
 }
 
@@ -83,6 +87,15 @@ pub fn render_prometheus(plan: &Plan, layout: &Layout, p: &PrometheusParams) -> 
         let _ = writeln!(s, "      - targets: [{}]", q(ne));
         let _ = writeln!(s, "        labels:");
         let _ = writeln!(s, "          cluster: {}", q(&plan.name));
+        // The load balancer's node exporter (its HAProxy host's health and, by default, the restore
+        // rehearsal's textfile metrics), bound on its overlay/cluster address and admitted from the
+        // servers only (modules/monitoring.nix, nodeExporterAllowedCIDRs).
+        let _ = writeln!(s, "  - job_name: lb");
+        let _ = writeln!(s, "    static_configs:");
+        let _ = writeln!(s, "      - targets: [{}]", q(&crate::plan::sock(plan.lb.ip, LB_NODE_EXPORTER_PORT)));
+        let _ = writeln!(s, "        labels:");
+        let _ = writeln!(s, "          cluster: {}", q(&plan.name));
+        let _ = writeln!(s, "          host: {}", q(&plan.lb.name));
     }
     s
 }
