@@ -3,7 +3,9 @@
 # Prometheus scrapes the metrics listener of every server (TLS, verified with the cluster CA,
 # no token; the firewall admits only the servers) and the local node exporter, whose textfile
 # collector carries the backup job's metrics. Cluster-wide alerts (no active node) therefore
-# see the whole cluster from any survivor.
+# see the whole cluster from any survivor. The load balancer runs only the node exporter
+# (runPrometheus = false), bound on its overlay/cluster address and admitted from the servers,
+# whose Prometheus scrapes it (job `lb`): the restore rehearsal's metrics live there by default.
 {
   config,
   lib,
@@ -102,22 +104,66 @@ in
     nodeExporterPort = mkOption {
       type = types.port;
       default = 9100;
-      description = "Port of the node exporter (listens on 127.0.0.1 only; the rendered prometheus.yml scrapes 127.0.0.1:9100).";
+      description = "Port of the node exporter (the servers' rendered prometheus.yml scrapes 127.0.0.1:9100 and the load balancer's <address>:9100).";
+    };
+
+    nodeExporterAddress = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      example = "10.88.0.10";
+      description = ''
+        Address the node exporter listens on: loopback on the servers; the overlay/cluster address
+        on the load balancer, whose exporter the servers scrape. Never a wildcard address.
+      '';
+    };
+
+    nodeExporterAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "10.88.0.1/32" ];
+      description = "Sources admitted to the node exporter's port (the servers, on the load balancer); never opened to everyone.";
+    };
+
+    runPrometheus = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether this host runs Prometheus with the rendered configuration and rules (the servers).
+        The load balancer sets `false`: it runs only the node exporter, scraped by the servers.
+      '';
     };
   };
 
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = cfg.configFile != null && cfg.alertRulesFile != null;
+        assertion = !cfg.runPrometheus || (cfg.configFile != null && cfg.alertRulesFile != null);
         message = "vaultnix.monitoring: set configFile and alertRulesFile (monitoring/prometheus.yml and alerts.yml from `vaultnix generate`).";
+      }
+      {
+        assertion = !(lib.elem cfg.nodeExporterAddress [
+          ""
+          "0.0.0.0"
+          "::"
+          "[::]"
+          "*"
+        ]);
+        message = "vaultnix.monitoring.nodeExporterAddress ${cfg.nodeExporterAddress}: the node exporter must not listen on every address (loopback, or the overlay address).";
       }
     ];
 
-    environment.etc.${rulesPath} = mkIf (cfg.alertRulesFile != null) { source = cfg.alertRulesFile; };
+    environment.etc.${rulesPath} = mkIf (cfg.runPrometheus && cfg.alertRulesFile != null) {
+      source = cfg.alertRulesFile;
+    };
+
+    # Bound on the overlay address: start once the overlay is up.
+    systemd.services.prometheus-node-exporter = mkIf (cfg.nodeExporterAddress != "127.0.0.1") {
+      wants = top.overlay.readyUnits;
+      after = top.overlay.readyUnits;
+    };
 
     services.prometheus = {
-      enable = true;
+      enable = cfg.runPrometheus;
       # Listens on loopback only; nothing else reads this Prometheus's API.
       listenAddress = "127.0.0.1";
       configText = mkIf (cfg.configFile != null) (builtins.readFile cfg.configFile);
@@ -128,7 +174,7 @@ in
 
       exporters.node = {
         enable = true;
-        listenAddress = "127.0.0.1";
+        listenAddress = cfg.nodeExporterAddress;
         port = cfg.nodeExporterPort;
         enabledCollectors = [
           "systemd"
@@ -174,15 +220,26 @@ in
       };
     };
 
-    systemd.services.prometheus.restartTriggers = mkIf (cfg.alertRulesFile != null) [ cfg.alertRulesFile ];
+    systemd.services.prometheus.restartTriggers = mkIf (cfg.runPrometheus && cfg.alertRulesFile != null) [
+      cfg.alertRulesFile
+    ];
 
-    networking.firewall.extraInputRules = mkIf (top.firewall.enable && cfg.metricsAllowedCIDRs != [ ]) (
-      vlib.nftAcceptFrom {
-        cidrs = cfg.metricsAllowedCIDRs;
-        ports = [ cfg.metricsPort ];
-        comment = "vaultnix: metrics listener from the servers";
-      }
-    );
+    networking.firewall.extraInputRules = lib.mkMerge [
+      (mkIf (top.firewall.enable && cfg.metricsAllowedCIDRs != [ ]) (
+        vlib.nftAcceptFrom {
+          cidrs = cfg.metricsAllowedCIDRs;
+          ports = [ cfg.metricsPort ];
+          comment = "vaultnix: metrics listener from the servers";
+        }
+      ))
+      (mkIf (top.firewall.enable && cfg.nodeExporterAllowedCIDRs != [ ]) (
+        vlib.nftAcceptFrom {
+          cidrs = cfg.nodeExporterAllowedCIDRs;
+          ports = [ cfg.nodeExporterPort ];
+          comment = "vaultnix: node exporter from the servers' Prometheus";
+        }
+      ))
+    ];
 
     systemd.tmpfiles.rules = mkIf (!top.backup.enable) [ "d ${cfg.textfileDir} 0755 root root -" ];
   };

@@ -171,6 +171,8 @@ fn prometheus_on_lab_healthy_sealed_no_leader() {
         evaluation_interval: "1s".into(),
         rules_file: rules.to_string_lossy().into_owned(),
         node_exporter: Some(exporter_addr.clone()),
+        // The lab's load balancer runs no node exporter (HAProxy only).
+        lb_node_exporter_port: None,
     };
     let config = pdir.join("prometheus.yml");
     std::fs::write(&config, render_prometheus(&plan, &Layout::Lab(lab.dir().to_path_buf()), &params)).unwrap();

@@ -294,6 +294,13 @@ pub fn render_nix_with(
                     overlay => overlay,
                     firewall => minijinja::context! { api_allowed_cidrs => fw.api_allowed_cidrs, ssh_allowed_cidrs => fw.ssh_allowed_cidrs },
                     rehearsal => rehearsal_ctx(plan, &m.name),
+                    // Only the node exporter (no Prometheus), on the LB's overlay/cluster address,
+                    // admitted from the servers, whose Prometheus scrapes it (job `lb`).
+                    monitoring => plan.monitoring.enabled.then(|| minijinja::context! {
+                        node_exporter_address => plan.lb.ip.to_string(),
+                        node_exporter_port => super::prometheus::LB_NODE_EXPORTER_PORT,
+                        node_exporter_allowed_cidrs => metrics_allowed,
+                    }),
                 };
                 env.get_template("lb.nix.j2")?
                     .render(ctx)

@@ -14,6 +14,9 @@ use std::fmt::Write;
 /// Where the rules are loaded from on a NixOS host (modules/monitoring.nix links them there).
 pub const NIXOS_RULES_FILE: &str = "/etc/vaultnix/prometheus/alerts.yml";
 
+/// Port of the load balancer's node exporter (modules/monitoring.nix nodeExporterPort default).
+pub const LB_NODE_EXPORTER_PORT: u16 = 9100;
+
 /// What differs between a host and a test: intervals and addresses, never the file's shape.
 #[derive(Debug, Clone)]
 pub struct PrometheusParams {
@@ -23,6 +26,9 @@ pub struct PrometheusParams {
     pub rules_file: String,
     /// `host:port` of the local node exporter (None: no `node` job).
     pub node_exporter: Option<String>,
+    /// Port of the load balancer's node exporter on its overlay/cluster address (None: no `lb` job;
+    /// the lab runs no node exporter).
+    pub lb_node_exporter_port: Option<u16>,
 }
 
 impl PrometheusParams {
@@ -34,6 +40,7 @@ impl PrometheusParams {
             Some(d) => PrometheusParams {
                 rules_file: d.join(crate::render::paths::ALERTS).to_string_lossy().into_owned(),
                 node_exporter: None,
+                lb_node_exporter_port: None,
                 ..PrometheusParams::nixos()
             },
         }
@@ -46,6 +53,7 @@ impl PrometheusParams {
             evaluation_interval: "15s".into(),
             rules_file: NIXOS_RULES_FILE.into(),
             node_exporter: Some("127.0.0.1:9100".into()),
+            lb_node_exporter_port: Some(LB_NODE_EXPORTER_PORT),
         }
     }
 }
@@ -83,6 +91,17 @@ pub fn render_prometheus(plan: &Plan, layout: &Layout, p: &PrometheusParams) -> 
         let _ = writeln!(s, "      - targets: [{}]", q(ne));
         let _ = writeln!(s, "        labels:");
         let _ = writeln!(s, "          cluster: {}", q(&plan.name));
+    }
+    if let Some(port) = p.lb_node_exporter_port {
+        // The load balancer's node exporter (its HAProxy host's health and, by default, the restore
+        // rehearsal's textfile metrics), bound on its overlay/cluster address and admitted from the
+        // servers only (modules/monitoring.nix, nodeExporterAllowedCIDRs).
+        let _ = writeln!(s, "  - job_name: lb");
+        let _ = writeln!(s, "    static_configs:");
+        let _ = writeln!(s, "      - targets: [{}]", q(&crate::plan::sock(plan.lb.ip, port)));
+        let _ = writeln!(s, "        labels:");
+        let _ = writeln!(s, "          cluster: {}", q(&plan.name));
+        let _ = writeln!(s, "          host: {}", q(&plan.lb.name));
     }
     s
 }

@@ -180,6 +180,24 @@ let
         )
       )
     ) fw)
+  ]
+  ++ lib.optionals (v.loadBalancer.enable && v.monitoring.enable) [
+    (h.check "${me}: LB node exporter (textfile collector) on a non-public address, no Prometheus" (
+      config.services.prometheus.exporters.node.enable
+      && config.services.prometheus.exporters.node.listenAddress == v.monitoring.nodeExporterAddress
+      && !(lib.elem v.monitoring.nodeExporterAddress [ "" "0.0.0.0" "::" "[::]" "*" ])
+      # with an overlay, exactly the overlay address (the servers scrape it through the tunnel)
+      && (v.overlay.interface == null || v.overlay.address == null || v.overlay.address == v.monitoring.nodeExporterAddress)
+      && lib.elem "--collector.textfile.directory=${v.monitoring.textfileDir}" config.services.prometheus.exporters.node.extraFlags
+      && !config.services.prometheus.enable
+    ) config.services.prometheus.exporters.node.listenAddress)
+    (h.check "${me}: LB node exporter port admitted from the servers only, never open publicly" (
+      v.monitoring.nodeExporterAllowedCIDRs != [ ]
+      && lib.all (c: lib.hasInfix c config.networking.firewall.extraInputRules) v.monitoring.nodeExporterAllowedCIDRs
+      && lib.hasInfix "dport { ${toString v.monitoring.nodeExporterPort} }" config.networking.firewall.extraInputRules
+      && !(builtins.elem v.monitoring.nodeExporterPort (h.globalTcpPorts fw))
+      && !config.services.prometheus.exporters.node.openFirewall
+    ) config.networking.firewall.extraInputRules)
   ];
   rehearsalChecks = lib.optionals v.rehearsal.enable [
       (h.check "${me}: restore rehearsal service + timer, secrets via LoadCredential, restic and the server on PATH" (

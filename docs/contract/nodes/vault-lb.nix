@@ -54,6 +54,14 @@
       apiAllowedCIDRs = [ "192.0.2.0/24" ];
       sshAllowedCIDRs = [ ];
     };
+
+    monitoring = {
+      enable = true;
+      runPrometheus = false;
+      nodeExporterAddress = "10.88.0.10";
+      nodeExporterPort = 9100;
+      nodeExporterAllowedCIDRs = [ "10.88.0.1/32" "10.88.0.2/32" "10.88.0.3/32" ];
+    };
     hardening = {
       enable = true;
       rootAuthorizedKeys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGsJKmNrHyFKVs1u0G3VX9fx+p8iK9jYHs7a7JYF2Qdu admin@example" ];
