@@ -134,3 +134,58 @@ fn operator_certificate_is_kept_across_generate_runs() {
     assert!(verify("sslclient"), "openssl refuses flake/pki/admin.crt as a client certificate");
     assert!(!verify("sslserver"), "flake/pki/admin.crt must not be usable as a server certificate");
 }
+
+/// Self-init is one-shot: once the tree records the cluster as initialized (what `bootstrap` writes),
+/// `generate` renders no `initialize` stanza on any node, says so, and keeps the record on every later
+/// run. Before that the bootstrap node alone carries the stanza.
+#[test]
+fn initialize_stanza_is_dropped_once_the_tree_records_initialization() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let gen = |extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vaultnix"))
+            .args(["generate", "--output", "json", "--spec"])
+            .arg(spec())
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        // `--check` exits non-zero on drift; every other run must succeed.
+        assert!(o.status.success() || extra == ["--check"], "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("generate --output json")
+    };
+    let loaded = vaultnix::spec::load_file(&spec()).unwrap();
+    let plan = vaultnix::plan::Plan::from_loaded(&loaded);
+    let has_init = |n: &str| {
+        let cfg = std::fs::read_to_string(out.join(format!("flake/nodes/{n}.server.json"))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&cfg).unwrap().get("initialize").is_some()
+    };
+    let manifest = || vaultnix::output::read_manifest(&out).unwrap().expect("manifest.json");
+
+    gen(&[]);
+    for n in &plan.nodes {
+        assert_eq!(has_init(&n.name), n.name == plan.bootstrap_node, "{}", n.name);
+    }
+    assert_eq!(manifest().initialized, None);
+
+    assert!(vaultnix::output::record_initialized(&out, "c0ffee-1").unwrap());
+    assert!(!vaultnix::output::record_initialized(&out, "c0ffee-1").unwrap(), "same id twice: no change");
+    // The recorded tree is drift now: the bootstrap node's config must be regenerated and deployed.
+    let chk = gen(&["--check"]);
+    assert_eq!(chk["drift"], serde_json::json!(true), "{chk}");
+
+    let g = gen(&[]);
+    let events = g["events"].to_string();
+    assert!(events.contains("no longer rendered"), "{events}");
+    assert!(g["changed"].to_string().contains(&format!("{}.server.json", plan.bootstrap_node)), "{g}");
+    for n in &plan.nodes {
+        assert!(!has_init(&n.name), "{} still carries the initialize stanza", n.name);
+    }
+    assert_eq!(manifest().initialized.as_deref(), Some("c0ffee-1"));
+    // Kept on every later run, and the tree is then in sync.
+    gen(&[]);
+    assert_eq!(manifest().initialized.as_deref(), Some("c0ffee-1"));
+    assert!(!plan.nodes.iter().any(|n| has_init(&n.name)));
+    assert_eq!(gen(&["--check"])["drift"], serde_json::json!(false));
+}
