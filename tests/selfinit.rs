@@ -86,6 +86,9 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
         let ids: std::collections::BTreeSet<_> = st.nodes.iter().map(|n| n.cluster_id.clone()).collect();
         assert!(ids.len() == 1 && ids.iter().all(|i| i.is_some()), "cluster ids: {ids:?}");
         assert!(!st.warnings.iter().any(|w| w.contains("different clusters")), "{:?}", st.warnings);
+        // Bootstrap recorded that one cluster id in the tree: the next generate drops the initialize stanza.
+        let m = vaultnix::output::read_manifest(&dir).unwrap().expect("manifest.json");
+        assert_eq!(m.initialized.as_ref(), ids.iter().next().unwrap().as_ref(), "manifest initialized record");
 
         // A second bootstrap changes nothing.
         let mut o = BootstrapOptions::new(&dir);
