@@ -192,3 +192,62 @@ fn initialize_stanza_is_dropped_once_the_tree_records_initialization() {
     assert!(!plan.nodes.iter().any(|n| has_init(&n.name)));
     assert_eq!(gen(&["--check"])["drift"], serde_json::json!(false));
 }
+
+/// The node-replace path: after bootstrap, regenerate (the stanza is dropped), wipe the bootstrap
+/// node's raft data and start it with the new config: it joins the existing cluster through
+/// retry_join instead of initializing a second one, and one cluster id is seen everywhere.
+#[test]
+fn bootstrap_node_with_empty_storage_joins_after_regenerate() {
+    use vaultnix::generate::{generate, GenerateOptions};
+    use vaultnix::render::{Layout, RenderOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = LabHandle::up(Some(&spec()), &tmp.path().join("lab")).expect("lab up (self-init bootstrap)");
+    let dir = lab.dir().to_path_buf();
+    let plan = lab.plan().clone();
+    let boot = plan.bootstrap_node.clone();
+    let first = vaultnix::output::read_manifest(&dir).unwrap().unwrap().initialized.expect("recorded by bootstrap");
+
+    let g = generate(
+        &plan,
+        &Layout::Lab(dir.clone()),
+        &GenerateOptions {
+            out: dir.clone(),
+            check: false,
+            rotate: Default::default(),
+            render: RenderOptions { nix: false, ..RenderOptions::default() },
+        },
+    )
+    .expect("regenerate");
+    assert!(g.diff.changed.iter().any(|p| p.ends_with(&format!("{boot}.server.json"))), "{:?}", g.diff);
+    let cfg = std::fs::read_to_string(dir.join(format!("flake/nodes/{boot}.server.json"))).unwrap();
+    assert!(!cfg.contains("\"initialize\""), "{cfg}");
+
+    assert!(lab.stop(&boot).unwrap(), "{boot} was running");
+    let data = dir.join(format!("data/{boot}"));
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap()
+        } else {
+            std::fs::remove_file(&p).unwrap()
+        }
+    }
+    lab.start(&boot).unwrap();
+
+    block_on(async {
+        let start = Instant::now();
+        let st = loop {
+            let st = vaultnix::ops::status::status(&plan, &dir).await.expect("status");
+            let up = st.count(NodeState::Active) + st.count(NodeState::Standby);
+            if up == 3 && st.nodes.iter().all(|n| n.cluster_id.is_some()) {
+                break st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{boot} did not rejoin within 60 s: {st:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let ids: std::collections::BTreeSet<_> = st.nodes.iter().map(|n| n.cluster_id.clone()).collect();
+        assert_eq!(ids.len(), 1, "cluster ids after the wipe: {ids:?}");
+        assert_eq!(ids.into_iter().next().unwrap().as_deref(), Some(first.as_str()), "a second cluster formed");
+    });
+    lab.down().unwrap();
+}
