@@ -25,6 +25,12 @@ pub struct Manifest {
     /// without the flag keeps it (and `--check` finds no drift).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vaultnix_url: Option<String>,
+    /// The cluster id of the initialized cluster, recorded by `vaultnix bootstrap` once it has seen the
+    /// cluster initialized. From then on `generate` omits the self-init `initialize` stanza (a node that
+    /// comes back with empty storage joins instead of initializing a second cluster), and every later
+    /// `generate` keeps the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized: Option<String>,
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -37,7 +43,33 @@ pub fn manifest_for(cluster: &str, files: &[OutFile]) -> Manifest {
         cluster: cluster.to_string(),
         files: files.iter().map(|f| (f.path.clone(), sha256_hex(&f.contents))).collect(),
         vaultnix_url: None,
+        initialized: None,
     }
+}
+
+/// Records in `out`'s manifest that the cluster with `cluster_id` is initialized (see
+/// [`Manifest::initialized`]). Returns whether the record changed; a tree without a manifest (never
+/// generated) is left alone. The manifest is replaced atomically under the tree lock.
+pub fn record_initialized(out: &Path, cluster_id: &str) -> Result<bool> {
+    if read_manifest(out)?.is_none() {
+        return Ok(false);
+    }
+    let _lock = lock_tree(out, std::time::Duration::from_secs(30), &|m: &str| eprintln!("vaultnix: {m}"))?;
+    let Some(mut m) = read_manifest(out)? else { return Ok(false) };
+    if m.initialized.as_deref() == Some(cluster_id) {
+        return Ok(false);
+    }
+    m.initialized = Some(cluster_id.to_string());
+    let path = out.join(MANIFEST);
+    let tmp = out.join(format!(".{MANIFEST}.vaultnix-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let r = write_unsynced(&tmp, manifest_text(&m).as_bytes(), false)
+        .and_then(|f| f.sync_all().map_err(Into::into))
+        .and_then(|_| fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display())));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.map(|_| true)
 }
 
 /// The flake URL to generate with: the one given on the command line, else the one the tree at `out`

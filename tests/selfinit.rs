@@ -86,6 +86,9 @@ fn self_initialized_cluster_is_reachable_only_through_the_operator_certificate()
         let ids: std::collections::BTreeSet<_> = st.nodes.iter().map(|n| n.cluster_id.clone()).collect();
         assert!(ids.len() == 1 && ids.iter().all(|i| i.is_some()), "cluster ids: {ids:?}");
         assert!(!st.warnings.iter().any(|w| w.contains("different clusters")), "{:?}", st.warnings);
+        // Bootstrap recorded that one cluster id in the tree: the next generate drops the initialize stanza.
+        let m = vaultnix::output::read_manifest(&dir).unwrap().expect("manifest.json");
+        assert_eq!(m.initialized.as_ref(), ids.iter().next().unwrap().as_ref(), "manifest initialized record");
 
         // A second bootstrap changes nothing.
         let mut o = BootstrapOptions::new(&dir);
@@ -133,4 +136,118 @@ fn operator_certificate_is_kept_across_generate_runs() {
     };
     assert!(verify("sslclient"), "openssl refuses flake/pki/admin.crt as a client certificate");
     assert!(!verify("sslserver"), "flake/pki/admin.crt must not be usable as a server certificate");
+}
+
+/// Self-init is one-shot: once the tree records the cluster as initialized (what `bootstrap` writes),
+/// `generate` renders no `initialize` stanza on any node, says so, and keeps the record on every later
+/// run. Before that the bootstrap node alone carries the stanza.
+#[test]
+fn initialize_stanza_is_dropped_once_the_tree_records_initialization() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let gen = |extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vaultnix"))
+            .args(["generate", "--output", "json", "--spec"])
+            .arg(spec())
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        // `--check` exits non-zero on drift; every other run must succeed.
+        assert!(o.status.success() || extra == ["--check"], "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("generate --output json")
+    };
+    let loaded = vaultnix::spec::load_file(&spec()).unwrap();
+    let plan = vaultnix::plan::Plan::from_loaded(&loaded);
+    let has_init = |n: &str| {
+        let cfg = std::fs::read_to_string(out.join(format!("flake/nodes/{n}.server.json"))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&cfg).unwrap().get("initialize").is_some()
+    };
+    let manifest = || vaultnix::output::read_manifest(&out).unwrap().expect("manifest.json");
+
+    gen(&[]);
+    for n in &plan.nodes {
+        assert_eq!(has_init(&n.name), n.name == plan.bootstrap_node, "{}", n.name);
+    }
+    assert_eq!(manifest().initialized, None);
+
+    assert!(vaultnix::output::record_initialized(&out, "c0ffee-1").unwrap());
+    assert!(!vaultnix::output::record_initialized(&out, "c0ffee-1").unwrap(), "same id twice: no change");
+    // The recorded tree is drift now: the bootstrap node's config must be regenerated and deployed.
+    let chk = gen(&["--check"]);
+    assert_eq!(chk["drift"], serde_json::json!(true), "{chk}");
+
+    let g = gen(&[]);
+    let events = g["events"].to_string();
+    assert!(events.contains("no longer rendered"), "{events}");
+    assert!(g["changed"].to_string().contains(&format!("{}.server.json", plan.bootstrap_node)), "{g}");
+    for n in &plan.nodes {
+        assert!(!has_init(&n.name), "{} still carries the initialize stanza", n.name);
+    }
+    assert_eq!(manifest().initialized.as_deref(), Some("c0ffee-1"));
+    // Kept on every later run, and the tree is then in sync.
+    gen(&[]);
+    assert_eq!(manifest().initialized.as_deref(), Some("c0ffee-1"));
+    assert!(!plan.nodes.iter().any(|n| has_init(&n.name)));
+    assert_eq!(gen(&["--check"])["drift"], serde_json::json!(false));
+}
+
+/// The node-replace path: after bootstrap, regenerate (the stanza is dropped), wipe the bootstrap
+/// node's raft data and start it with the new config: it joins the existing cluster through
+/// retry_join instead of initializing a second one, and one cluster id is seen everywhere.
+#[test]
+fn bootstrap_node_with_empty_storage_joins_after_regenerate() {
+    use vaultnix::generate::{generate, GenerateOptions};
+    use vaultnix::render::{Layout, RenderOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = LabHandle::up(Some(&spec()), &tmp.path().join("lab")).expect("lab up (self-init bootstrap)");
+    let dir = lab.dir().to_path_buf();
+    let plan = lab.plan().clone();
+    let boot = plan.bootstrap_node.clone();
+    let first = vaultnix::output::read_manifest(&dir).unwrap().unwrap().initialized.expect("recorded by bootstrap");
+
+    let g = generate(
+        &plan,
+        &Layout::Lab(dir.clone()),
+        &GenerateOptions {
+            out: dir.clone(),
+            check: false,
+            rotate: Default::default(),
+            render: RenderOptions { nix: false, ..RenderOptions::default() },
+        },
+    )
+    .expect("regenerate");
+    assert!(g.diff.changed.iter().any(|p| p.ends_with(&format!("{boot}.server.json"))), "{:?}", g.diff);
+    let cfg = std::fs::read_to_string(dir.join(format!("flake/nodes/{boot}.server.json"))).unwrap();
+    assert!(!cfg.contains("\"initialize\""), "{cfg}");
+
+    assert!(lab.stop(&boot).unwrap(), "{boot} was running");
+    let data = dir.join(format!("data/{boot}"));
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap()
+        } else {
+            std::fs::remove_file(&p).unwrap()
+        }
+    }
+    lab.start(&boot).unwrap();
+
+    block_on(async {
+        let start = Instant::now();
+        let st = loop {
+            let st = vaultnix::ops::status::status(&plan, &dir).await.expect("status");
+            let up = st.count(NodeState::Active) + st.count(NodeState::Standby);
+            if up == 3 && st.nodes.iter().all(|n| n.cluster_id.is_some()) {
+                break st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "{boot} did not rejoin within 60 s: {st:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let ids: std::collections::BTreeSet<_> = st.nodes.iter().map(|n| n.cluster_id.clone()).collect();
+        assert_eq!(ids.len(), 1, "cluster ids after the wipe: {ids:?}");
+        assert_eq!(ids.into_iter().next().unwrap().as_deref(), Some(first.as_str()), "a second cluster formed");
+    });
+    lab.down().unwrap();
 }

@@ -132,6 +132,7 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
         render: RenderOptions {
             vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
             nix: !lab,
+            initialized: None,
         },
         now,
     };

@@ -61,6 +61,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     o.render = RenderOptions {
         vaultnix_url: crate::output::remembered_vaultnix_url(&t.out, a.vaultnix_url.as_deref()),
         nix: t.render.nix,
+        initialized: None,
     };
     o.skip_validate_config = a.no_validate_config;
     if t.is_lab() {

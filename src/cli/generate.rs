@@ -84,6 +84,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         render: RenderOptions {
             vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
             nix: true,
+            initialized: None,
         },
     };
     let g = generate(&plan, &Layout::NixOs, &opts)?;

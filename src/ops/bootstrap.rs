@@ -237,6 +237,7 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
     if self_init {
         verify_self_init(plan, &active, &opts.out, opts.wait, &mut rep).await?;
     }
+    record_initialized(plan, &active, &opts.out, &mut rep).await?;
     let Some(token) = token else {
         rep.notes.push(format!(
             "no usable token (secrets/admin-token, the root token in {}, $BAO_TOKEN or $VAULT_TOKEN): audit and \
@@ -379,6 +380,34 @@ pub const SELF_INIT_NOTE: &str = "self-initialized cluster: there are NO recover
 Access is the operator certificate flake/pki/admin.crt + secrets/admin.key (cert login, policy vaultnix-admin): keep \
 secrets/admin.key safe and backed up, together with secrets/ca.key (it can issue a new operator certificate) \
 and the seal key (secrets/seal.key for the static seal; without it the data cannot be unsealed).";
+
+/// Records in the output tree's manifest that the cluster is initialized (its cluster id), once every
+/// node is up (and, with self-init, the self-initialization was verified). `generate` then stops
+/// rendering the `initialize` stanza.
+async fn record_initialized(
+    plan: &Plan,
+    active: &NodeClient,
+    out: &std::path::Path,
+    rep: &mut BootstrapReport,
+) -> Result<()> {
+    let h = active.health().await.with_context(|| format!("reading the cluster id from {}", active.name))?;
+    let Some(id) = h.body.cluster_id.filter(|id| !id.is_empty()) else {
+        rep.notes.push(format!("{} reports no cluster id: initialization not recorded in the manifest", active.name));
+        return Ok(());
+    };
+    if crate::output::record_initialized(out, &id)? {
+        rep.changes
+            .push(format!("recorded the cluster as initialized in {} (cluster id {id})", crate::output::MANIFEST));
+        if plan.seal.self_init {
+            rep.notes.push(format!(
+                "self_init: run `vaultnix generate` and deploy the result: {} no longer carries the initialize stanza \
+                 (a node with empty storage then joins instead of initializing a second cluster)",
+                plan.bootstrap_node
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Checks what the `initialize` stanza promised: the operator certificate logs in and gets the
 /// vaultnix-admin policy, kv-v2 is mounted at secret/, and every planned voter is a raft voter.

@@ -46,11 +46,14 @@ pub struct RenderOptions {
     pub vaultnix_url: String,
     /// Also write the Nix files (off for the lab, which runs processes directly).
     pub nix: bool,
+    /// The cluster id the tree's manifest records as initialized (`vaultnix bootstrap` writes it;
+    /// `generate` carries it over): the self-init `initialize` stanza is then no longer rendered.
+    pub initialized: Option<String>,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        RenderOptions { vaultnix_url: DEFAULT_VAULTNIX_URL.into(), nix: true }
+        RenderOptions { vaultnix_url: DEFAULT_VAULTNIX_URL.into(), nix: true, initialized: None }
     }
 }
 
@@ -66,7 +69,7 @@ pub fn gitignore() -> OutFile {
 /// Everything `generate` writes, except manifest.json, in a stable order.
 pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptions) -> Result<Vec<OutFile>> {
     let mut files = Vec::new();
-    let state = ServerState::from_material(m);
+    let state = ServerState { initialized: opts.initialized.is_some(), ..ServerState::from_material(m) };
     files.push(OutFile::secret(paths::CA_KEY, m.ca_key.clone()));
     files.push(OutFile::public(paths::CA_CRT, m.ca_cert.clone()));
     for n in &plan.nodes {

@@ -65,11 +65,15 @@ pub fn version_notes(plan: &Plan) -> Vec<String> {
 pub struct ServerState {
     /// The static seal's key ids; None: the initial `<cluster>-1`, no previous key.
     pub seal_ids: Option<crate::secrets::SealKeyIds>,
+    /// The tree records the cluster as initialized (manifest.json `initialized`): no `initialize`
+    /// stanza any more, so a bootstrap node that comes back with empty storage joins the cluster
+    /// (retry_join) instead of initializing a second one.
+    pub initialized: bool,
 }
 
 impl ServerState {
     pub fn from_material(m: &crate::secrets::Material) -> ServerState {
-        ServerState { seal_ids: m.seal_ids.clone() }
+        ServerState { seal_ids: m.seal_ids.clone(), initialized: false }
     }
 }
 
@@ -173,10 +177,13 @@ pub fn render_server_config_with(plan: &Plan, node: &NodePlan, layout: &Layout, 
         );
     }
 
-    if plan.seal.self_init && node.name == plan.bootstrap_node && plan.openbao_at_least(SELF_INIT) {
+    if plan.seal.self_init && !state.initialized && node.name == plan.bootstrap_node && plan.openbao_at_least(SELF_INIT)
+    {
         // On the bootstrap node ONLY: every node carrying this stanza would initialize its own empty
         // storage on first start, and several such nodes can each form a separate cluster (a split the
-        // retry_join of the others then never heals). Followers join the bootstrap node instead.
+        // retry_join of the others then never heals). Followers join the bootstrap node instead. And
+        // only until bootstrap recorded the cluster as initialized: left in place, a bootstrap node
+        // whose storage is lost would initialize a second cluster (openbao#2274, #3652).
         root.insert("initialize".into(), render_initialize(plan, layout));
     }
 
