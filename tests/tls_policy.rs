@@ -1,11 +1,10 @@
-//! TLS policy: every listener TLS 1.2+ (only the loopback metrics-only listener is plain), HAProxy passes
-//! client TLS through (never terminates it) and verifies node certificates on health checks. Proven live
-//! against a real `bao server` started from the generated lab config: TLS 1.1 refused (with a positive
-//! control showing the client really offers 1.1), TLS 1.3 negotiated, and the served certificate chains
-//! to our CA.
-//!
-//! TODO(api client, other branch): `api_client_refuses_certs_not_under_our_ca` — the reqwest client built
-//! from the plan must fail against a listener serving a certificate from another CA.
+//! TLS policy: every listener TLS 1.2+ (the metrics listener included: it is scraped across the overlay);
+//! HAProxy passes client TLS through and verifies node certificates on health checks, or, in
+//! `load_balancer.mode = "terminate"`, terminates with the LB certificate and re-encrypts with `ssl verify
+//! required` + `verifyhost`. Proven live against a real `bao server` started from the generated lab
+//! config: TLS 1.1 refused (with a positive control showing the client really offers 1.1), TLS 1.3
+//! negotiated, and the served certificate chains to our CA. The API client's refusal of a certificate
+//! from another CA is tested live in tests/lab_cluster.rs (`lab_cluster_end_to_end`).
 
 mod fuzz_support;
 
