@@ -117,6 +117,17 @@ pub fn render_alerts_with(plan: &Plan, t: &AlertTiming) -> String {
             description: "Check for runaway writes (leases, tokens, KV churn) with `bao operator usage` and the audit log; snapshots grow with it.".into(),
         },
         Rule {
+            alert: "VaultnixSnapshotGrowing",
+            expr: format!(
+                "vaultnix_backup_last_size_bytes > 2 * (vaultnix_backup_last_size_bytes offset {w}) and vaultnix_backup_last_size_bytes > 64 * 1024 * 1024",
+                w = t.growth_window
+            ),
+            for_: slow,
+            severity: "warning",
+            summary: format!("raft snapshot of {{{{ $labels.cluster }}}} more than doubled within {}", t.growth_window),
+            description: "Backups, off-host copies and restores take longer and cost more; look for the writes behind it (VaultnixRaftDbGrowing, `bao operator usage`, the audit log).".into(),
+        },
+        Rule {
             alert: "VaultnixNodeDown",
             expr: "up{job=\"vaultnix\"} == 0".into(),
             for_: f,
