@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
@@ -46,6 +46,9 @@ pub struct Args {
     /// "passthrough"` and `"terminate"` (HAProxy L7), and report both side by side.
     #[arg(long, conflicts_with_all = ["dir", "compare_seed"])]
     pub compare_mode: bool,
+    /// restore: copy through a restic repository and restore from it; prints RPO and RTO.
+    #[arg(long)]
+    pub from_repo: bool,
     /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
     #[arg(long)]
     pub allow_destructive: bool,
@@ -86,11 +89,15 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 workdir: a.workdir,
                 concurrency: 16,
                 keep: a.keep,
+                from_repo: a.from_repo,
                 output: a.output,
             };
             return super::snapshot::drill_restore(shell, &d);
         }
     };
+    if a.from_repo {
+        return Err(CliError::invalid("--from-repo applies to the restore drill only"));
+    }
     if !(0.1..=200.0).contains(&a.rate) {
         return Err(CliError::invalid("--rate must be between 0.1 and 200 writes per second"));
     }

@@ -5,9 +5,17 @@
 //!    its own barrier keys. 5. Restore with snapshot-force (a plain restore is refused across clusters).
 //!    B then runs on A's keyring and seals itself. 6. Unseal B with A's ORIGINAL keys. 7. Read every
 //!    secret back with A's root token.
+//!
+//! With `from_repo` the snapshot goes the off-host way in between (`[backup.restic]`, issue 17): it is
+//! copied into a restic repository (a path repository in the work directory, its own random password),
+//! a small change is written and a second snapshot copied (the second run's deduplication), and B is
+//! restored from the newest copy in the repository, fetched and verified exactly as `snapshot restore
+//! --from-repo` does. The report then carries the recovery point (age of that copy when the restore
+//! starts) and the recovery time (repository → a cluster serving the first verified read).
 
 use crate::lab::LabHandle;
 use crate::ops::live::{health, Http};
+use crate::ops::restic::{Restic, ResticConfig};
 use crate::ops::snapshot::{self, RestoreOptions, SaveOptions};
 use crate::plan::Plan;
 use crate::render::paths;
@@ -28,6 +36,33 @@ pub struct RestoreDrillOptions {
     pub concurrency: usize,
     /// Leave both labs' files (not processes) behind for inspection.
     pub keep_files: bool,
+    /// Copy through a restic repository and restore from it (RPO/RTO).
+    pub from_repo: bool,
+}
+
+/// The off-host leg of a `from_repo` drill.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoFigures {
+    pub repository: PathBuf,
+    /// `restic backup` of the first snapshot (a fresh repository), and of the second.
+    pub first_copy_seconds: f64,
+    pub second_copy_seconds: f64,
+    /// The repository's size on disk after each copy.
+    pub repo_bytes_after_first: u64,
+    pub repo_bytes_after_second: u64,
+    /// Size of the second snapshot, and what the repository grew by for it: the deduplication ratio is
+    /// snapshot / growth.
+    pub second_snapshot_bytes: u64,
+    pub dedup_ratio: f64,
+    /// Secrets written between the two snapshots.
+    pub changed_secrets: usize,
+    /// Recovery point: the restored copy's age when the restore started (its snapshot's `created_at`).
+    pub rpo_seconds: f64,
+    /// Fetch + verify from the repository.
+    pub fetch_seconds: f64,
+    /// Recovery time: from the start of the fetch until the restored cluster answered the first verified
+    /// read (fetch, snapshot-force, unseal with the original keys, first read).
+    pub rto_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +95,8 @@ pub struct RestoreReport {
     pub unseal_timeline: Vec<String>,
     pub original_cluster_id: String,
     pub restored_cluster_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<RepoFigures>,
 }
 
 impl RestoreReport {
@@ -104,10 +141,12 @@ fn value_for(i: usize, nonce: &str) -> String {
 
 /// Writes or reads secret/drill/<i> for i in 0..n with `conc` concurrent workers. For reads returns
 /// (found, missing, wrong).
+#[allow(clippy::too_many_arguments)]
 async fn kv_many(
     http: &Http,
     base: &str,
     token: &str,
+    from: usize,
     n: usize,
     conc: usize,
     nonce: &str,
@@ -119,7 +158,7 @@ async fn kv_many(
         let (http, base, token, nonce) = (http.clone(), base.to_string(), token.to_string(), nonce.to_string());
         set.spawn(async move {
             let (mut found, mut missing, mut wrong) = (0usize, 0usize, 0usize);
-            let mut i = w;
+            let mut i = from + w;
             while i < n {
                 let path = format!("/v1/secret/data/drill/{i}");
                 let want = value_for(i, &nonce);
@@ -313,7 +352,7 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
     }
     let t = Instant::now();
     let (active_a, standbys_a) = rt.block_on(roles(&http_a, &plan_a))?;
-    rt.block_on(kv_many(&http_a, &active_a, &root_a, o.secrets, o.concurrency, &nonce, true))?;
+    rt.block_on(kv_many(&http_a, &active_a, &root_a, 0, o.secrets, o.concurrency, &nonce, true))?;
     let write_seconds = t.elapsed().as_secs_f64();
     let from = standbys_a.first().cloned().unwrap_or(active_a.clone());
     let saved_from = plan_a
@@ -334,6 +373,68 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
         timeout: Duration::from_secs(300),
     }))?;
     let original_cluster_id = save.meta.cluster_id.clone().unwrap_or_default();
+    let save_opts = |dir: PathBuf| -> Result<SaveOptions> {
+        Ok(SaveOptions {
+            address: active_a.clone(),
+            token: root_a.clone(),
+            ca_pem: ca_a.clone(),
+            dir,
+            cluster: plan_a.name.clone(),
+            seal: snapshot::seal_info(&plan_a, &dir_a)?,
+            engine: plan_a.engine.as_str().into(),
+            node_names: plan_a.nodes.iter().map(|n| (plan_a.api_url(n), n.name.clone())).collect(),
+            timeout: Duration::from_secs(300),
+        })
+    };
+    // The off-host leg: two copies into a fresh repository, a small change in between.
+    let changed = if o.from_repo { (o.secrets / 100).max(1) } else { 0 };
+    let total = o.secrets + changed;
+    let mut repo_leg = None;
+    if o.from_repo {
+        let repo_dir = o.workdir.join("restic-repo");
+        let pw = o.workdir.join("restic-password");
+        crate::output::write_file_atomic(&pw, hex::encode(crate::secrets::random_bytes::<24>()?).as_bytes(), true)?;
+        let restic = Restic::new(
+            &ResticConfig {
+                repository: repo_dir.to_string_lossy().into_owned(),
+                password_file: pw.to_string_lossy().into_owned(),
+                environment_file: None,
+                keep_hourly: 0,
+                keep_daily: 30,
+                keep_weekly: 0,
+                keep_monthly: 0,
+            },
+            Duration::from_secs(600),
+        )?;
+        restic.ensure_repository()?;
+        let t = Instant::now();
+        restic.backup(&save.path, &save.meta, "drill")?;
+        let first_copy_seconds = t.elapsed().as_secs_f64();
+        let repo_bytes_after_first = dir_size(&repo_dir);
+        rt.block_on(kv_many(&http_a, &active_a, &root_a, o.secrets, total, o.concurrency, &nonce, true))?;
+        let save2 = rt.block_on(snapshot::save(&save_opts(o.workdir.join("snapshots-2"))?))?;
+        let t = Instant::now();
+        restic.backup(&save2.path, &save2.meta, "drill")?;
+        let second_copy_seconds = t.elapsed().as_secs_f64();
+        let repo_bytes_after_second = dir_size(&repo_dir);
+        let grew = repo_bytes_after_second.saturating_sub(repo_bytes_after_first).max(1);
+        repo_leg = Some((
+            restic,
+            RepoFigures {
+                repository: repo_dir,
+                first_copy_seconds,
+                second_copy_seconds,
+                repo_bytes_after_first,
+                repo_bytes_after_second,
+                second_snapshot_bytes: save2.meta.size,
+                dedup_ratio: (save2.meta.size as f64 / grew as f64 * 100.0).round() / 100.0,
+                changed_secrets: changed,
+                rpo_seconds: 0.0,
+                fetch_seconds: 0.0,
+                rto_seconds: 0.0,
+            },
+        ));
+    }
     // Two labs at once would compete for the 2 cores and skew the figures.
     lab_a.down()?;
     std::fs::rename(&dir_a, &dir_orig)?;
@@ -345,11 +446,25 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
     let http_b = Http::new(&ca_b, Duration::from_secs(300))?;
     let root_b = lab_b.root_token()?;
     let (active_b, _) = rt.block_on(roles(&http_b, &plan_b))?;
+    // From the repository: the newest copy, fetched and verified as `snapshot restore --from-repo` does.
+    let recovery_start = Instant::now();
+    let mut restore_file = save.path.clone();
+    if let Some((restic, fig)) = repo_leg.as_mut() {
+        let newest = restic.pick(&plan_a.name, None)?;
+        let now = time::OffsetDateTime::now_utc();
+        let fetched = o.workdir.join("fetched");
+        let (snap, meta) = restic.fetch_verified(&newest, &fetched)?;
+        fig.fetch_seconds = recovery_start.elapsed().as_secs_f64();
+        let created = time::OffsetDateTime::parse(&meta.created_at, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("the copy's created_at {:?}", meta.created_at))?;
+        fig.rpo_seconds = ((now - created).as_seconds_f64() * 100.0).round() / 100.0;
+        restore_file = snap;
+    }
     let mut ro = RestoreOptions {
         address: active_b.clone(),
         token: root_b,
         ca_pem: ca_b.clone(),
-        file: save.path.clone(),
+        file: restore_file,
         force: false,
         target_seal: snapshot::seal_info(&plan_b, &dir_b)?,
         target_cluster: plan_b.name.clone(),
@@ -379,19 +494,30 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
         },
     ))?;
     let unseal_seconds = t.elapsed().as_secs_f64();
+    if let Some((_, fig)) = repo_leg.as_mut() {
+        // Serving: the first secret reads back with its value.
+        rt.block_on(kv_many(&http_b, &active, &root_a, 0, 1, 1, &nonce, false))?;
+        fig.rto_seconds = (recovery_start.elapsed().as_secs_f64() * 100.0).round() / 100.0;
+    }
     let t = Instant::now();
     let (found, missing, wrong) =
-        rt.block_on(kv_many(&http_b, &active, &root_a, o.secrets, o.concurrency, &nonce, false))?;
+        rt.block_on(kv_many(&http_b, &active, &root_a, 0, total, o.concurrency, &nonce, false))?;
     let verify_seconds = t.elapsed().as_secs_f64();
     let restored_cluster_id = rt.block_on(health(&http_b, &active))?.cluster_id.unwrap_or_default();
     lab_b.down()?;
     if !o.keep_files {
         let _ = std::fs::remove_dir_all(&dir_orig);
         let _ = std::fs::remove_dir_all(&dir_b);
+        if o.from_repo {
+            for d in ["restic-repo", "fetched", "snapshots-2"] {
+                let _ = std::fs::remove_dir_all(o.workdir.join(d));
+            }
+            let _ = std::fs::remove_file(o.workdir.join("restic-password"));
+        }
     }
     let _ = rest;
     Ok(RestoreReport {
-        secrets: o.secrets,
+        secrets: total,
         snapshot: save.path.clone(),
         snapshot_bytes: save.meta.size,
         saved_from,
@@ -410,5 +536,23 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
         unseal_timeline: timeline,
         original_cluster_id,
         restored_cluster_id,
+        repo: repo_leg.map(|(_, f)| f),
     })
+}
+
+/// Bytes of the regular files under `dir` (the repository's size on disk).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
 }
