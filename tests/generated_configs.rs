@@ -161,7 +161,7 @@ fn promtool_checks_every_alerts_file() {
     for (name, out, _) in generate_all(t.path()) {
         let f = out.join("flake/monitoring/alerts.yml");
         let (ok, text) = run(Command::new(&promtool).arg("check").arg("rules").arg(&f));
-        assert!(ok && text.contains("SUCCESS: 9 rules found"), "{name}: promtool check rules failed:\n{text}");
+        assert!(ok && text.contains("SUCCESS: 10 rules found"), "{name}: promtool check rules failed:\n{text}");
     }
 }
 
