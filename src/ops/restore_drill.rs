@@ -361,21 +361,11 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
         .find(|n| plan_a.api_url(n) == from)
         .map(|n| format!("{} ({})", n.name, if from == active_a { "active" } else { "standby" }))
         .unwrap_or(from.clone());
-    let save = rt.block_on(snapshot::save(&SaveOptions {
-        address: from,
-        token: root_a.clone(),
-        ca_pem: ca_a.clone(),
-        dir: snaps.clone(),
-        cluster: plan_a.name.clone(),
-        seal: snapshot::seal_info(&plan_a, &dir_a)?,
-        engine: plan_a.engine.as_str().into(),
-        node_names: plan_a.nodes.iter().map(|n| (plan_a.api_url(n), n.name.clone())).collect(),
-        timeout: Duration::from_secs(300),
-    }))?;
-    let original_cluster_id = save.meta.cluster_id.clone().unwrap_or_default();
-    let save_opts = |dir: PathBuf| -> Result<SaveOptions> {
+    // One description of a save from lab A; the drill saves from a standby, the from-repo leg's second
+    // snapshot from the active node.
+    let save_opts = |address: String, dir: PathBuf| -> Result<SaveOptions> {
         Ok(SaveOptions {
-            address: active_a.clone(),
+            address,
             token: root_a.clone(),
             ca_pem: ca_a.clone(),
             dir,
@@ -386,6 +376,8 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
             timeout: Duration::from_secs(300),
         })
     };
+    let save = rt.block_on(snapshot::save(&save_opts(from, snaps.clone())?))?;
+    let original_cluster_id = save.meta.cluster_id.clone().unwrap_or_default();
     // The off-host leg: two copies into a fresh repository, a small change in between.
     let changed = if o.from_repo { (o.secrets / 100).max(1) } else { 0 };
     let total = o.secrets + changed;
@@ -412,7 +404,7 @@ pub fn run_restore_drill(o: &RestoreDrillOptions) -> Result<RestoreReport> {
         let first_copy_seconds = t.elapsed().as_secs_f64();
         let repo_bytes_after_first = dir_size(&repo_dir);
         rt.block_on(kv_many(&http_a, &active_a, &root_a, o.secrets, total, o.concurrency, &nonce, true))?;
-        let save2 = rt.block_on(snapshot::save(&save_opts(o.workdir.join("snapshots-2"))?))?;
+        let save2 = rt.block_on(snapshot::save(&save_opts(active_a.clone(), o.workdir.join("snapshots-2"))?))?;
         let t = Instant::now();
         restic.backup(&save2.path, &save2.meta, "drill")?;
         let second_copy_seconds = t.elapsed().as_secs_f64();
