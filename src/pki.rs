@@ -91,10 +91,15 @@ fn random_serial() -> Result<SerialNumber> {
 
 /// A CA certificate (PEM) for `key`.
 pub fn new_ca_cert(cluster: &str, key: &KeyPair, validity_days: u32) -> Result<String> {
+    new_ca_cert_cn(&format!("{cluster} vaultnix CA"), key, validity_days)
+}
+
+/// A CA certificate with the common name `cn` (a rollover's new CA is told apart by its number).
+pub fn new_ca_cert_cn(cn: &str, key: &KeyPair, validity_days: u32) -> Result<String> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "vaultnix");
-    dn.push(DnType::CommonName, format!("{cluster} vaultnix CA"));
+    dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -112,6 +117,32 @@ fn validity(days: u32) -> Result<(OffsetDateTime, OffsetDateTime)> {
         .checked_add(Duration::days(i64::from(days)))
         .ok_or_else(|| anyhow!("a validity of {days} days ends after the year 9999"))?;
     Ok((now - Duration::hours(1), after))
+}
+
+/// The certificates of a PEM bundle (a trust file may hold several CAs during a CA rollover), each as
+/// its own PEM block, in file order. Text outside the blocks is ignored.
+pub fn split_bundle(pem: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(b) = rest.find(BEGIN) {
+        let Some(e) = rest[b..].find(END) else { break };
+        out.push(format!("{}\n", &rest[b..b + e + END.len()]));
+        rest = &rest[b + e + END.len()..];
+    }
+    out
+}
+
+/// A trust bundle: the certificates one after the other (each ends with a newline).
+pub fn bundle(certs: &[&str]) -> String {
+    certs.iter().map(|c| format!("{}\n", c.trim_end())).collect()
+}
+
+/// The certificate of `bundle_pem` whose public key is `key_pem`'s, if any.
+pub fn cert_for_key(bundle_pem: &str, key_pem: &str) -> Option<String> {
+    let key = KeyPair::from_pem(key_pem).ok()?;
+    split_bundle(bundle_pem).into_iter().find(|c| inspect(c).is_ok_and(|i| i.public_key == key.public_key_raw()))
 }
 
 /// The CA, loaded from its key and certificate; checks that they belong together.

@@ -13,7 +13,10 @@ use std::path::Path;
 
 #[derive(Debug, Clone, Default)]
 pub struct Rotate {
+    /// Replace the CA in one go (`generate --rotate-ca`): clients trusting only the old CA break.
     pub ca: bool,
+    /// One step of a staged CA rollover (`vaultnix ca rollover`), which never breaks trust.
+    pub ca_step: Option<CaStep>,
     pub keys: bool,
     /// Reissue every node certificate (same keys, same CA).
     pub certs: bool,
@@ -21,6 +24,84 @@ pub struct Rotate {
     pub seal: bool,
     /// Finish a static seal key rotation: stop rendering `previous_key` (the key is kept, retired).
     pub drop_previous_seal: bool,
+}
+
+/// The steps of a staged CA rollover. Each is applied (deployed) and verified on the wire before the
+/// next one is allowed (see `ops::ca_rollover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaStep {
+    /// A new CA beside the old one; every trust file becomes the bundle old + new; leaves unchanged.
+    Begin,
+    /// Every leaf (nodes, LB, operator client) reissued by the new CA; the bundle still holds both.
+    Reissue,
+    /// The bundle holds the new CA only; the old CA stays archived (secrets/ca.retired-<n>.*).
+    Finish,
+}
+
+impl CaStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaStep::Begin => "begin",
+            CaStep::Reissue => "reissue",
+            CaStep::Finish => "finish",
+        }
+    }
+}
+
+/// Where a CA rollover stands (secrets/ca-rollover.json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaPhase {
+    /// After `begin`: trust = old + new, leaves signed by the old CA (secrets/ca.key), the new CA's key
+    /// in secrets/ca.next.key.
+    TrustBoth,
+    /// After `reissue`: trust = new + old, leaves signed by the new CA (now secrets/ca.key); the old CA
+    /// already archived as the last of `retired`.
+    Reissued,
+    /// After `finish` (or no rollover yet): trust = the one CA.
+    Finished,
+}
+
+impl CaPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaPhase::TrustBoth => "trust-both",
+            CaPhase::Reissued => "reissued",
+            CaPhase::Finished => "finished",
+        }
+    }
+    /// The step that led here (None: no rollover happened).
+    pub fn step(self) -> CaStep {
+        match self {
+            CaPhase::TrustBoth => CaStep::Begin,
+            CaPhase::Reissued => CaStep::Reissue,
+            CaPhase::Finished => CaStep::Finish,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaRollover {
+    pub phase: CaPhase,
+    /// sha256 of the CA certificate being replaced and of its replacement (the last rollover's).
+    pub old_ca_sha256: String,
+    pub new_ca_sha256: String,
+    /// CAs replaced by rollovers, kept as secrets/ca.retired-<n>.key and .crt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<u32>,
+}
+
+/// Reads secrets/ca-rollover.json under `out` (None: no rollover ever started).
+pub fn read_ca_rollover(out: &Path) -> Result<Option<CaRollover>> {
+    let p = out.join(paths::CA_ROLLOVER);
+    match read_opt(&p)? {
+        Some(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("{} is not a CA rollover state file", p.display()))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The static seal's key ids, as the seal stanza names them. Not secret, but kept next to the keys
@@ -58,8 +139,17 @@ impl SealKeyIds {
 /// Key material for one output directory. Private parts go to secrets/, public parts to pki/.
 #[derive(Clone, Default)]
 pub struct Material {
+    /// The issuing CA: its key and its certificate (one certificate).
     pub ca_key: String,
     pub ca_cert: String,
+    /// What every node, HAProxy, client and vaultnix trusts (flake/pki/ca.crt): the issuing CA, and
+    /// during a rollover the other CA too (issuing first).
+    pub ca_bundle: String,
+    /// During a rollover's trust-both phase: the new CA (key, certificate), not issuing yet.
+    pub ca_next: Option<(String, String)>,
+    /// CAs replaced by rollovers (key, certificate), by number: never deleted.
+    pub ca_retired: BTreeMap<u32, (String, String)>,
+    pub ca_rollover: Option<CaRollover>,
     pub node_keys: BTreeMap<String, String>,
     pub node_certs: BTreeMap<String, String>,
     /// WireGuard private keys (base64) per machine.
@@ -178,6 +268,7 @@ pub fn prepare_renewing(
             m.events.push(if rotate.ca { "rotated the CA".into() } else { "created the CA".into() });
         }
     }
+    staged_ca(plan, out, rotate, create, &mut m)?;
     let ca = pki::Ca::load(&m.ca_key, &m.ca_cert)?;
     // A CA that no longer matches the spec is kept (replacing it makes every client re-trust, and
     // is only done when asked): say exactly why and how.
@@ -356,6 +447,168 @@ pub fn prepare_renewing(
         m.lb_cert = Some(cert);
     }
     Ok(m)
+}
+
+/// The trust bundle and a staged CA rollover's step (`vaultnix ca rollover`). On entry `m.ca_key` is
+/// secrets/ca.key and `m.ca_cert` the text of flake/pki/ca.crt (a bundle during a rollover, the
+/// issuing CA first); on exit `m.ca_cert` is the issuing CA alone, `m.ca_bundle` what is trusted.
+fn staged_ca(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, m: &mut Material) -> Result<()> {
+    let sec = out.join(paths::SECRETS);
+    let mut rollover = read_ca_rollover(out)?;
+    let phase = rollover.as_ref().map_or(CaPhase::Finished, |r| r.phase);
+    if rotate.ca && phase != CaPhase::Finished {
+        bail!(
+            "a staged CA rollover is in progress ({} phase, {}): --rotate-ca would replace the CA under it; \
+             continue with `vaultnix ca rollover {}`. Nothing was written",
+            phase.as_str(),
+            paths::CA_ROLLOVER,
+            if phase == CaPhase::TrustBoth { "reissue" } else { "finish" }
+        );
+    }
+    if let Some(r) = &rollover {
+        for n in &r.retired {
+            let (kp, cp) = (out.join(paths::ca_retired_key(*n)), out.join(paths::ca_retired_crt(*n)));
+            let (Some(k), Some(c)) = (read_opt(&kp)?, read_opt(&cp)?) else {
+                bail!(
+                    "{} lists the retired CA {n}, but {} or {} is missing: restore it (it is never deleted)",
+                    paths::CA_ROLLOVER,
+                    kp.display(),
+                    cp.display()
+                );
+            };
+            pki::Ca::load(&k, &c).with_context(|| format!("the retired CA {n} ({})", kp.display()))?;
+            m.ca_retired.insert(*n, (k, c));
+        }
+    }
+    let text = std::mem::take(&mut m.ca_cert);
+    let certs = pki::split_bundle(&text);
+    let want = if phase == CaPhase::Finished { 1 } else { 2 };
+    if certs.len() != want {
+        bail!(
+            "{} holds {} certificate(s), but {}: restore the file from the output tree's history (or secrets/ca-rollover.json)",
+            paths::CA_CRT,
+            certs.len(),
+            match phase {
+                CaPhase::Finished => "no CA rollover is in progress, so it must hold exactly the one CA".to_string(),
+                p => format!("the CA rollover is in its {} phase, so it must hold the old and the new CA", p.as_str()),
+            }
+        );
+    }
+    // An existing single-CA file is kept byte for byte.
+    m.ca_cert = if want == 1 { text.clone() } else { certs[0].clone() };
+    let sha = |c: &str| pki::inspect(c).map(|i| i.sha256_fingerprint);
+    match (phase, &rollover) {
+        (CaPhase::TrustBoth, _) => {
+            let p = sec.join("ca.next.key");
+            let k = read_opt(&p)?.ok_or_else(|| {
+                anyhow!("the CA rollover trusts a new CA, but its key {} is missing: restore it", p.display())
+            })?;
+            pki::Ca::load(&k, &certs[1])
+                .with_context(|| format!("{} and the second certificate of {}", p.display(), paths::CA_CRT))?;
+            m.ca_next = Some((k, certs[1].clone()));
+        }
+        (CaPhase::Reissued, Some(r)) => {
+            let old = r.retired.last().and_then(|n| m.ca_retired.get(n)).map(|(_, c)| c.clone());
+            if old.as_deref().map(sha).transpose()? != Some(sha(&certs[1])?) {
+                bail!(
+                    "the second certificate of {} is not the CA this rollover replaces (the last retired CA in {})",
+                    paths::CA_CRT,
+                    paths::CA_ROLLOVER
+                );
+            }
+        }
+        _ => {}
+    }
+    let Some(step) = rotate.ca_step else {
+        m.ca_bundle = text;
+        m.ca_rollover = rollover;
+        return Ok(());
+    };
+    if !create {
+        bail!("internal error: a CA rollover step without writing");
+    }
+    let next = || match phase {
+        CaPhase::TrustBoth => "`vaultnix ca rollover reissue`",
+        CaPhase::Reissued => "`vaultnix ca rollover finish`",
+        CaPhase::Finished => "`vaultnix ca rollover begin`",
+    };
+    match (step, phase) {
+        (CaStep::Begin, CaPhase::Finished) => {
+            let kp = pki::generate_key(plan.tls.key_algorithm)?;
+            // Numbered (the first CA is 1) so that both CAs of the bundle are told apart by name.
+            let generation = rollover.as_ref().map_or(0, |r| r.retired.len()) + 2;
+            let cn = format!("{} vaultnix CA {generation}", plan.name);
+            let cert = pki::new_ca_cert_cn(&cn, &kp, plan.tls.ca_validity_days)?;
+            rollover = Some(CaRollover {
+                phase: CaPhase::TrustBoth,
+                old_ca_sha256: sha(&m.ca_cert)?,
+                new_ca_sha256: sha(&cert)?,
+                retired: rollover.map(|r| r.retired).unwrap_or_default(),
+            });
+            m.events.push(format!(
+                "CA rollover begun: created a new CA (secrets/ca.next.key); {} now trusts the old and the new CA; \
+                 every certificate is unchanged (still signed by the old CA, secrets/ca.key)",
+                paths::CA_CRT
+            ));
+            m.ca_next = Some((pki::key_pem(&kp), cert));
+        }
+        (CaStep::Reissue, CaPhase::TrustBoth) => {
+            let (Some((k, c)), Some(r)) = (m.ca_next.take(), rollover.as_mut()) else {
+                bail!("internal error: trust-both phase without a new CA");
+            };
+            let n = r.retired.iter().max().copied().unwrap_or(0) + 1;
+            let old = (std::mem::replace(&mut m.ca_key, k), std::mem::replace(&mut m.ca_cert, c));
+            m.ca_retired.insert(n, old);
+            r.retired.push(n);
+            r.phase = CaPhase::Reissued;
+            m.events.push(format!(
+                "CA rollover: the new CA issues now (secrets/ca.key; secrets/ca.next.key is an identical copy, kept); \
+                 the old CA is archived as {} and {} and still trusted; every certificate is reissued below",
+                paths::ca_retired_key(n),
+                paths::ca_retired_crt(n)
+            ));
+        }
+        (CaStep::Finish, CaPhase::Reissued) => {
+            if let Some(r) = rollover.as_mut() {
+                r.phase = CaPhase::Finished;
+                m.events.push(format!(
+                    "CA rollover finished: {} trusts the new CA only; the old CA stays archived ({})",
+                    paths::CA_CRT,
+                    r.retired.last().map(|n| paths::ca_retired_key(*n)).unwrap_or_default()
+                ));
+            }
+        }
+        (CaStep::Begin, _) => bail!(
+            "a CA rollover is already in progress ({} phase): the next step is {}. Nothing was written",
+            phase.as_str(),
+            next()
+        ),
+        (CaStep::Reissue, CaPhase::Finished) | (CaStep::Finish, CaPhase::Finished) => {
+            bail!("no CA rollover is in progress: start one with `vaultnix ca rollover begin`. Nothing was written")
+        }
+        (CaStep::Reissue, _) => bail!(
+            "the certificates are already reissued by the new CA ({} phase): the next step is {}. Nothing was written",
+            phase.as_str(),
+            next()
+        ),
+        (CaStep::Finish, _) => bail!(
+            "cannot finish the CA rollover in its {} phase: every certificate is still signed by the old CA, and \
+             removing it from the trust bundle now would make every node untrusted; run {} first. Nothing was written",
+            phase.as_str(),
+            next()
+        ),
+    }
+    let after = rollover.as_ref().map_or(CaPhase::Finished, |r| r.phase);
+    m.ca_bundle = match after {
+        CaPhase::TrustBoth => pki::bundle(&[&m.ca_cert, &m.ca_next.as_ref().map(|x| x.1.clone()).unwrap_or_default()]),
+        CaPhase::Reissued => {
+            let old = rollover.as_ref().and_then(|r| r.retired.last()).and_then(|n| m.ca_retired.get(n));
+            pki::bundle(&[&m.ca_cert, &old.map(|x| x.1.clone()).unwrap_or_default()])
+        }
+        CaPhase::Finished => pki::bundle(&[&m.ca_cert]),
+    };
+    m.ca_rollover = rollover;
+    Ok(())
 }
 
 fn seal_key_bytes(p: &Path, k: Vec<u8>) -> Result<Vec<u8>> {

@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "node",
     "upgrade",
     "certs",
+    "ca",
     "metrics",
     "doctor",
     "root-token",

@@ -116,6 +116,17 @@ pub struct NodeClient {
     has_identity: bool,
 }
 
+/// Every certificate of the trust file as a root: during a CA rollover flake/pki/ca.crt holds the old
+/// and the new CA, and both must be trusted (`Certificate::from_pem` would read the first one only).
+pub fn root_certificates(ca_pem: &[u8]) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+        .map_err(|e| anyhow::anyhow!("the cluster CA certificate does not parse: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!("the cluster CA file holds no PEM certificate");
+    }
+    Ok(certs)
+}
+
 fn build_http(
     name: &str,
     server_name: &str,
@@ -124,12 +135,11 @@ fn build_http(
     ca_pem: &[u8],
     identity_pem: Option<&[u8]>,
 ) -> anyhow::Result<reqwest::Client> {
-    let ca = reqwest::Certificate::from_pem(ca_pem)
-        .map_err(|e| anyhow::anyhow!("the cluster CA certificate does not parse: {e}"))?;
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
+    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+    for ca in root_certificates(ca_pem)? {
+        b = b.add_root_certificate(ca);
+    }
+    let mut b = b
         .resolve(server_name, SocketAddr::new(ip, port))
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

@@ -22,7 +22,9 @@ pub struct Args {
     /// Render in memory and compare with the output directory; exit 1 if anything differs.
     #[arg(long)]
     pub check: bool,
-    /// Create a new CA (and reissue every certificate). Existing clients must trust the new CA.
+    /// Create a new CA (and reissue every certificate) in one go: clients, nodes and HAProxy that
+    /// still trust only the old CA break until they get the new one. For a running cluster use the
+    /// staged `vaultnix ca rollover begin|reissue|finish` (refused while one is in progress).
     #[arg(long, conflicts_with = "check")]
     pub rotate_ca: bool,
     /// Create new node TLS and WireGuard keys (and reissue the certificates). The static seal key is
@@ -76,6 +78,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         check: a.check,
         rotate: Rotate {
             ca: a.rotate_ca,
+            ca_step: None,
             keys: a.rotate_keys,
             certs: a.rotate_ca || a.rotate_keys,
             seal: a.rotate_seal_key,

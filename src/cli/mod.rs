@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod bootstrap;
+pub mod ca;
 pub mod certs;
 pub mod completions;
 pub mod doctor;
@@ -79,6 +80,8 @@ pub enum Command {
     Upgrade(upgrade::Args),
     /// Renew node certificates under the same CA and verify what listeners serve.
     Certs(certs::Args),
+    /// Staged CA rollover: new CA trusted first, certificates reissued, old CA removed (verified).
+    Ca(ca::Args),
     /// Write certificate-expiry and raft-size metrics for the node exporter's textfile collector.
     Metrics(metrics::Args),
     /// Pre-flight checks of the generated cluster (offline, and --live).
@@ -146,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Node(a) => node::exec(&shell, a),
         Command::Upgrade(a) => upgrade::exec(&shell, a),
         Command::Certs(a) => certs::exec(&shell, a),
+        Command::Ca(a) => ca::exec(&shell, a),
         Command::Metrics(a) => metrics::exec(&shell, a),
         Command::Doctor(a) => doctor::exec(&shell, a),
         Command::Recover(a) => recover::exec(&shell, a),

@@ -285,7 +285,18 @@ impl Lab {
         let mut v: Vec<ProcSpec> =
             self.plan.nodes.iter().map(|n| node_spec(&self.dir, &self.state.bao, &n.name)).collect();
         v.push(haproxy_spec(&self.dir, &self.state.haproxy));
+        // HAProxy processes replaced by a reload that still finish their sessions (stopped first).
+        v.extend(process::old_haproxy_specs(&self.dir, &self.state.haproxy));
         v
+    }
+
+    /// Reloads HAProxy seamlessly, as the NixOS unit's reload does: a new process with the re-read
+    /// configuration (and so its CA file and certificate) takes the listening sockets over the admin
+    /// socket (`-x`, `expose-fd listeners`) and tells the old one to finish (`-sf`); the old one stops
+    /// accepting, serves its established sessions until they end, and is stopped by `down` if it still
+    /// runs (run/haproxy-old-<pid>.pid). Returns (old pid, new pid).
+    pub fn reload_haproxy(&self) -> Result<(u32, u32)> {
+        process::reload_haproxy(&self.dir, &haproxy_spec(&self.dir, &self.state.haproxy))
     }
 
     pub fn proc(&self, name: &str) -> Result<ProcSpec> {

@@ -38,6 +38,52 @@ pub fn haproxy_spec(dir: &Path, haproxy: &Path) -> ProcSpec {
     }
 }
 
+/// The HAProxy processes a reload replaced that may still be finishing their sessions.
+pub fn old_haproxy_specs(dir: &Path, haproxy: &Path) -> Vec<ProcSpec> {
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir.join("run")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_prefix("haproxy-old-").and_then(|r| r.strip_suffix(".pid")) {
+                let mut spec = haproxy_spec(dir, haproxy);
+                spec.name = format!("haproxy-old-{stem}");
+                v.push(spec);
+            }
+        }
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// See `Lab::reload_haproxy`.
+pub fn reload_haproxy(dir: &Path, spec: &ProcSpec) -> Result<(u32, u32)> {
+    let old = running(dir, spec).ok_or_else(|| anyhow!("HAProxy is not running in {}", dir.display()))?;
+    let socket = dir.join("run/haproxy.sock");
+    // The old process is tracked under its own name from now on.
+    let old_name = format!("haproxy-old-{old}");
+    fs::rename(pid_file(dir, &spec.name), pid_file(dir, &old_name))?;
+    let mut next = spec.clone();
+    next.args.extend(["-x".into(), socket.display().to_string(), "-sf".into(), old.to_string()]);
+    let new = match start(dir, &next) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::rename(pid_file(dir, &old_name), pid_file(dir, &spec.name));
+            return Err(e);
+        }
+    };
+    // A configuration HAProxy refuses makes the new process exit at once (the old one keeps running).
+    std::thread::sleep(Duration::from_millis(300));
+    reap(new);
+    if !alive(new) {
+        let _ = fs::rename(pid_file(dir, &old_name), pid_file(dir, &spec.name));
+        bail!(
+            "the reloaded HAProxy exited at once; pid {old} keeps serving (see {})",
+            log_file(dir, &spec.name).display()
+        );
+    }
+    Ok((old, new))
+}
+
 pub fn pid_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("run/{name}.pid"))
 }

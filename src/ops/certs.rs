@@ -118,7 +118,7 @@ pub fn renew(plan: &Plan, o: &RenewOptions) -> Result<RenewReport> {
         return Ok(report);
     }
     let material = secrets::prepare_renewing(plan, &o.out, &Rotate::default(), true, o.now, &|n| pick.contains(n))?;
-    if material.ca_cert != ca_pem {
+    if material.ca_bundle != ca_pem {
         bail!("internal error: renewal would change the CA; nothing written");
     }
     let gopts =

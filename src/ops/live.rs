@@ -24,11 +24,11 @@ impl std::fmt::Debug for Http {
 impl Http {
     /// A client that trusts only `ca_pem` (the cluster's CA) and never follows redirects itself.
     pub fn new(ca_pem: &[u8], timeout: Duration) -> Result<Http> {
-        let ca = reqwest::Certificate::from_pem(ca_pem).context("the CA certificate is not PEM")?;
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
+        let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+        for ca in crate::api::client::root_certificates(ca_pem)? {
+            b = b.add_root_certificate(ca);
+        }
+        let client = b
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(timeout)
@@ -152,11 +152,11 @@ where
 /// show the certificate of an earlier handshake).
 pub async fn served_leaf_sha256(ca_pem: &[u8], base: &str) -> Result<String> {
     use sha2::Digest;
-    let ca = reqwest::Certificate::from_pem(ca_pem).context("the CA certificate is not PEM")?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
+    let mut b = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false);
+    for ca in crate::api::client::root_certificates(ca_pem)? {
+        b = b.add_root_certificate(ca);
+    }
+    let client = b
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .tls_info(true)

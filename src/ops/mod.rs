@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod bootstrap;
+pub mod ca_rollover;
 pub mod certs;
 pub mod common;
 pub mod lb;

@@ -98,7 +98,9 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
     let _ = writeln!(s, "global");
     let _ = writeln!(s, "    log stdout format raw local0 info");
     let _ = writeln!(s, "    maxconn 4096");
-    let _ = writeln!(s, "    stats socket {} mode 600 level admin", layout.haproxy_admin_socket());
+    // expose-fd listeners: a reload's new process takes the listening sockets from this one (`-x`), so
+    // no connection is refused or reset in between.
+    let _ = writeln!(s, "    stats socket {} mode 600 level admin expose-fd listeners", layout.haproxy_admin_socket());
     let _ = writeln!(s, "    ssl-default-server-options ssl-min-ver TLSv1.2");
     if profile == HaproxyProfile::Tuned {
         let _ = writeln!(s, "    lua-load {}", layout.haproxy_hold_lua());

@@ -34,6 +34,20 @@ pub mod paths {
     pub fn seal_key_by_id(id: &str) -> String {
         format!("secrets/seal.{id}.key")
     }
+    /// A staged CA rollover (`vaultnix ca rollover`): its phase and the retired CAs' ids.
+    pub const CA_ROLLOVER: &str = "secrets/ca-rollover.json";
+    /// What the live check of the current rollover phase saw (written by `ca rollover verify`, not by
+    /// `generate`): the next step is refused until it matches the tree.
+    pub const CA_ROLLOVER_VERIFIED: &str = "secrets/ca-rollover.verified.json";
+    /// The new CA's key while the rollover trusts both CAs (before the leaves are reissued).
+    pub const CA_NEXT_KEY: &str = "secrets/ca.next.key";
+    /// A CA replaced by a rollover, kept (key and certificate) by its number: never deleted.
+    pub fn ca_retired_key(n: u32) -> String {
+        format!("secrets/ca.retired-{n}.key")
+    }
+    pub fn ca_retired_crt(n: u32) -> String {
+        format!("secrets/ca.retired-{n}.crt")
+    }
     pub const ADMIN_KEY: &str = "secrets/admin.key";
     pub const ADMIN_TOKEN: &str = "secrets/admin-token";
     pub const INIT_JSON: &str = "secrets/init.json";

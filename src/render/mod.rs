@@ -71,7 +71,19 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
     let mut files = Vec::new();
     let state = ServerState { initialized: opts.initialized.is_some(), ..ServerState::from_material(m) };
     files.push(OutFile::secret(paths::CA_KEY, m.ca_key.clone()));
-    files.push(OutFile::public(paths::CA_CRT, m.ca_cert.clone()));
+    files.push(OutFile::public(paths::CA_CRT, m.ca_bundle.clone()));
+    if let Some((k, _)) = &m.ca_next {
+        files.push(OutFile::secret(paths::CA_NEXT_KEY, k.clone()));
+    }
+    for (n, (k, c)) in &m.ca_retired {
+        files.push(OutFile::secret(paths::ca_retired_key(*n), k.clone()));
+        files.push(OutFile::secret(paths::ca_retired_crt(*n), c.clone()));
+    }
+    if let Some(r) = &m.ca_rollover {
+        let mut t = serde_json::to_string_pretty(r)?;
+        t.push('\n');
+        files.push(OutFile::secret(paths::CA_ROLLOVER, t));
+    }
     for n in &plan.nodes {
         if let Some(k) = m.node_keys.get(&n.name) {
             files.push(OutFile::secret(paths::node_key(&n.name), k.clone()));

@@ -1,0 +1,189 @@
+//! A staged CA rollover on a real lab (bao 2.7.2, HAProxy) under the drill's writer: `vaultnix ca
+//! rollover begin`, `reissue` and `finish`, each applied (SIGHUP, seamless HAProxy reload) and verified
+//! on the wire by the command itself. The writer does not retry; every write must be acknowledged and
+//! read back (the drill's lost-write checker), and `reissue`/`finish` must be refused until the phase
+//! before was verified.
+//!
+//! A client that still trusts only the old CA works across `begin` (nothing it sees changes); clients
+//! then get the bundle (flake/pki/ca.crt after `begin`) and keep working across `reissue` and `finish`.
+//!
+//! `cargo test --test ca_rollover_live -- --nocapture` prints the figures (docs/operations.md).
+
+mod common_ops;
+
+use assert_cmd::Command;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vaultnix::api::Cluster;
+use vaultnix::drill::checker::{self, History, Outcome};
+use vaultnix::drill::client::{self, Writer, WriterConfig, WriterResult};
+use vaultnix::lab::LabHandle;
+
+const RATE_HZ: f64 = 25.0;
+
+fn vaultnix_ca(dir: &Path, action: &str) -> (bool, String) {
+    let o = Command::cargo_bin("vaultnix")
+        .unwrap()
+        .args(["ca", "rollover", action, "--out"])
+        .arg(dir)
+        .timeout(Duration::from_secs(240))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!("--- vaultnix ca rollover {action}\n{text}");
+    (o.status.success(), text)
+}
+
+fn writer(c: &Cluster, prefix: &str) -> Writer {
+    Writer::start(
+        c.lb.clone(),
+        WriterConfig {
+            prefix: prefix.into(),
+            rate_hz: RATE_HZ,
+            // Generous: a loaded machine must not turn a slow answer into a failure.
+            timeout: Duration::from_secs(10),
+            max_in_flight: 64,
+            max_requests: 20_000,
+            max_duration: Duration::from_secs(400),
+        },
+        Instant::now(),
+    )
+}
+
+/// Keeps the writer going at least `min` from `started`, then stops it.
+async fn finish_after(w: Writer, started: Instant, min: Duration) -> WriterResult {
+    if let Some(rest) = min.checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    w.finish().await.unwrap()
+}
+
+fn run(spec_text: &str, name: &str) {
+    let _g = common_ops::serial();
+    let t = tempfile::tempdir().unwrap();
+    let spec = common_ops::spec_in(t.path(), spec_text);
+    let dir = t.path().join("lab");
+    let lab = LabHandle::up(Some(&spec), &dir).expect("lab up");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let _enter = rt.enter();
+    let token = Some(lab.root_token().unwrap());
+    let old_ca = std::fs::read_to_string(dir.join("flake/pki/ca.crt")).unwrap();
+
+    // The order is enforced before anything runs.
+    for early in ["reissue", "finish"] {
+        let (ok, text) = vaultnix_ca(&dir, early);
+        assert!(!ok && text.contains("no CA rollover is in progress"), "{early} before begin: {text}");
+    }
+
+    // 1. begin, under a client that trusts the old CA only.
+    let c_old = lab.cluster().unwrap().with_token(token.clone());
+    rt.block_on(client::ensure_mount(&c_old.lb, Instant::now() + Duration::from_secs(60))).unwrap();
+    let t1 = Instant::now();
+    let w1 = writer(&c_old, &format!("{name}/begin"));
+    std::thread::sleep(Duration::from_secs(2));
+    let s = Instant::now();
+    let (ok, begin_out) = vaultnix_ca(&dir, "begin");
+    let begin_s = s.elapsed().as_secs_f64();
+    assert!(ok, "begin: {begin_out}");
+    let r1 = rt.block_on(finish_after(w1, t1, Duration::from_secs(22)));
+    assert!(begin_out.contains("phase trust-both verified on the wire"), "{begin_out}");
+    assert!(begin_out.contains("HAProxy trusts exactly the bundle's 2 CA(s)"), "{begin_out}");
+    let bundle = std::fs::read_to_string(dir.join("flake/pki/ca.crt")).unwrap();
+    assert_eq!(vaultnix::pki::split_bundle(&bundle).len(), 2);
+    assert!(bundle.starts_with(old_ca.trim_end()), "the old CA stays first");
+
+    // finish before reissue: a clear error, nothing written.
+    let (ok, text) = vaultnix_ca(&dir, "finish");
+    assert!(!ok && text.contains("still signed by the old CA"), "{text}");
+    assert_eq!(std::fs::read_to_string(dir.join("flake/pki/ca.crt")).unwrap(), bundle);
+
+    // 2. reissue and 3. finish, under a client that got the bundle.
+    let c_both = lab.cluster().unwrap().with_token(token.clone());
+    let t2 = Instant::now();
+    let w2 = writer(&c_both, &format!("{name}/reissue-finish"));
+    std::thread::sleep(Duration::from_secs(2));
+    let s = Instant::now();
+    let (ok, reissue_out) = vaultnix_ca(&dir, "reissue");
+    let reissue_s = s.elapsed().as_secs_f64();
+    assert!(ok, "reissue: {reissue_out}");
+    assert!(reissue_out.contains("phase reissued verified on the wire"), "{reissue_out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let s = Instant::now();
+    let (ok, finish_out) = vaultnix_ca(&dir, "finish");
+    let finish_s = s.elapsed().as_secs_f64();
+    assert!(ok, "finish: {finish_out}");
+    assert!(finish_out.contains("phase finished verified on the wire"), "{finish_out}");
+    assert!(finish_out.contains("HAProxy trusts exactly the bundle's 1 CA(s)"), "{finish_out}");
+    let r2 = rt.block_on(finish_after(w2, t2, Duration::from_secs(30)));
+    let new_only = std::fs::read_to_string(dir.join("flake/pki/ca.crt")).unwrap();
+    assert_eq!(vaultnix::pki::split_bundle(&new_only).len(), 1);
+    assert_ne!(new_only.trim(), old_ca.trim());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secrets/ca.retired-1.crt")).unwrap().trim(),
+        old_ca.trim(),
+        "the old CA is archived"
+    );
+    for n in ["vault-1", "vault-2", "vault-3"] {
+        for out in [&begin_out, &reissue_out, &finish_out] {
+            assert!(out.contains(&format!("ok   {n}: serves flake/pki/{n}.crt")), "{out}");
+        }
+    }
+
+    // Read back every key through a client trusting the new CA only.
+    let c_new = lab.cluster().unwrap().with_token(token);
+    let active = rt.block_on(vaultnix::drill::probe::active(&c_new)).expect("an active node");
+    let confirm = c_new.node(&active).unwrap().clone();
+    let mut total = checker::Verdict::default();
+    let mut lines = Vec::new();
+    for (label, r, prefix) in [
+        ("begin (old-CA client)", r1, format!("{name}/begin")),
+        ("reissue + finish (bundle client)", r2, format!("{name}/reissue-finish")),
+    ] {
+        let readback = rt.block_on(client::read_back(&c_new.lb, &confirm, &prefix, &r.ops)).unwrap();
+        let ambiguous = r.ops.iter().filter(|o| o.outcome == Outcome::Ambiguous).count();
+        let v = checker::check(&History { ops: r.ops, horizon: r.horizon, readback });
+        lines.push(format!(
+            "{label}: {} writes, {} acked, {} failed, {ambiguous} ambiguous, {} lost, {} skipped, errors {:?}",
+            v.writes,
+            v.acked,
+            v.failed,
+            v.lost.len(),
+            r.skipped,
+            r.errors
+        ));
+        total.merge(v);
+    }
+    eprintln!(
+        "CA rollover ({name}) through the LB: {} writes, {} acked, {} failed, {} ambiguous, {} lost; begin {begin_s:.1} s, \
+         reissue {reissue_s:.1} s, finish {finish_s:.1} s (each: render + apply + verify)",
+        total.writes,
+        total.acked,
+        total.failed,
+        total.ambiguous,
+        total.lost.len()
+    );
+    for l in &lines {
+        eprintln!("  {l}");
+    }
+    assert!(total.writes >= 1000, "at least 1,000 requests: {lines:?}");
+    assert_eq!(total.failed, 0, "{lines:?}");
+    assert_eq!(total.ambiguous, 0, "{lines:?}");
+    assert!(total.ok(), "lost/duplicated/unverified: {total:?}");
+    assert_eq!(total.acked, total.writes);
+    drop(_enter);
+    drop(rt);
+    lab.down().unwrap();
+}
+
+#[test]
+fn ca_rollover_passthrough_zero_failed() {
+    run(common_ops::SPEC, "passthrough");
+}
+
+#[test]
+fn ca_rollover_terminate_zero_failed() {
+    let spec = common_ops::SPEC
+        .replace("provider = \"onprem\"\n\n[overlay]", "provider = \"onprem\"\nmode = \"terminate\"\n\n[overlay]");
+    assert!(spec.contains("mode = \"terminate\""));
+    run(&spec, "terminate");
+}
