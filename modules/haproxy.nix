@@ -134,11 +134,15 @@ in
 
     systemd.services.haproxy = {
       # A changed configuration is picked up by a hot reload (USR2 to the master, which
-      # re-reads /etc/haproxy.cfg) instead of a restart that would drop connections.
+      # re-reads /etc/haproxy.cfg) instead of a restart that would drop connections. The CA
+      # file too: HAProxy reads its `ca-file` (the health checks' and, in terminate mode, the
+      # re-encryption's trust) only when it loads the configuration, so each step of a CA
+      # rollover (`vaultnix ca rollover`: bundle old + new, then new only) reaches it by a reload.
       reloadTriggers = [
         config.environment.etc."haproxy.cfg".source
       ]
-      ++ lib.optional (cfg.holdScript != null) config.environment.etc."haproxy/vaultnix-hold.lua".source;
+      ++ lib.optional (cfg.holdScript != null) config.environment.etc."haproxy/vaultnix-hold.lua".source
+      ++ lib.optional (config.vaultnix.pki.caCertFile != null) "${config.vaultnix.pki.caCertFile}";
       wants = config.vaultnix.overlay.readyUnits;
       after = config.vaultnix.overlay.readyUnits;
       serviceConfig.LoadCredential = mkIf (cfg.tlsPemFile != null) [ "lb.pem:${cfg.tlsPemFile}" ];

@@ -179,6 +179,12 @@ fn verify(
     json: bool,
 ) -> CliResult {
     let rt = super::status::runtime()?;
+    // The one live write a rollover needs besides deploying files (self-initialized clusters).
+    if let Some(done) = rt.block_on(ca_rollover::sync_admin_role(plan, out))? {
+        if !json {
+            shell.status(format!("  {done}"));
+        }
+    }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let v: Verification =
         rt.block_on(ca_rollover::verify(plan, out, access.as_ref(), tries, Duration::from_secs(2), now))?;

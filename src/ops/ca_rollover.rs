@@ -340,6 +340,9 @@ pub async fn verify(
             detail: if ok { format!("serials {}", want.join(", ")) } else { last },
         });
     }
+    if plan.seal.self_init {
+        checks.push(admin_role_check(plan, out, &bundle_text).await);
+    }
     let ok = checks.iter().all(|c| c.ok);
     if ok {
         let v = Verified { phase, tree, verified_at: now, checks: checks.len() };
@@ -348,6 +351,89 @@ pub async fn verify(
         crate::output::write_file_atomic(&out.join(paths::CA_ROLLOVER_VERIFIED), t.as_bytes(), true)?;
     }
     Ok(Verification { phase, checks, ok })
+}
+
+/// The same certificates, in any order (the role's copy need not follow the bundle's order).
+fn same_cas(a: &str, b: &str) -> bool {
+    let norm = |t: &str| {
+        let mut v: Vec<String> = pki::split_bundle(t).into_iter().map(|c| c.trim().to_string()).collect();
+        v.sort();
+        v
+    };
+    norm(a) == norm(b)
+}
+
+/// Self-initialized clusters: the cert auth role `vaultnix-admin` holds the CA text it was initialized
+/// with (read from the CA file once). Rewrites it with the tree's bundle, logged in with the operator
+/// certificate the role accepts now: after `begin` it trusts old + new (so the certificate `reissue`
+/// issues logs in), after `finish` the new CA only. Returns what it did (None: not self-initialized,
+/// or the role already holds the bundle).
+pub async fn sync_admin_role(plan: &Plan, out: &Path) -> Result<Option<String>> {
+    if !plan.seal.self_init {
+        return Ok(None);
+    }
+    let bundle = std::fs::read_to_string(out.join(paths::CA_CRT))?;
+    let id = crate::ops::common::admin_identity(out).ok_or_else(|| {
+        anyhow!("{} or {} is missing: the operator certificate logs in", paths::ADMIN_CRT, paths::ADMIN_KEY)
+    })?;
+    // The active node directly: a terminating LB does not pass client certificates through.
+    let c = crate::api::Cluster::from_out(plan, out)?;
+    let active = crate::ops::common::find_active(&c).await.ok_or_else(|| anyhow!("no active node"))?;
+    let lb = active.with_identity(&id)?;
+    let auth = lb
+        .login_cert(pki::ADMIN_CN)
+        .await
+        .map_err(|e| anyhow!("the operator certificate does not log in ({e}): the role must trust its CA"))?;
+    let lb = lb.with_token(Some(auth.client_token));
+    let path = format!("auth/cert/certs/{}", pki::ADMIN_CN);
+    let cur = lb.call(reqwest::Method::GET, &path, None).await.map_err(|e| anyhow!("reading {path}: {e}"))?;
+    let held = cur.pointer("/data/certificate").and_then(|v| v.as_str()).unwrap_or_default();
+    if same_cas(held, &bundle) {
+        return Ok(None);
+    }
+    // Every field as the initialize stanza wrote it (render::server), the certificate from the bundle.
+    let body = serde_json::json!({
+        "display_name": pki::ADMIN_CN,
+        "certificate": bundle,
+        "allowed_common_names": [pki::ADMIN_CN],
+        "token_policies": [crate::render::server::SELF_INIT_POLICY],
+        "token_ttl": crate::render::server::SELF_INIT_TOKEN_TTL,
+        "token_max_ttl": crate::render::server::SELF_INIT_TOKEN_TTL,
+    });
+    lb.call(reqwest::Method::POST, &path, Some(&body)).await.map_err(|e| anyhow!("writing {path}: {e}"))?;
+    Ok(Some(format!(
+        "the cert auth role {} now trusts the {} CA(s) of {}",
+        pki::ADMIN_CN,
+        pki::split_bundle(&bundle).len(),
+        paths::CA_CRT
+    )))
+}
+
+/// Self-initialized clusters: whether the cert auth role trusts exactly the bundle, and the operator
+/// certificate of the tree logs in.
+async fn admin_role_check(plan: &Plan, out: &Path, bundle: &str) -> Check {
+    let what = format!("cert auth role {} trusts exactly the bundle; the operator certificate logs in", pki::ADMIN_CN);
+    let r = async {
+        let id = crate::ops::common::admin_identity(out).ok_or_else(|| anyhow!("no operator certificate"))?;
+        let c = crate::api::Cluster::from_out(plan, out)?;
+        let active = crate::ops::common::find_active(&c).await.ok_or_else(|| anyhow!("no active node"))?;
+        let lb = active.with_identity(&id)?;
+        let auth = lb.login_cert(pki::ADMIN_CN).await.map_err(|e| anyhow!("login refused: {e}"))?;
+        let lb = lb.with_token(Some(auth.client_token));
+        let cur = lb.call(reqwest::Method::GET, &format!("auth/cert/certs/{}", pki::ADMIN_CN), None).await?;
+        let held = cur.pointer("/data/certificate").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        Ok::<_, anyhow::Error>(same_cas(&held, bundle))
+    }
+    .await;
+    match r {
+        Ok(true) => Check { what, ok: true, detail: "logged in; role certificate = flake/pki/ca.crt".into() },
+        Ok(false) => Check {
+            what,
+            ok: false,
+            detail: "the role holds other CAs: run `vaultnix ca rollover verify` (it rewrites the role)".into(),
+        },
+        Err(e) => Check { what, ok: false, detail: format!("{e:#}") },
+    }
 }
 
 /// One CA of the bundle or the archive, for `status`.

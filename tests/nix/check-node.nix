@@ -165,6 +165,9 @@ let
     (h.check "${me}: haproxy reloads when its configuration changes" (
       services.haproxy.reloadTriggers != [ ]
     ) services.haproxy)
+    (h.check "${me}: haproxy reloads when the CA bundle changes (each CA rollover step)" (
+      lib.elem "${v.pki.caCertFile}" services.haproxy.reloadTriggers
+    ) services.haproxy.reloadTriggers)
     (h.check "${me}: frontend port open" (builtins.elem v.loadBalancer.frontendPort (
       h.globalTcpPorts fw
     )) fw)
