@@ -519,6 +519,37 @@ fn staged_ca(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, m: &mut Mat
         }
         _ => {}
     }
+    if rotate.ca {
+        // The one-shot rotation replaces the CA, but never loses its key: archived like a rollover's.
+        let old_key = read_opt(&sec.join("ca.key"))?;
+        let old_cert = read_opt(&out.join(paths::CA_CRT))?.and_then(|t| pki::split_bundle(&t).into_iter().next());
+        if let (Some(k), Some(c)) = (old_key, old_cert) {
+            if pki::Ca::load(&k, &c).is_ok() && k != m.ca_key {
+                let mut r = rollover.take().unwrap_or(CaRollover {
+                    phase: CaPhase::Finished,
+                    old_ca_sha256: String::new(),
+                    new_ca_sha256: String::new(),
+                    retired: Vec::new(),
+                });
+                let n = r.retired.iter().max().copied().unwrap_or(0) + 1;
+                r.old_ca_sha256 = sha(&c)?;
+                r.new_ca_sha256 = sha(&m.ca_cert)?;
+                r.retired.push(n);
+                m.events.push(format!(
+                    "archived the replaced CA as {} and {} (never deleted)",
+                    paths::ca_retired_key(n),
+                    paths::ca_retired_crt(n)
+                ));
+                m.ca_retired.insert(n, (k, c));
+                rollover = Some(r);
+            } else if k != m.ca_key {
+                m.events.push(
+                    "the replaced secrets/ca.key did not match flake/pki/ca.crt: not archived (restore it from a backup if it is needed)"
+                        .into(),
+                );
+            }
+        }
+    }
     let Some(step) = rotate.ca_step else {
         m.ca_bundle = text;
         m.ca_rollover = rollover;

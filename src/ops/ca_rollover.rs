@@ -682,6 +682,35 @@ mod tests {
     }
 
     #[test]
+    fn rotate_ca_in_one_go_archives_the_old_ca_key() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let plan = Plan::from_loaded(&spec::example());
+        gen(&plan, &out);
+        let old_key = read(&out, paths::CA_KEY);
+        let old_ca = read(&out, paths::CA_CRT);
+        let o = GenerateOptions {
+            out: out.clone(),
+            check: false,
+            rotate: Rotate { ca: true, certs: true, ..Rotate::default() },
+            render: RenderOptions { nix: false, ..Default::default() },
+        };
+        let g = generate::generate(&plan, &Layout::NixOs, &o).unwrap();
+        assert!(g.events.iter().any(|e| e.contains("archived the replaced CA")), "{:?}", g.events);
+        assert_ne!(read(&out, paths::CA_KEY), old_key);
+        assert_eq!(read(&out, &paths::ca_retired_key(1)), old_key);
+        assert_eq!(read(&out, &paths::ca_retired_crt(1)).trim(), old_ca.trim());
+        assert_eq!(pki::split_bundle(&read(&out, paths::CA_CRT)).len(), 1, "one CA trusted");
+        check_clean(&plan, &out);
+        // A staged rollover afterwards numbers its archive 2.
+        step(&plan, &opts(&out), CaStep::Begin).unwrap();
+        mark_verified(&plan, &out);
+        step(&plan, &opts(&out), CaStep::Reissue).unwrap();
+        assert!(out.join(paths::ca_retired_key(2)).is_file());
+        assert_eq!(read(&out, &paths::ca_retired_key(1)), old_key);
+    }
+
+    #[test]
     fn a_bundle_without_rollover_state_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out");
