@@ -220,7 +220,31 @@ fn check_ca(plan: &Plan, o: &OfflineOptions, r: &mut Report) -> Option<(String, 
             Ok(_) => r.push(Finding::ok("ca-key", None, "secrets/ca.key matches flake/pki/ca.crt")),
         },
     }
-    r.push(expiry_finding("ca-expiry", None, "the CA certificate", &info, plan.monitoring.cert_expiry_days, o.now, "rotate the CA before it expires: `vaultnix generate --rotate-ca`, then deploy the new CA to every client and node"));
+    r.push(expiry_finding("ca-expiry", None, "the CA certificate", &info, plan.monitoring.cert_expiry_days, o.now, "rotate the CA before it expires: `vaultnix ca rollover begin` (staged, verified; or `vaultnix generate --rotate-ca` in one go), then deploy the new CA to every client and node"));
+    match crate::secrets::read_ca_rollover(&o.out) {
+        Ok(Some(ro)) if ro.phase != crate::secrets::CaPhase::Finished => {
+            let next = if ro.phase == crate::secrets::CaPhase::TrustBoth { "reissue" } else { "finish" };
+            r.push(Finding::new(
+                Severity::Info,
+                "ca-rollover",
+                None,
+                format!(
+                    "a CA rollover is in its {} phase: flake/pki/ca.crt trusts {} CAs, the first one issues",
+                    ro.phase.as_str(),
+                    crate::pki::split_bundle(&ca_pem).len()
+                ),
+                format!("deploy the tree, run `vaultnix ca rollover verify`, then `vaultnix ca rollover {next}`"),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => r.push(Finding::new(
+            Severity::Error,
+            "ca-rollover",
+            None,
+            format!("{e:#}"),
+            "restore secrets/ca-rollover.json from a backup of the output tree",
+        )),
+    }
     Some((ca_pem, info))
 }
 
