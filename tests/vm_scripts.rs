@@ -118,6 +118,8 @@ fn vm_scripts_type_check_against_the_driver_stub() {
     let o = driver().args(["typecheck", "--test", "cluster", "--script"]).arg(&bad).output().unwrap();
     let (out, err) = text(&o);
     assert!(!o.status.success(), "mypy accepted the broken script: {out}");
+    // mypy --pretty wraps its messages.
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(out.contains("\"QemuMachine\" has no attribute \"shutdown\""), "{out}\n{err}");
     assert!(
         out.contains("\"wait_for_unit\" of \"BaseMachine\" has incompatible type") && out.contains("[arg-type]"),
