@@ -164,6 +164,11 @@ fn broken_vm_scripts_fail_on_the_hosts_lab() {
     assert!(out.contains("subtest passed") && out.contains("): the servers start\n"), "{out}\n{err}");
     assert!(err.contains("command `nc -z -w 3 192.168.1.3 8201` failed"), "{err}");
     assert!(out.contains("vm test cluster: FAILED (1 subtests passed before)"), "{out}");
+    // The background job the fixture started on node1 died with the lab.
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmd).contains("600.4242"), "the script's background job outlived the lab");
+    }
     // A unit NixOS names differently: fails at once, naming what the host runs.
     let (ok, out, err) = run("cluster", Some(&root().join("tests/fixtures/vm-tests/broken-unit.py")));
     assert!(!ok, "waiting for a unit the lab lacks passed: {out}");

@@ -192,3 +192,43 @@ impl HostsLab {
         Ok(cmd)
     }
 }
+
+impl HostsLab {
+    /// Processes inside the lab's network namespaces that no pid file names (a script's background
+    /// job, e.g. `nc -lk … &`): `down` kills them, so nothing the lab ran outlives it.
+    pub fn namespace_processes(&self) -> Vec<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let ours: Vec<(u64, u64)> = self
+            .state
+            .netns
+            .iter()
+            .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(n)).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        let me = std::process::id();
+        let mut v = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/proc") else { return v };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if pid == me {
+                continue;
+            }
+            if let Ok(m) = std::fs::metadata(e.path().join("ns/net")) {
+                if ours.contains(&(m.dev(), m.ino())) {
+                    v.push(pid);
+                }
+            }
+        }
+        v
+    }
+
+    /// SIGKILL to every process `namespace_processes` finds (by pid, only inside this lab).
+    pub fn kill_namespace_processes(&self) {
+        for pid in self.namespace_processes() {
+            // SAFETY: kill(2) on a pid inside one of this lab's namespaces.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}

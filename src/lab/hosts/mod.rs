@@ -655,6 +655,8 @@ impl HostsLab {
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
+        // What a VM test script left running in a host (no pid file names it).
+        self.kill_namespace_processes();
         for ns in self.state.netns.iter().rev() {
             if let Err(e) = net::del_netns(ns) {
                 errors.push(format!("{e:#}"));
