@@ -26,6 +26,7 @@ command -v wg >/dev/null || need_apt+=(wireguard-tools)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v nc >/dev/null || need_apt+=(netcat-openbsd)
 command -v restic >/dev/null || need_apt+=(restic)
 command -v rclone >/dev/null || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -80,4 +81,13 @@ if [ ! -x "$tools/ruff-$ruff_version/bin/ruff" ]; then
   python3 -m pip install --quiet --target "$tools/ruff-$ruff_version" "ruff==$ruff_version"
 fi
 "$tools/ruff-$ruff_version/bin/ruff" --version | grep -q "$ruff_version" || { echo "ruff $ruff_version does not run" >&2; exit 1; }
+# mypy type-checks the VM test scripts against the driver stub (vm-tests/hosts_driver.py typecheck):
+# version and sha256 of every wheel pinned in scripts/mypy-requirements.txt.
+mypy_version=1.18.2
+if [ ! -f "$tools/mypy-$mypy_version/mypy/__init__.py" ]; then
+  echo "install-tools: pip install mypy==$mypy_version (hashes pinned) into .tools"
+  python3 -m pip install --quiet --no-deps --only-binary=:all: --require-hashes \
+    --target "$tools/mypy-$mypy_version" -r "$here/scripts/mypy-requirements.txt"
+fi
+PYTHONPATH="$tools/mypy-$mypy_version" python3 -m mypy --version | grep -q "mypy $mypy_version" || { echo "mypy $mypy_version does not run" >&2; exit 1; }
 echo "install-tools: ok (bao 2.7.2 at $tools/bao-2.7.2/bao)"

@@ -35,8 +35,9 @@ else
   cargo fmt --check
   step "cargo clippy -D warnings"
   cargo clippy --all-targets --quiet -- -D warnings
-  step "ruff: VM test helpers (vm-tests/lib.py)"
-  .tools/ruff-0.17.6/bin/ruff check --isolated --select E,F,W --line-length 120 vm-tests/lib.py
+  step "ruff: VM test helpers and the hosts-lab driver (vm-tests/*.py but the scripts, which mypy checks)"
+  .tools/ruff-0.17.6/bin/ruff check --isolated --select E,F,W --line-length 120 vm-tests/lib.py \
+    vm-tests/hosts_driver.py vm-tests/stubs/prelude.py
   step "cargo test"
   cargo test --quiet -- --test-threads="${VAULTNIX_TEST_THREADS:-2}"
 fi

@@ -54,6 +54,17 @@ pub enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// For vm-tests/hosts_driver.py (the NixOS VM test scripts on a hosts lab): one machine operation
+    /// of the NixOS test driver on a host.
+    #[command(hide = true)]
+    Machine {
+        #[command(flatten)]
+        common: Common,
+        /// A node name, the load balancer's name, or "client".
+        host: String,
+        #[command(subcommand)]
+        action: MachineAction,
+    },
     /// Stop the lab's processes (only those its pid files name). Data is kept unless --purge.
     Down {
         #[command(flatten)]
@@ -76,10 +87,58 @@ pub enum LabCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum MachineAction {
+    /// Power failure: every service process killed, the link down.
+    Crash,
+    /// Boot a crashed host again (firewall, link, WireGuard, services).
+    Start,
+    /// Unplug the host's cable.
+    Block,
+    /// Plug it back.
+    Unblock,
+    /// Print a systemd unit's ActiveState as the lab maps it (an error for a unit the lab lacks).
+    Unit { unit: String },
+    /// Run a command as the machine's root shell (clean environment); exits with its status.
+    Exec {
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn machine(common: &Common, host: &str, action: MachineAction) -> CliResult {
+    let fail = |e: anyhow::Error| CliError::failure(format!("{e:#}"));
+    let lab = crate::lab::hosts::HostsLab::open(&common.dir).map_err(fail)?;
+    match action {
+        MachineAction::Crash => lab.crash(host).map_err(fail),
+        MachineAction::Start => lab.boot(host).map_err(fail),
+        MachineAction::Block => lab.block(host).map_err(fail),
+        MachineAction::Unblock => lab.unblock(host).map_err(fail),
+        MachineAction::Unit { unit } => {
+            println!("{}", lab.unit_state(host, &unit).map_err(fail)?.as_str());
+            Ok(())
+        }
+        MachineAction::Exec { command } => {
+            let mut cmd = lab.machine_command(host, &command[0]).map_err(fail)?;
+            let st = cmd.args(&command[1..]).status().map_err(|e| CliError::failure(format!("{}: {e}", command[0])))?;
+            use std::os::unix::process::ExitStatusExt;
+            match (st.code(), st.signal()) {
+                (Some(0), _) => Ok(()),
+                // The command's own status, as the VM shell's `$?` would give it.
+                (Some(c), _) => std::process::exit(c),
+                (None, Some(s)) => std::process::exit(128 + s),
+                _ => std::process::exit(1),
+            }
+        }
+    }
+}
+
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
-        LabCommand::Up { common, hosts: true, .. } => {
-            let r = crate::lab::hosts::HostsLab::up(common.spec.as_deref(), &common.dir, !shell.quiet);
+        LabCommand::Machine { common, host, action } => machine(&common, &host, action),
+        LabCommand::Up { common, hosts: true, no_bootstrap, .. } => {
+            let r =
+                crate::lab::hosts::HostsLab::up_with(common.spec.as_deref(), &common.dir, !shell.quiet, !no_bootstrap);
             let lab = match r {
                 Ok(l) => l,
                 Err(e) => {
@@ -98,7 +157,14 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             for c in &lab.state.checks {
                 shell.status(format!("{} runs {} = {} (sha256 {})", c.host, c.path, c.generated, &c.sha256[..16]));
             }
-            shell.status(format!("ready; next: vaultnix lab exec --dir {} client -- bao status", common.dir.display()));
+            if no_bootstrap {
+                shell.status("processes running, cluster not initialized (--no-bootstrap)");
+            } else {
+                shell.status(format!(
+                    "ready; next: vaultnix lab exec --dir {} client -- bao status",
+                    common.dir.display()
+                ));
+            }
             Ok(())
         }
         LabCommand::Exec { common, host, command } => {

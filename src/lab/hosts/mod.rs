@@ -13,6 +13,7 @@
 
 pub mod enter;
 pub mod firewall;
+pub mod machine;
 pub mod net;
 
 use super::process::{self, ProcSpec};
@@ -258,6 +259,12 @@ impl HostsLab {
     /// Generates (production layout), builds the network, starts every host, WireGuard, the firewall,
     /// bao and HAProxy, bootstraps and waits until ready. On error the caller runs `down`.
     pub fn up(spec: Option<&Path>, dir: &Path, progress: bool) -> Result<HostsLab> {
+        Self::up_with(spec, dir, progress, true)
+    }
+
+    /// `up`; without `bootstrap` it returns once the processes run and the file check passed, with
+    /// the cluster uninitialized (what the VM tests start from: their scripts run `operator init`).
+    pub fn up_with(spec: Option<&Path>, dir: &Path, progress: bool, bootstrap: bool) -> Result<HostsLab> {
         preflight()?;
         let dir = crate::output::absolute(dir)?;
         std::fs::create_dir_all(&dir)?;
@@ -320,6 +327,10 @@ impl HostsLab {
         write_state(&dir, &lab.state)?;
         if let Some(bad) = lab.state.checks.iter().find(|c| !c.equal()) {
             bail!("{} runs {} which differs from the generated {}", bad.host, bad.path, bad.generated);
+        }
+        if !bootstrap {
+            say("processes started; not bootstrapped (--no-bootstrap)");
+            return Ok(lab);
         }
         say("processes started; bootstrapping from the load balancer host");
         let lbns = lab.netns(&lab.plan.lb.name);
@@ -437,6 +448,12 @@ impl HostsLab {
                 ops.push(MountOp::mkdir(&cred, 0o700)?);
                 ops.push(MountOp::touch(&key)?);
                 ops.push(MountOp::bind(&self.dir.join(paths::node_key(&h.name)), &key)?);
+                if self.plan.seal.kind == crate::spec::SealKind::Static {
+                    // The static seal key, a credential of the unit like the TLS key.
+                    let seal = Layout::NixOs.seal_key_file(&self.plan);
+                    ops.push(MountOp::touch(&seal)?);
+                    ops.push(MountOp::bind(&self.dir.join(paths::SEAL_KEY), &seal)?);
+                }
             }
             Some(Role::Lb) => {
                 let sock = Layout::NixOs.haproxy_admin_socket();
@@ -638,6 +655,8 @@ impl HostsLab {
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
+        // What a VM test script left running in a host (no pid file names it).
+        self.kill_namespace_processes();
         for ns in self.state.netns.iter().rev() {
             if let Err(e) = net::del_netns(ns) {
                 errors.push(format!("{e:#}"));
