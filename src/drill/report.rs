@@ -86,6 +86,15 @@ impl DrillReport {
                 });
             }
         }
+        if scenario.is_rotation() {
+            for c in &configs {
+                goals.push(Goal {
+                    name: format!("{}: 0 failed requests across the {}", c.name, scenario.as_str()),
+                    met: c.summary.failed_total == 0 && c.trials.iter().all(|t| t.figures.failed_before_fault == 0),
+                    detail: format!("{} failed of {}", c.summary.failed_total, c.summary.requests_total),
+                });
+            }
+        }
         if seed.is_some() {
             goals.push(Goal {
                 name: "disruption >= 4x shorter than the seed's".into(),
