@@ -127,7 +127,7 @@ impl Target for LabTarget {
     async fn renew_certs(&mut self) -> Result<Vec<String>> {
         let (r, served) = crate::ops::certs::renew_lab(&self.lab, 30).await?;
         Ok(vec![format!(
-            "renewed {} node certificate(s); {} listener(s) serve the new one",
+            "renewed {} node certificate(s), verified on the wire: {} listener(s) serve the new one",
             r.renewed.len(),
             served.iter().filter(|s| s.ok).count()
         )])
