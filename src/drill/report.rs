@@ -228,6 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn rotations_have_a_zero_failed_goal_per_config() {
+        // config(): 3 failed requests per trial.
+        let r = DrillReport::new(Scenario::CaRollover, 1, 25.0, false, vec![config("terminate", &[0])]);
+        let g = r.goals.iter().find(|g| g.name == "terminate: 0 failed requests across the ca-rollover").expect("goal");
+        assert!(!g.met, "{g:?}");
+        assert_eq!(g.detail, "3 failed of 100");
+        let mut clean = config("passthrough", &[0]);
+        clean.summary = summarize(&[TrialFigures { requests: 500, ..Default::default() }]);
+        let r = DrillReport::new(Scenario::CertRenewal, 1, 25.0, false, vec![clean]);
+        let g = r.goals.iter().find(|g| g.name.ends_with("across the cert-renewal")).expect("goal");
+        assert!(g.met, "{g:?}");
+        // Not a rotation: no such goal.
+        let r = DrillReport::new(Scenario::LeaderCrash, 1, 10.0, false, vec![config("ours", &[0])]);
+        assert!(!r.goals.iter().any(|g| g.name.contains("failed requests across")));
+    }
+
+    #[test]
     fn ratio_and_goals() {
         let r = DrillReport::new(
             Scenario::LeaderCrash,
