@@ -593,7 +593,7 @@ fn staged_ca(plan: &Plan, out: &Path, rotate: &Rotate, create: bool, m: &mut Mat
             r.retired.push(n);
             r.phase = CaPhase::Reissued;
             m.events.push(format!(
-                "CA rollover: the new CA issues now (secrets/ca.key; secrets/ca.next.key is an identical copy, kept); \
+                "CA rollover: the new CA issues now (secrets/ca.key); \
                  the old CA is archived as {} and {} and still trusted; every certificate is reissued below",
                 paths::ca_retired_key(n),
                 paths::ca_retired_crt(n)

@@ -121,37 +121,30 @@ fn rollover(shell: &Shell, a: RolloverArgs) -> CliResult {
             return verify(shell, &plan, &a.out, access, a.tries, json);
         }
     };
+    if lab {
+        let l = crate::lab::Lab::open(&a.out, None)?;
+        let rt = super::status::runtime()?;
+        let r = rt.block_on(ca_rollover::step_lab(&l, step, a.vaultnix_url.as_deref(), a.tries))?;
+        if !json {
+            print_step(shell, &a.out, &r.report);
+            for d in &r.done {
+                shell.status(format!("  {d}"));
+            }
+        }
+        return report_verification(shell, &r.verification, true, json);
+    }
     let o = StepOptions {
         out: a.out.clone(),
-        layout: if lab { Layout::Lab(crate::output::absolute(&a.out)?) } else { Layout::NixOs },
+        layout: Layout::NixOs,
         render: RenderOptions {
             vaultnix_url: crate::output::remembered_vaultnix_url(&a.out, a.vaultnix_url.as_deref()),
-            nix: !lab,
+            nix: true,
             initialized: None,
         },
     };
     let r = ca_rollover::step(&plan, &o, step)?;
     if !json {
-        for e in &r.events {
-            shell.status(format!("  {e}"));
-        }
-        shell.status(format!(
-            "{}: {} added, {} changed; CA rollover phase: {}",
-            a.out.display(),
-            r.diff.added.len(),
-            r.diff.changed.len(),
-            r.phase.as_str()
-        ));
-    }
-    if lab {
-        let l = crate::lab::Lab::open(&a.out, None)?;
-        let (done, access) = ca_rollover::apply_lab(&l)?;
-        if !json {
-            for d in &done {
-                shell.status(format!("  {d}"));
-            }
-        }
-        return verify(shell, &plan, &a.out, Some(access), a.tries, json);
+        print_step(shell, &a.out, &r);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -188,13 +181,31 @@ fn verify(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let v: Verification =
         rt.block_on(ca_rollover::verify(plan, out, access.as_ref(), tries, Duration::from_secs(2), now))?;
+    report_verification(shell, &v, access.is_some(), json)
+}
+
+fn print_step(shell: &Shell, out: &Path, r: &ca_rollover::StepReport) {
+    for e in &r.events {
+        shell.status(format!("  {e}"));
+    }
+    shell.status(format!(
+        "{}: {} added, {} changed; CA rollover phase: {}",
+        out.display(),
+        r.diff.added.len(),
+        r.diff.changed.len(),
+        r.phase.as_str()
+    ));
+}
+
+/// Prints a verification (text or JSON); an error unless every check passed.
+fn report_verification(shell: &Shell, v: &Verification, haproxy_inspected: bool, json: bool) -> CliResult {
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for c in &v.checks {
             shell.status(format!("  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.what, c.detail));
         }
-        if access.is_none() {
+        if !haproxy_inspected {
             shell.note("HAProxy's in-memory trust store was not inspected (its admin socket is on the LB host)");
         }
     }

@@ -159,14 +159,9 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
     }
     shell.status(format!("CA: {} days left", r.ca_days_left));
     if lab && !a.dry_run && !r.renewed.is_empty() {
-        // The lab's processes read the files in place: SIGHUP reloads the listener certificates.
         let l = crate::lab::Lab::open(&a.out, None)?;
-        for n in &plan.nodes {
-            if let Some(pid) = l.pid(&n.name) {
-                // SAFETY: kill(2) with a pid this lab started and just checked (process::running).
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
-                shell.status(format!("sent SIGHUP to {} (pid {pid})", n.name));
-            }
+        for d in certs::reload_lab(&l)? {
+            shell.status(d);
         }
         return verify(shell, &plan, &a.out, 30);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill ca-rollover --trials 2 --rate 25 --compare-mode   # begin/reissue/finish under the writer\n  vaultnix drill cert-renewal --trials 3 --rate 25\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
@@ -67,6 +67,10 @@ pub enum Kind {
     FollowerCrash,
     Partition,
     FullRestart,
+    /// A staged CA rollover (begin, reissue, finish), each step applied and verified on the wire.
+    CaRollover,
+    /// `certs renew --all` (same CA), reloaded and verified on the wire.
+    CertRenewal,
     Restore,
 }
 
@@ -77,6 +81,8 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::FollowerCrash => Scenario::FollowerCrash,
         Kind::Partition => Scenario::Partition,
         Kind::FullRestart => Scenario::FullRestart,
+        Kind::CaRollover => Scenario::CaRollover,
+        Kind::CertRenewal => Scenario::CertRenewal,
         Kind::Restore => {
             if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
                 return Err(CliError::invalid(
@@ -143,6 +149,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     }
     if !report.ok {
         return Err(CliError::failure("acknowledged writes were lost or the history was inconsistent (see above)"));
+    }
+    if scenario.is_rotation() && report.goals.iter().any(|g| !g.met) {
+        return Err(CliError::failure(format!("requests failed during the {} (see above)", scenario.as_str())));
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ pub struct LabTarget {
     lab: Lab,
     cluster: Cluster,
     keys: crate::ops::unseal::Keys,
+    token: String,
     /// Nodes we froze: always thawed on drop, whatever happened.
     paused: Vec<String>,
 }
@@ -48,7 +49,7 @@ impl LabTarget {
         let init = lab.init()?;
         let keys = crate::ops::unseal::Keys::parse(&serde_json::to_string(&init)?)?;
         let cluster = lab.cluster()?.with_token(Some(init.root_token.clone()));
-        Ok(LabTarget { lab, cluster, keys, paused: Vec::new() })
+        Ok(LabTarget { lab, cluster, keys, token: init.root_token, paused: Vec::new() })
     }
 }
 
@@ -101,6 +102,39 @@ impl Target for LabTarget {
         )
         .await?;
         Ok((r.new_leader, r.ignored))
+    }
+    async fn ca_step(&mut self, step: crate::secrets::CaStep) -> Result<Vec<String>> {
+        let r = crate::ops::ca_rollover::step_lab(&self.lab, step, None, 30).await?;
+        let v = &r.verification;
+        if !v.ok {
+            let bad: Vec<String> =
+                v.checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.what, c.detail)).collect();
+            bail!(
+                "ca rollover {}: the {} phase did not verify on the wire: {}",
+                step.as_str(),
+                v.phase.as_str(),
+                bad.join("; ")
+            );
+        }
+        Ok(vec![format!(
+            "{}: {} action(s) applied, phase {} verified on the wire ({} checks)",
+            step.as_str(),
+            r.done.len(),
+            v.phase.as_str(),
+            v.checks.len()
+        )])
+    }
+    async fn renew_certs(&mut self) -> Result<Vec<String>> {
+        let (r, served) = crate::ops::certs::renew_lab(&self.lab, 30).await?;
+        Ok(vec![format!(
+            "renewed {} node certificate(s), verified on the wire: {} listener(s) serve the new one",
+            r.renewed.len(),
+            served.iter().filter(|s| s.ok).count()
+        )])
+    }
+    fn reload_trust(&mut self) -> Result<()> {
+        self.cluster = self.lab.cluster()?.with_token(Some(self.token.clone()));
+        Ok(())
     }
 }
 

@@ -7,4 +7,5 @@ pub mod lab_target;
 pub mod measure;
 pub mod probe;
 pub mod report;
+pub mod rotation;
 pub mod run;

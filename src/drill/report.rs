@@ -86,6 +86,15 @@ impl DrillReport {
                 });
             }
         }
+        if scenario.is_rotation() {
+            for c in &configs {
+                goals.push(Goal {
+                    name: format!("{}: 0 failed requests across the {}", c.name, scenario.as_str()),
+                    met: c.summary.failed_total == 0 && c.trials.iter().all(|t| t.figures.failed_before_fault == 0),
+                    detail: format!("{} failed of {}", c.summary.failed_total, c.summary.requests_total),
+                });
+            }
+        }
         if seed.is_some() {
             goals.push(Goal {
                 name: "disruption >= 4x shorter than the seed's".into(),
@@ -216,6 +225,23 @@ mod tests {
             stepdown_ignored: 0,
             verdict: Verdict::default(),
         }
+    }
+
+    #[test]
+    fn rotations_have_a_zero_failed_goal_per_config() {
+        // config(): 3 failed requests per trial.
+        let r = DrillReport::new(Scenario::CaRollover, 1, 25.0, false, vec![config("terminate", &[0])]);
+        let g = r.goals.iter().find(|g| g.name == "terminate: 0 failed requests across the ca-rollover").expect("goal");
+        assert!(!g.met, "{g:?}");
+        assert_eq!(g.detail, "3 failed of 100");
+        let mut clean = config("passthrough", &[0]);
+        clean.summary = summarize(&[TrialFigures { requests: 500, ..Default::default() }]);
+        let r = DrillReport::new(Scenario::CertRenewal, 1, 25.0, false, vec![clean]);
+        let g = r.goals.iter().find(|g| g.name.ends_with("across the cert-renewal")).expect("goal");
+        assert!(g.met, "{g:?}");
+        // Not a rotation: no such goal.
+        let r = DrillReport::new(Scenario::LeaderCrash, 1, 10.0, false, vec![config("ours", &[0])]);
+        assert!(!r.goals.iter().any(|g| g.name.contains("failed requests across")));
     }
 
     #[test]

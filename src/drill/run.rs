@@ -24,6 +24,10 @@ pub enum Scenario {
     Partition,
     /// Every node down (kill -9), then up and unsealed.
     FullRestart,
+    /// A staged CA rollover (begin, reissue, finish), each step applied and verified on the wire.
+    CaRollover,
+    /// Every node certificate renewed (same CA), reloaded and verified on the wire.
+    CertRenewal,
 }
 
 impl Scenario {
@@ -34,7 +38,14 @@ impl Scenario {
             Scenario::FollowerCrash => "follower-crash",
             Scenario::Partition => "partition",
             Scenario::FullRestart => "full-restart",
+            Scenario::CaRollover => "ca-rollover",
+            Scenario::CertRenewal => "cert-renewal",
         }
+    }
+
+    /// A rotation (super::rotation): no fault, planned changes of certificates every client must not notice.
+    pub fn is_rotation(self) -> bool {
+        matches!(self, Scenario::CaRollover | Scenario::CertRenewal)
     }
 }
 
@@ -52,6 +63,19 @@ pub trait Target {
     /// The planned step-down of the active node `node` (drained at the LB first when `drain`). Returns
     /// the new active node and how many step-down requests were answered while `node` stayed active.
     fn step_down(&mut self, node: &str, drain: bool) -> impl Future<Output = Result<(String, usize)>>;
+    /// One CA rollover step, applied and verified on the wire (ops::ca_rollover); what was done.
+    fn ca_step(&mut self, _step: crate::secrets::CaStep) -> impl Future<Output = Result<Vec<String>>> {
+        async { bail!("this target cannot roll its CA over") }
+    }
+    /// Every node certificate renewed, reloaded and verified on the wire (ops::certs); what was done.
+    fn renew_certs(&mut self) -> impl Future<Output = Result<Vec<String>>> {
+        async { bail!("this target cannot renew its certificates") }
+    }
+    /// Rebuilds [`Target::cluster`]'s clients with the trust bundle now on disk (what a client does
+    /// when it receives the new flake/pki/ca.crt).
+    fn reload_trust(&mut self) -> Result<()> {
+        bail!("this target cannot reload its clients' trust")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +208,9 @@ async fn trial<T: Target>(
     o: &TrialOptions,
     progress: &dyn Progress,
 ) -> Result<(TrialReport, Verdict)> {
+    if o.scenario.is_rotation() {
+        return super::rotation::trial(t, name, i, o, progress).await;
+    }
     let c = t.cluster().clone();
     let plan = c.plan.clone();
     let limit = Instant::now() + o.trial_limit;
@@ -254,6 +281,7 @@ async fn trial<T: Target>(
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }
+            Scenario::CaRollover | Scenario::CertRenewal => bail!("rotations run in drill::rotation"),
             Scenario::FullRestart => {
                 for n in &plan.nodes {
                     t.kill(&n.name)?;

@@ -118,7 +118,15 @@ pub fn step(plan: &Plan, o: &StepOptions, step: CaStep) -> Result<StepReport> {
             o.out.display()
         );
     }
-    let g = generate::generate(
+    if step == CaStep::Begin && current == CaPhase::Finished && next_key_is_foreign(&o.out)? {
+        bail!(
+            "{} holds a key that is not {}: `begin` would replace it with the new CA's key. Move it away (it may be \
+             key material of an earlier rollover). Nothing was written",
+            o.out.join(paths::CA_NEXT_KEY).display(),
+            paths::CA_KEY
+        );
+    }
+    let mut g = generate::generate(
         plan,
         &o.layout,
         &GenerateOptions {
@@ -128,7 +136,42 @@ pub fn step(plan: &Plan, o: &StepOptions, step: CaStep) -> Result<StepReport> {
             render: o.render.clone(),
         },
     )?;
-    Ok(StepReport { step, phase: phase(&o.out)?, events: g.events, diff: g.diff })
+    let phase = phase(&o.out)?;
+    if phase != CaPhase::TrustBoth {
+        if let Some(e) = tidy_next_key(&o.out)? {
+            g.events.push(e);
+        }
+    }
+    Ok(StepReport { step, phase, events: g.events, diff: g.diff })
+}
+
+/// Whether secrets/ca.next.key exists and differs from secrets/ca.key.
+fn next_key_is_foreign(out: &Path) -> Result<bool> {
+    let next = out.join(paths::CA_NEXT_KEY);
+    match std::fs::read(&next) {
+        Ok(k) => Ok(std::fs::read(out.join(paths::CA_KEY)).ok().as_deref() != Some(k.as_slice())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", next.display())),
+    }
+}
+
+/// After `reissue` the new CA's key is secrets/ca.key and secrets/ca.next.key is left as a copy of it:
+/// removed, but only when byte-identical to secrets/ca.key (a key that differs is never deleted; it is
+/// kept and reported). Returns what was done.
+pub fn tidy_next_key(out: &Path) -> Result<Option<String>> {
+    let next = out.join(paths::CA_NEXT_KEY);
+    if !next.exists() {
+        return Ok(None);
+    }
+    if next_key_is_foreign(out)? {
+        return Ok(Some(format!(
+            "kept {}: it differs from {} (not a copy; move it away if it is no longer needed)",
+            paths::CA_NEXT_KEY,
+            paths::CA_KEY
+        )));
+    }
+    std::fs::remove_file(&next).with_context(|| format!("cannot remove {}", next.display()))?;
+    Ok(Some(format!("removed {}: a byte-identical copy of {}", paths::CA_NEXT_KEY, paths::CA_KEY)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -515,6 +558,39 @@ pub fn apply_lab(lab: &crate::lab::Lab) -> Result<(Vec<String>, HaproxyAccess)> 
     Ok((done, access))
 }
 
+/// One rollover step on a running `vaultnix lab` (what `vaultnix ca rollover <step> --out <lab>` and
+/// `vaultnix drill ca-rollover` run): rendered ([`step`]), applied ([`apply_lab`]), the cert auth role
+/// synced ([`sync_admin_role`]), and verified on the wire ([`verify`], `tries` tries 2 s apart; the
+/// next step stays refused unless `verification.ok`).
+#[derive(Debug, Clone)]
+pub struct LabStep {
+    pub report: StepReport,
+    /// What was applied (signals, the HAProxy reload, the role rewrite).
+    pub done: Vec<String>,
+    pub verification: Verification,
+}
+
+pub async fn step_lab(lab: &crate::lab::Lab, s: CaStep, vaultnix_url: Option<&str>, tries: usize) -> Result<LabStep> {
+    let out = lab.dir.clone();
+    let o = StepOptions {
+        out: out.clone(),
+        layout: Layout::Lab(crate::output::absolute(&out)?),
+        render: RenderOptions {
+            vaultnix_url: crate::output::remembered_vaultnix_url(&out, vaultnix_url),
+            nix: false,
+            initialized: None,
+        },
+    };
+    let report = step(&lab.plan, &o, s)?;
+    let (mut done, access) = apply_lab(lab)?;
+    if let Some(d) = sync_admin_role(&lab.plan, &out).await? {
+        done.push(d);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let verification = verify(&lab.plan, &out, Some(&access), tries, Duration::from_secs(2), now).await?;
+    Ok(LabStep { report, done, verification })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +641,33 @@ mod tests {
     }
 
     #[test]
+    fn next_key_removed_only_when_identical_and_a_foreign_one_blocks_begin() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let plan = Plan::from_loaded(&spec::example());
+        gen(&plan, &out);
+        assert_eq!(tidy_next_key(&out).unwrap(), None, "nothing to tidy");
+        // A byte-identical copy of ca.key goes.
+        std::fs::copy(out.join(paths::CA_KEY), out.join(paths::CA_NEXT_KEY)).unwrap();
+        let e = tidy_next_key(&out).unwrap().unwrap();
+        assert!(e.starts_with("removed"), "{e}");
+        assert!(!out.join(paths::CA_NEXT_KEY).exists());
+        // A different key is never deleted, and `begin` refuses to overwrite it.
+        let mut other = read(&out, paths::CA_KEY);
+        other.push('\n');
+        std::fs::write(out.join(paths::CA_NEXT_KEY), &other).unwrap();
+        let e = tidy_next_key(&out).unwrap().unwrap();
+        assert!(e.starts_with("kept"), "{e}");
+        assert_eq!(read(&out, paths::CA_NEXT_KEY), other);
+        let ca_before = read(&out, paths::CA_CRT);
+        let e = step(&plan, &opts(&out), CaStep::Begin).unwrap_err().to_string();
+        assert!(e.contains("holds a key that is not") && e.contains("Nothing was written"), "{e}");
+        assert_eq!(read(&out, paths::CA_NEXT_KEY), other);
+        assert_eq!(read(&out, paths::CA_CRT), ca_before);
+        assert_eq!(phase(&out).unwrap(), CaPhase::Finished);
+    }
+
+    #[test]
     fn three_steps_bundle_reissue_and_archive_the_old_ca() {
         let t = tempfile::tempdir().unwrap();
         let out = t.path().join("out");
@@ -605,6 +708,8 @@ mod tests {
         assert_eq!(b2[1], b[0], "the old CA is still trusted");
         assert_eq!(read(&out, paths::CA_KEY), new_key);
         assert_eq!(read(&out, &paths::ca_retired_key(1)), old_key, "the old CA key is archived");
+        assert!(!out.join(paths::CA_NEXT_KEY).exists(), "the copy of the new key is removed after reissue");
+        assert!(r.events.iter().any(|e| e.contains("removed secrets/ca.next.key")), "{:?}", r.events);
         for n in &plan.nodes {
             let leaf = read(&out, &paths::node_crt(&n.name));
             assert!(pki::verify_signed_by(&leaf, &b[1]), "{} reissued by the new CA", n.name);

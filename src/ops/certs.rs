@@ -174,6 +174,52 @@ pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::ti
     Ok(res)
 }
 
+/// The lab's processes read the files in place: SIGHUP reloads every node's listener certificate.
+/// Returns what was done.
+pub fn reload_lab(lab: &crate::lab::Lab) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for n in &lab.plan.nodes {
+        if let Some(pid) = lab.pid(&n.name) {
+            let p = i32::try_from(pid).map_err(|_| anyhow::anyhow!("pid {pid} out of range"))?;
+            // SAFETY: kill(2) with a pid this lab started and just checked (process::running).
+            unsafe { libc::kill(p, libc::SIGHUP) };
+            done.push(format!("sent SIGHUP to {} (pid {pid})", n.name));
+        }
+    }
+    Ok(done)
+}
+
+/// `certs renew --all` on a running `vaultnix lab`: every node certificate reissued (same CA, same
+/// keys), SIGHUP to the nodes, then verified over fresh handshakes ([`verify_served`], `tries` tries 2 s
+/// apart) that every listener serves its new certificate. Fails unless every node does.
+pub async fn renew_lab(lab: &crate::lab::Lab, tries: usize) -> Result<(RenewReport, Vec<Served>)> {
+    let out = lab.dir.clone();
+    let o = RenewOptions {
+        out: out.clone(),
+        within_secs: 0,
+        all: true,
+        dry_run: false,
+        layout: Layout::Lab(crate::output::absolute(&out)?),
+        render: RenderOptions {
+            vaultnix_url: crate::output::remembered_vaultnix_url(&out, None),
+            nix: false,
+            initialized: None,
+        },
+        now: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let r = renew(&lab.plan, &o)?;
+    if r.renewed.len() != lab.plan.nodes.len() {
+        bail!("renewed {} of {} node certificates", r.renewed.len(), lab.plan.nodes.len());
+    }
+    reload_lab(lab)?;
+    let served = verify_served(&lab.plan, &out, tries, std::time::Duration::from_secs(2)).await?;
+    let bad: Vec<&str> = served.iter().filter(|s| !s.ok).map(|s| s.node.as_str()).collect();
+    if !bad.is_empty() {
+        bail!("after renewal, {} still serve(s) another certificate", bad.join(", "));
+    }
+    Ok((r, served))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
