@@ -102,6 +102,9 @@ impl Target for LabTarget {
         .await?;
         Ok((r.new_leader, r.ignored))
     }
+    fn lb_admin_socket(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(Layout::Lab(self.lab.dir.clone()).haproxy_admin_socket()))
+    }
 }
 
 /// Runs the drill described by `o`; the report says whether any acknowledged write was lost.
