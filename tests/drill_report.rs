@@ -81,3 +81,36 @@ fn drill_report_writes_one_point_per_request_and_every_mark() {
         svg.len()
     );
 }
+
+#[test]
+fn report_into_a_file_or_for_restore_is_refused_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = Command::cargo_bin("vaultnix")
+        .unwrap()
+        .args(["drill", "leader-crash", "--trials", "1", "--report"])
+        .arg(&file)
+        .env("TMPDIR", tmp.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not-a-dir: exists and is not a directory"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    // No lab was brought up: the only thing in TMPDIR is the file.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+
+    let out = Command::cargo_bin("vaultnix")
+        .unwrap()
+        .args(["drill", "restore", "--report"])
+        .arg(tmp.path().join("r"))
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--report applies to the failover drills"), "{stderr}");
+    assert!(!tmp.path().join("r").exists());
+}

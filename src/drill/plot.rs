@@ -15,7 +15,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 const WIDTH: u32 = 900;
-const HEIGHT: u32 = 480;
+const HEIGHT: u32 = 540;
 /// Latencies are drawn on a log axis; anything faster is drawn at this floor (ms).
 const Y_FLOOR_MS: f64 = 0.1;
 /// Radius of a successful request's point and of a failed one's (failures stand out).
@@ -104,12 +104,14 @@ pub fn svg(scenario: Scenario, c: &ConfigReport) -> Result<String> {
             points.entry(r.outcome).or_default().push((x, y));
         }
     }
-    let marks = marks(&trials);
+    let mut marks = marks(&trials);
+    // In time order, so that neighbouring marks get different label rows.
+    marks.sort_by(|a, b| a.x.total_cmp(&b.x));
     for m in &marks {
         x0 = x0.min(m.x);
         x1 = x1.max(m.x);
     }
-    let (x0, x1, y0, y1) = (x0 - 0.5, x1 + 0.5, Y_FLOOR_MS * 0.8, y1 * 3.0);
+    let (x0, x1, y0, y1) = (x0 - 0.5, x1 + 0.5, Y_FLOOR_MS * 0.8, y1 * 60.0);
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing the {} timeline: {e}", c.name);
     let mut buf = String::new();
     {
@@ -141,8 +143,9 @@ pub fn svg(scenario: Scenario, c: &ConfigReport) -> Result<String> {
                 let color = m.color;
                 s.label(m.legend).legend(move |(x, y)| Rectangle::new([(x, y - 1), (x + 12, y + 1)], color.filled()));
             }
-            // Labels staggered over five rows near the top so neighbouring marks stay readable.
-            let y = y1 / 1.6f64.powi((row % 5) as i32 + 1);
+            // Labels staggered over five rows in the headroom above the points (the y axis reaches
+            // 60x the slowest request) so neighbouring marks stay readable.
+            let y = y1 / 1.5f64.powi((row % 5) as i32 + 1);
             let font = ("sans-serif", 11).into_font().color(&m.color);
             chart.draw_series(std::iter::once(Text::new(m.label.clone(), (m.x, y), font))).map_err(|e| err(&e))?;
         }
@@ -154,7 +157,7 @@ pub fn svg(scenario: Scenario, c: &ConfigReport) -> Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 11))
