@@ -69,7 +69,13 @@ fn drill_report_writes_one_point_per_request_and_every_mark() {
     let page = std::fs::read_to_string(dir.join("index.html")).expect("index.html");
     assert!(page.contains("<tr><th>lost</th><td>0</td></tr>"), "{page}");
     assert!(page.contains(&format!("<tr><th>requests</th><td>{}</td></tr>", requests.len())), "{page}");
-    assert!(page.contains(&format!("<tr><th>failed</th><td>{}</td></tr>", c["summary"]["failed_total"])), "{page}");
+    assert!(
+        page.contains(&format!(
+            "<tr><th>failed (sent after the fault)</th><td>{}</td></tr>",
+            c["summary"]["failed_total"]
+        )),
+        "{page}"
+    );
     assert_eq!(page.matches("<svg ").count(), 1);
     for bad in ["<script", "<link", "src=", "@import", "url(", "https://"] {
         assert!(!page.contains(bad), "{bad} in the page");

@@ -204,8 +204,8 @@ fn summary_rows(r: &DrillReport) -> Vec<(&'static str, Vec<String>)> {
         ("raft multiplier", col(&|c| c.performance_multiplier.to_string())),
         ("trials", col(&|c| c.summary.trials.to_string())),
         ("requests", col(&|c| c.summary.requests_total.to_string())),
-        ("failed", col(&|c| c.summary.failed_total.to_string())),
-        ("failed by kind", col(&kinds)),
+        ("failed (sent after the fault)", col(&|c| c.summary.failed_total.to_string())),
+        ("failures by kind (whole trial)", col(&kinds)),
         ("lost", col(&|c| c.lost.to_string())),
         ("duplicated", col(&|c| c.verdict.duplicates.len().to_string())),
         ("ambiguous (committed)", col(&|c| format!("{} ({})", c.verdict.ambiguous, c.verdict.ambiguous_committed))),
@@ -457,10 +457,10 @@ mod tests {
         let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
         assert!(page.contains("<thead><tr><th></th><th>passthrough</th><th>terminate</th></tr></thead>"), "{page}");
         for row in [
-            "<tr><th>failed</th><td>4</td><td>4</td></tr>",
+            "<tr><th>failed (sent after the fault)</th><td>4</td><td>4</td></tr>",
             "<tr><th>lost</th><td>0</td><td>0</td></tr>",
             "<tr><th>duplicated</th><td>0</td><td>0</td></tr>",
-            "<tr><th>failed by kind</th><td>HTTP 307: 1, refused: 1, timeout: 2</td>",
+            "<tr><th>failures by kind (whole trial)</th><td>HTTP 307: 1, refused: 1, timeout: 2</td>",
             "<tr><th>latency p50 after the fault</th>",
             "<tr><th>latency p99 after the fault</th>",
             "<tr><th>disruption median (max)</th><td>2.40 s (max 2.40)</td>",
