@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill ca-rollover --trials 2 --rate 25 --compare-mode   # begin/reissue/finish under the writer\n  vaultnix drill cert-renewal --trials 3 --rate 25\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill ca-rollover --trials 2 --rate 25 --compare-mode   # begin/reissue/finish under the writer\n  vaultnix drill cert-renewal --trials 3 --rate 25\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO\n  vaultnix drill leader-crash --trials 2 --compare-mode --report ./report   # SVGs + offline index.html"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
@@ -52,6 +52,11 @@ pub struct Args {
     /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
     #[arg(long)]
     pub allow_destructive: bool,
+    /// Also write DIR/<scenario>-<config>.svg (every request by latency, failures by kind, the fault,
+    /// the election and the LB's state changes; all trials overlaid relative to the fault) and
+    /// DIR/index.html (the summary side by side per configuration, the SVGs inline; opens offline).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Keep the fresh lab's directory (and stop its processes) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
@@ -89,6 +94,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                     "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode and --drain do not apply",
                 ));
             }
+            if a.report.is_some() {
+                return Err(CliError::invalid("--report applies to the failover drills, not to restore"));
+            }
             let d = super::snapshot::DrillArgs {
                 secrets: a.secrets,
                 spec: a.spec,
@@ -112,6 +120,12 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     }
     if a.drain && scenario != Scenario::LeaderStepdown {
         return Err(CliError::invalid("--drain applies to leader-stepdown only"));
+    }
+    if let Some(r) = &a.report {
+        // Checked before the drill runs: minutes of trials must not end in an unwritable report.
+        if r.exists() && !r.is_dir() {
+            return Err(CliError::invalid(format!("--report {}: exists and is not a directory", r.display())));
+        }
     }
     if let Some(dir) = &a.dir {
         // A directory `vaultnix lab` manages holds lab.json; anything else is not ours to break.
@@ -142,6 +156,10 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         progress: !shell.quiet && a.output == OutputFormat::Text,
     };
     let report = crate::api::block_on(lab_target::drill(&opts, shell))?;
+    if let Some(dir) = &a.report {
+        let files = crate::drill::plot::write(&report, dir).map_err(CliError::from)?;
+        shell.note(format!("report: {} ({} files)", dir.join("index.html").display(), files.len()));
+    }
     if a.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

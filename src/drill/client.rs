@@ -3,7 +3,7 @@
 //! real independent clients), bounded by a request count, a duration and a cap on requests in flight.
 
 use super::checker::{Op, Outcome, ReadBack};
-use super::measure::Request;
+use super::measure::{Kind, Request};
 use crate::api::{ErrorKind, NodeClient};
 use anyhow::{bail, Result};
 use reqwest::Method;
@@ -89,14 +89,14 @@ async fn run(lb: NodeClient, cfg: WriterConfig, t0: Instant, stop: watch::Receiv
         let (lb, shared, timeout) = (lb.clone(), shared.clone(), cfg.timeout);
         tasks.spawn(async move {
             let sent = t0.elapsed();
-            let (outcome, why) = write(&lb, &key, &value, timeout).await;
+            let (outcome, kind) = write(&lb, &key, &value, timeout).await;
             let finished = t0.elapsed();
             drop(permit);
             if let Ok(mut g) = shared.lock() {
-                if let Some(why) = why {
-                    *g.2.entry(why).or_default() += 1;
+                if kind != Kind::Ok {
+                    *g.2.entry(kind.label()).or_default() += 1;
                 }
-                g.1.push(Request { sent, finished, ok: outcome == Outcome::Acked });
+                g.1.push(Request { sent, finished, ok: outcome == Outcome::Acked, kind });
                 g.0.push(Op { key, value, sent, outcome, finished });
             }
         });
@@ -117,15 +117,15 @@ async fn run(lb: NodeClient, cfg: WriterConfig, t0: Instant, stop: watch::Receiv
 /// One write. An HTTP error status is a definite refusal, and so is a refused connection (the request
 /// never left). Anything else (timeout, reset, a handshake cut by the LB) may have reached the active
 /// node: ambiguous.
-async fn write(lb: &NodeClient, key: &str, value: &str, timeout: Duration) -> (Outcome, Option<String>) {
+async fn write(lb: &NodeClient, key: &str, value: &str, timeout: Duration) -> (Outcome, Kind) {
     let body = json!({ "value": value });
     match lb.send(Method::PUT, &format!("{MOUNT}/{key}"), Some(&body), Some(timeout)).await {
-        Ok(r) if r.status.is_success() => (Outcome::Acked, None),
-        Ok(r) => (Outcome::Failed, Some(format!("HTTP {}", r.status.as_u16()))),
+        Ok(r) if r.status.is_success() => (Outcome::Acked, Kind::Ok),
+        Ok(r) => (Outcome::Failed, Kind::Http(r.status.as_u16())),
         Err(e) => match e.kind {
-            ErrorKind::ConnectionRefused => (Outcome::Failed, Some("refused".into())),
-            ErrorKind::Timeout => (Outcome::Ambiguous, Some("timeout".into())),
-            _ => (Outcome::Ambiguous, Some("transport".into())),
+            ErrorKind::ConnectionRefused => (Outcome::Failed, Kind::Refused),
+            ErrorKind::Timeout => (Outcome::Ambiguous, Kind::Timeout),
+            _ => (Outcome::Ambiguous, Kind::Transport),
         },
     }
 }

@@ -136,6 +136,9 @@ impl Target for LabTarget {
         self.cluster = self.lab.cluster()?.with_token(Some(self.token.clone()));
         Ok(())
     }
+    fn lb_admin_socket(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(Layout::Lab(self.lab.dir.clone()).haproxy_admin_socket()))
+    }
 }
 
 /// Runs the drill described by `o`; the report says whether any acknowledged write was lost.

@@ -5,12 +5,74 @@ use super::checker::ms;
 use serde::Serialize;
 use std::time::Duration;
 
-/// One client request: when it left, when it ended, and whether it succeeded.
+/// One client request: when it left, when it ended, whether it succeeded, and how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     pub sent: Duration,
     pub finished: Duration,
     pub ok: bool,
+    pub kind: Kind,
+}
+
+/// How one request ended (the report plots failures by kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// 2xx.
+    #[default]
+    Ok,
+    /// An error status (307: a standby's redirect; 5xx: sealed, standby, or no server).
+    Http(u16),
+    /// The connection was refused: the request never left.
+    Refused,
+    /// No answer within the client's timeout.
+    Timeout,
+    /// Reset, cut handshake, any other transport error.
+    Transport,
+}
+
+impl Kind {
+    /// The short name, as in the drill's `errors` counts ("HTTP 500", "refused", "timeout", ...).
+    pub fn label(self) -> String {
+        match self {
+            Kind::Ok => "ok".into(),
+            Kind::Http(c) => format!("HTTP {c}"),
+            Kind::Refused => "refused".into(),
+            Kind::Timeout => "timeout".into(),
+            Kind::Transport => "transport".into(),
+        }
+    }
+
+    /// What the kind means, for a legend.
+    pub fn describe(self) -> String {
+        match self {
+            Kind::Ok => "ok".into(),
+            Kind::Http(307) => "HTTP 307 (standby refusal)".into(),
+            Kind::Http(c @ 500..=599) => format!("HTTP {c} (5xx)"),
+            Kind::Http(c) => format!("HTTP {c}"),
+            Kind::Refused => "connection refused".into(),
+            Kind::Timeout => "timeout".into(),
+            Kind::Transport => "transport error (reset)".into(),
+        }
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}
+
+/// A change of one load-balancer server's state as seen on HAProxy's admin socket (`show stat`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LbEvent {
+    /// When it was seen, from the start of the trial.
+    #[serde(rename = "at_ms", with = "ms")]
+    pub at: Duration,
+    pub server: String,
+    /// The state before (None: the first sample of the trial, not a change).
+    pub from: Option<String>,
+    /// "UP", "DOWN", "DRAIN", "MAINT", ... (HAProxy's `status` column, first word).
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -22,6 +84,50 @@ pub struct Timeline {
     pub new_leader_at: Option<Duration>,
     /// When the faulted node was back as a healthy voter (None: not observed, or not restarted).
     pub old_node_healthy_at: Option<Duration>,
+    /// The LB's server state changes during the trial (empty when the target has no admin socket).
+    pub lb_events: Vec<LbEvent>,
+}
+
+/// A trial's timeline as the JSON report and `--report` carry it: every request, the fault, the
+/// election and the LB's state changes. Times in milliseconds from the start of the trial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TimelineRecord {
+    pub fault_ms: f64,
+    pub new_leader_ms: Option<f64>,
+    pub old_node_healthy_ms: Option<f64>,
+    pub requests: Vec<RequestRecord>,
+    pub lb_events: Vec<LbEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestRecord {
+    pub sent_ms: f64,
+    pub latency_ms: f64,
+    pub outcome: Kind,
+}
+
+fn ms_f(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl From<&Timeline> for TimelineRecord {
+    fn from(t: &Timeline) -> Self {
+        TimelineRecord {
+            fault_ms: ms_f(t.fault_at),
+            new_leader_ms: t.new_leader_at.map(ms_f),
+            old_node_healthy_ms: t.old_node_healthy_at.map(ms_f),
+            requests: t
+                .requests
+                .iter()
+                .map(|r| RequestRecord {
+                    sent_ms: ms_f(r.sent),
+                    latency_ms: ms_f(r.finished.saturating_sub(r.sent)),
+                    outcome: r.kind,
+                })
+                .collect(),
+            lb_events: t.lb_events.clone(),
+        }
+    }
 }
 
 /// One trial's figures; durations are measured from the fault.
@@ -197,7 +303,7 @@ mod tests {
         Duration::from_millis(x)
     }
     fn req(sent: u64, finished: u64, ok: bool) -> Request {
-        Request { sent: ms(sent), finished: ms(finished), ok }
+        Request { sent: ms(sent), finished: ms(finished), ok, kind: if ok { Kind::Ok } else { Kind::Timeout } }
     }
 
     /// 10 req/s; the fault at 1000 ms; failures from 1000 to 3400; round-robin style interleaved success
@@ -209,7 +315,13 @@ mod tests {
             let ok = !(10..35).contains(&i) || i == 20;
             requests.push(req(sent, sent + 30, ok));
         }
-        Timeline { fault_at: ms(1000), requests, new_leader_at: Some(ms(3300)), old_node_healthy_at: Some(ms(16000)) }
+        Timeline {
+            fault_at: ms(1000),
+            requests,
+            new_leader_at: Some(ms(3300)),
+            old_node_healthy_at: Some(ms(16000)),
+            ..Timeline::default()
+        }
     }
 
     #[test]
@@ -234,6 +346,7 @@ mod tests {
             requests: (0..10).map(|i| req(i * 100, i * 100 + 10, true)).collect(),
             new_leader_at: None,
             old_node_healthy_at: None,
+            ..Timeline::default()
         };
         let f = figures(&t);
         assert_eq!(f.failed, 0);

@@ -5,6 +5,7 @@ pub mod checker;
 pub mod client;
 pub mod lab_target;
 pub mod measure;
+pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod rotation;

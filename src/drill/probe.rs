@@ -95,3 +95,85 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// Every server of `backend` with its state from HAProxy's `show stat` (the first word of `status`:
+/// "UP 1/3" while failing checks is still UP, HAProxy still routes to it).
+pub async fn lb_server_states(socket: &std::path::Path, backend: &str) -> Result<Vec<(String, String)>> {
+    let csv = crate::ops::lb::command(socket, "show stat").await?;
+    Ok(parse_server_states(&csv, backend))
+}
+
+fn parse_server_states(csv: &str, backend: &str) -> Vec<(String, String)> {
+    let mut status_col = None;
+    let mut out = Vec::new();
+    for line in csv.lines() {
+        if let Some(h) = line.strip_prefix("# ") {
+            status_col = h.split(',').position(|c| c == "status");
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').collect();
+        let (Some(i), Some(&b), Some(&s)) = (status_col, cols.first(), cols.get(1)) else { continue };
+        if b != backend || s == "BACKEND" || s == "FRONTEND" {
+            continue;
+        }
+        let st = cols.get(i).and_then(|v| v.split_whitespace().next()).unwrap_or("").to_string();
+        out.push((s.to_string(), st));
+    }
+    out
+}
+
+/// What [`watch_lb`] saw: the state changes, and how many samples were taken / failed.
+#[derive(Debug, Default)]
+pub struct LbWatch {
+    pub events: Vec<crate::drill::measure::LbEvent>,
+    pub samples: usize,
+    pub failed_samples: usize,
+}
+
+/// Samples the LB's server states every `every` until `stop` turns true or `limit` passes (bounded),
+/// recording the first state of each server and every change after it, timed from `t0`.
+pub async fn watch_lb(
+    socket: std::path::PathBuf,
+    backend: &'static str,
+    t0: Instant,
+    every: Duration,
+    limit: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> LbWatch {
+    let started = Instant::now();
+    let mut w = LbWatch::default();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    while !*stop.borrow() && started.elapsed() < limit {
+        w.samples += 1;
+        match lb_server_states(&socket, backend).await {
+            Ok(states) => {
+                let at = t0.elapsed();
+                for (server, to) in states {
+                    let from = last.get(&server).cloned();
+                    if from.as_deref() != Some(to.as_str()) {
+                        last.insert(server.clone(), to.clone());
+                        w.events.push(crate::drill::measure::LbEvent { at, server, from, to });
+                    }
+                }
+            }
+            Err(_) => w.failed_samples += 1,
+        }
+        tokio::time::sleep(every).await;
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_states_from_show_stat() {
+        let csv = "# pxname,svname,qcur,status,weight\nfe,FRONTEND,,OPEN,\nvault_active,node-a,0,UP,1\n\
+                   vault_active,node-b,0,DOWN 1/2,1\nvault_active,node-c,0,UP 1/3,1\nvault_active,BACKEND,0,UP,1\n\
+                   other,node-a,0,MAINT,1\n";
+        assert_eq!(
+            super::parse_server_states(csv, "vault_active"),
+            [("node-a".into(), "UP".into()), ("node-b".into(), "DOWN".into()), ("node-c".into(), "UP".into())]
+                as [(String, String); 3]
+        );
+    }
+}

@@ -125,6 +125,7 @@ pub async fn trial<T: Target>(
     tl.requests.sort_by_key(|r| r.sent);
     notes.push(format!("{} on-the-wire result(s): {}", done.len(), done.join("; ")));
     let figures = measure::figures(&tl);
+    let timeline = measure::TimelineRecord::from(&tl);
     let report = TrialReport {
         trial: i + 1,
         leader_before: old,
@@ -138,6 +139,7 @@ pub async fn trial<T: Target>(
         errors,
         stepdown_ignored: 0,
         notes,
+        timeline,
     };
     Ok((report, verdict))
 }

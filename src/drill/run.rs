@@ -76,6 +76,11 @@ pub trait Target {
     fn reload_trust(&mut self) -> Result<()> {
         bail!("this target cannot reload its clients' trust")
     }
+    /// HAProxy's admin socket, sampled during a trial for the LB's server state changes (None: not
+    /// observed).
+    fn lb_admin_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +137,8 @@ pub struct TrialReport {
     /// Step-downs answered 204 while the node stayed active (retried).
     pub stepdown_ignored: usize,
     pub notes: Vec<String>,
+    /// Every request, the fault, the election and the LB's state changes (what `--report` plots).
+    pub timeline: measure::TimelineRecord,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -229,6 +236,11 @@ async fn trial<T: Target>(
         },
         t0,
     );
+    let (lb_stop, lb_stop_rx) = tokio::sync::watch::channel(false);
+    let lb_watch = t.lb_admin_socket().map(|socket| {
+        let every = Duration::from_millis(100);
+        tokio::spawn(probe::watch_lb(socket, crate::ops::lb::BACKEND, t0, every, o.trial_limit, lb_stop_rx))
+    });
     tokio::time::sleep(o.warmup).await;
     let mut tl = Timeline::default();
     let mut notes = Vec::new();
@@ -304,6 +316,14 @@ async fn trial<T: Target>(
     let fault_result = fault.await;
     tokio::time::sleep(o.tail).await;
     let w = writer.finish().await?;
+    let _ = lb_stop.send(true);
+    if let Some(h) = lb_watch {
+        let lw = h.await?;
+        if lw.failed_samples > 0 {
+            notes.push(format!("LB admin socket: {} of {} samples failed", lw.failed_samples, lw.samples));
+        }
+        tl.lb_events = lw.events;
+    }
     fault_result?;
     if let (Scenario::FollowerCrash, Some(a)) = (o.scenario, probe::active(&c).await) {
         if a != old {
@@ -319,6 +339,7 @@ async fn trial<T: Target>(
     let v = checker::check(&History { ops: w.ops, horizon: w.horizon, readback });
     tl.requests = w.requests;
     let figures = measure::figures(&tl);
+    let timeline = measure::TimelineRecord::from(&tl);
     let report = TrialReport {
         trial: i + 1,
         leader_before: old,
@@ -332,6 +353,7 @@ async fn trial<T: Target>(
         errors: w.errors.clone(),
         stepdown_ignored,
         notes,
+        timeline,
     };
     Ok((report, v))
 }
