@@ -67,6 +67,8 @@ pub enum Kind {
     FollowerCrash,
     Partition,
     FullRestart,
+    /// Stop the active node through its service's stop path (ExecStop drain, SIGTERM), restart it.
+    LeaderStop,
     Restore,
 }
 
@@ -77,6 +79,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::FollowerCrash => Scenario::FollowerCrash,
         Kind::Partition => Scenario::Partition,
         Kind::FullRestart => Scenario::FullRestart,
+        Kind::LeaderStop => Scenario::LeaderStop,
         Kind::Restore => {
             if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
                 return Err(CliError::invalid(

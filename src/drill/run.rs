@@ -24,6 +24,9 @@ pub enum Scenario {
     Partition,
     /// Every node down (kill -9), then up and unsealed.
     FullRestart,
+    /// Stop the active node through the server unit's stop path (ExecStop `vaultnix node drain`, then
+    /// SIGTERM), restart and unseal it: what `systemctl stop` / a reboot does on NixOS.
+    LeaderStop,
 }
 
 impl Scenario {
@@ -34,6 +37,7 @@ impl Scenario {
             Scenario::FollowerCrash => "follower-crash",
             Scenario::Partition => "partition",
             Scenario::FullRestart => "full-restart",
+            Scenario::LeaderStop => "leader-stop",
         }
     }
 }
@@ -52,6 +56,8 @@ pub trait Target {
     /// The planned step-down of the active node `node` (drained at the LB first when `drain`). Returns
     /// the new active node and how many step-down requests were answered while `node` stayed active.
     fn step_down(&mut self, node: &str, drain: bool) -> impl Future<Output = Result<(String, usize)>>;
+    /// Stops one node the way its service manager does (ExecStop drain, then SIGTERM).
+    fn stop(&mut self, node: &str) -> Result<()>;
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +245,15 @@ async fn trial<T: Target>(
                     notes.push(format!("{ignored} step-down request(s) answered while {old} stayed active"));
                 }
                 new_leader = Some(n);
+                wait_voter(&c, &old, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::LeaderStop => {
+                t.stop(&old)?;
+                let n = probe::wait_active_other_than(&c, Some(&old), limit).await?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                t.start(&old).await?;
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }

@@ -247,6 +247,8 @@ impl Lab {
             bo.kv = opts.kv;
             bo.admin_token = opts.admin_token;
             bo.backup_token = opts.backup_token;
+            // The lab's node stop runs the server unit's ExecStop path (`vaultnix node drain`).
+            bo.drain_token = true;
             bo.progress = opts.progress;
             bo.wait = Duration::from_secs(60);
             let rep = bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?;
@@ -313,9 +315,18 @@ impl Lab {
         process::stop(&self.dir, &self.proc(name)?, libc::SIGKILL, Duration::from_secs(5))
     }
 
-    /// SIGTERM, then SIGKILL after 15 s.
+    /// A node: first the server unit's ExecStop (`vaultnix node drain` with the node's rendered
+    /// nodes/<node>.drain.json: the active node steps down and the LB's fall window passes), then
+    /// SIGTERM, then SIGKILL after 15 s. HAProxy: SIGTERM.
     pub fn stop(&self, name: &str) -> Result<bool> {
-        process::stop(&self.dir, &self.proc(name)?, libc::SIGTERM, Duration::from_secs(15))
+        let p = self.proc(name)?;
+        if name != HAPROXY && process::running(&self.dir, &p).is_some() {
+            let cfg = self.dir.join(crate::render::layout::paths::drain_json(name));
+            if cfg.exists() {
+                eprintln!("{name}: {}", crate::ops::drain::drain_for_stop(&cfg));
+            }
+        }
+        process::stop(&self.dir, &p, libc::SIGTERM, Duration::from_secs(15))
     }
 
     /// Stops every process this lab's pid files name (HAProxy first). Data stays unless `purge`.

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod certs;
 pub mod common;
+pub mod drain;
 pub mod lb;
 pub mod live;
 pub mod membership;
