@@ -57,7 +57,7 @@ pub trait Target {
     /// the new active node and how many step-down requests were answered while `node` stayed active.
     fn step_down(&mut self, node: &str, drain: bool) -> impl Future<Output = Result<(String, usize)>>;
     /// Stops one node the way its service manager does (ExecStop drain, then SIGTERM).
-    fn stop(&mut self, node: &str) -> Result<()>;
+    fn stop(&mut self, node: &str) -> impl Future<Output = Result<()>>;
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +249,7 @@ async fn trial<T: Target>(
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }
             Scenario::LeaderStop => {
-                t.stop(&old)?;
+                t.stop(&old).await?;
                 let n = probe::wait_active_other_than(&c, Some(&old), limit).await?;
                 tl.new_leader_at = Some(t0.elapsed());
                 new_leader = Some(n);

@@ -319,14 +319,23 @@ impl Lab {
     /// nodes/<node>.drain.json: the active node steps down and the LB's fall window passes), then
     /// SIGTERM, then SIGKILL after 15 s. HAProxy: SIGTERM.
     pub fn stop(&self, name: &str) -> Result<bool> {
+        crate::api::block_on(self.stop_async(name))
+    }
+
+    /// [`Lab::stop`] for async callers: the drain and the wait for the process to exit never block the
+    /// caller's runtime (a drill's writer keeps sending meanwhile).
+    pub async fn stop_async(&self, name: &str) -> Result<bool> {
         let p = self.proc(name)?;
         if name != HAPROXY && process::running(&self.dir, &p).is_some() {
             let cfg = self.dir.join(crate::render::layout::paths::drain_json(name));
             if cfg.exists() {
-                eprintln!("{name}: {}", crate::ops::drain::drain_for_stop(&cfg));
+                eprintln!("{name}: {}", crate::ops::drain::drain_for_stop_async(&cfg).await);
             }
         }
-        process::stop(&self.dir, &p, libc::SIGTERM, Duration::from_secs(15))
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || process::stop(&dir, &p, libc::SIGTERM, Duration::from_secs(15)))
+            .await
+            .map_err(|e| anyhow!("stopping {name}: {e}"))?
     }
 
     /// Stops every process this lab's pid files name (HAProxy first). Data stays unless `purge`.

@@ -35,6 +35,11 @@ pub struct DrainConfig {
     pub step_down_wait_ms: u64,
     /// The whole drain, at most (below the unit's TimeoutStopSec).
     pub timeout_seconds: u64,
+    /// HAProxy's admin socket when this host can reach it (the lab; on NixOS the LB is another host:
+    /// none, and only the fall window protects the clients): the node is drained there first, as in
+    /// `vaultnix step-down` (ops/lb.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,13 +160,34 @@ async fn drain_inner(c: &DrainConfig) -> Result<DrainReport> {
     let token = crate::ops::backup::read_token(Path::new(&c.token_file))
         .map_err(|_| anyhow!("cannot read the drain token {} (vaultnix bootstrap --drain-token)", c.token_file))?;
     let me = me.clone().with_token(Some(token)).with_timeout(Duration::from_secs(10));
+    let socket = c.haproxy_socket.as_deref().map(Path::new).filter(|s| s.exists());
+    let others: Vec<String> = nodes.iter().filter(|n| n.name != c.node).map(|n| n.name.clone()).collect();
+    if let Some(s) = socket {
+        crate::ops::lb::drain_for_step_down(s, &c.node, &others).await?;
+    }
+    let r = step_down_verified(c, &me, &nodes, t0).await;
+    if let Some(s) = socket {
+        let restored = crate::ops::lb::restore_after_step_down(s, &c.node, &others).await;
+        if r.is_ok() {
+            restored?;
+        }
+    }
+    r
+}
+
+async fn step_down_verified(
+    c: &DrainConfig,
+    me: &NodeClient,
+    nodes: &[NodeClient],
+    t0: Instant,
+) -> Result<DrainReport> {
     let wait = Duration::from_millis(c.step_down_wait_ms.max(100));
     for attempt in 1..=c.step_down_attempts.max(1) {
         me.step_down().await.map_err(|e| anyhow!("step-down on {}: {e}", c.node))?;
         // OpenBao sometimes answers 204 and stays active (ops/lb.rs): verify, retry.
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
-            if let Some(a) = active_of(&nodes).await {
+            if let Some(a) = active_of(nodes).await {
                 if a != c.node {
                     // The LB still routes to this node until its health check fails `fall` times.
                     tokio::time::sleep(Duration::from_millis(c.lb_fall_window_ms)).await;
@@ -181,7 +207,14 @@ async fn drain_inner(c: &DrainConfig) -> Result<DrainReport> {
 
 /// Runs the drain and never fails: what the stop path calls. Returns the line to log.
 pub fn drain_for_stop(config: &Path) -> String {
-    let r = load_config(config).and_then(|c| crate::api::block_on(async move { drain(&c).await }));
+    crate::api::block_on(drain_for_stop_async(config))
+}
+
+pub async fn drain_for_stop_async(config: &Path) -> String {
+    let r = match load_config(config) {
+        Ok(c) => drain(&c).await,
+        Err(e) => Err(e),
+    };
     match r {
         Ok(r) => r.to_string(),
         Err(e) => format!("drain failed, stopping anyway: {e:#}"),

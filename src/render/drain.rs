@@ -40,6 +40,7 @@ pub fn drain_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> DrainConfi
         step_down_wait_ms: 10_000,
         // 5 x 10 s at most plus the fall window, inside modules/node.nix's TimeoutStopSec (90 s).
         timeout_seconds: 60,
+        haproxy_socket: layout.drain_haproxy_socket(),
     }
 }
 

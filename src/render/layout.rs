@@ -187,6 +187,11 @@ impl Layout {
             None => "/run/credentials/vaultnix-backup.service/backup-token".into(),
         }
     }
+    /// HAProxy's admin socket as a node's stop path sees it: the lab's (one machine); on NixOS the LB
+    /// is another host, so none.
+    pub fn drain_haproxy_socket(&self) -> Option<String> {
+        self.lab().map(|_| self.haproxy_admin_socket())
+    }
     /// The drain token as the server unit's ExecStop sees it (NixOS: LoadCredential `drain-token`).
     pub fn drain_token_file(&self, plan: &Plan) -> String {
         match self.lab() {
