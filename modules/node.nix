@@ -143,6 +143,38 @@ in
         description = "This node's TLS certificate (public). Installed as {file}`/etc/vaultnix/tls.crt`.";
       };
 
+      drain = {
+        enable = mkEnableOption ''
+          the planned step-down on stop: the unit's `ExecStop` runs `vaultnix node drain`, so
+          `systemctl stop` or a reboot of the active node first steps it down (verified), waits for
+          the new leader and the load balancer's fall window, then lets systemd stop the server'';
+        package = mkOption {
+          type = types.package;
+          defaultText = literalExpression "vaultnix.packages.\${system}.vaultnix (set by vaultnix.lib.mkCluster)";
+          description = "The vaultnix package whose binary runs the drain.";
+        };
+        configFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = literalExpression "./vault-1.drain.json";
+          description = "The drain configuration rendered by `vaultnix generate` (nodes/<node>.drain.json).";
+        };
+        tokenFile = mkOption {
+          type = vlib.secretPath;
+          default = "${top.secretsDir}/drain-token";
+          defaultText = literalExpression ''"''${config.vaultnix.secretsDir}/drain-token"'';
+          description = ''
+            A token of policy `vaultnix-drain` (`sys/step-down` only; `vaultnix bootstrap
+            --drain-token` creates it). Passed with `LoadCredential` as `drain-token`; never in the store.
+          '';
+        };
+        timeoutStopSec = mkOption {
+          type = types.ints.positive;
+          default = 90;
+          description = "The unit's TimeoutStopSec: above the drain's own bound (timeout_seconds, 60 s rendered).";
+        };
+      };
+
       keyFile = mkOption {
         type = vlib.secretPath;
         default = "${top.secretsDir}/tls.key";
@@ -251,6 +283,12 @@ in
       {
         assertions = [
           {
+            assertion =
+              !cfg.drain.enable
+              || (cfg.drain.configFile != null && (lib.importJSON cfg.drain.configFile).token_file == "${credentialsDir}/drain-token");
+            message = "vaultnix.server.drain.configFile: token_file must be the unit's credential ${credentialsDir}/drain-token (rendered for engine ${cfg.engine}?).";
+          }
+          {
             assertion = top.machine.role == "server";
             message = "vaultnix.server.enable is set on ${top.machine.name}, whose role is ${top.machine.role}.";
           }
@@ -317,7 +355,11 @@ in
               "tls.key:${cfg.keyFile}"
             ]
             ++ lib.optional (cfg.sealKeyFile != null) "seal.key:${cfg.sealKeyFile}"
-            ++ lib.optional (cfg.previousSealKeyFile != null) "seal.previous.key:${cfg.previousSealKeyFile}";
+            ++ lib.optional (cfg.previousSealKeyFile != null) "seal.previous.key:${cfg.previousSealKeyFile}"
+            ++ lib.optional cfg.drain.enable "drain-token:${cfg.drain.tokenFile}";
+            # systemd runs ExecStop before it signals the server: the active node steps down first.
+            # `node drain` is bounded and always exits 0, so a stop is never blocked or failed.
+            ExecStop = mkIf cfg.drain.enable "${lib.getExe' cfg.drain.package "vaultnix"} node drain --config ${cfg.drain.configFile}";
             LogsDirectory = unit;
             LogsDirectoryMode = "0700";
             # Neither upstream module has an option for it (services.openbao / services.vault set no
@@ -329,6 +371,11 @@ in
           };
         };
       }
+
+      (mkIf cfg.drain.enable {
+        # services.vault sets TimeoutStopSec too: ours wins, at a priority of its own.
+        systemd.services.${unit}.serviceConfig.TimeoutStopSec = lib.mkOverride 90 cfg.drain.timeoutStopSec;
+      })
 
       (mkIf (cfg.engine == "openbao") {
         services.openbao = {

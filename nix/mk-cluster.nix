@@ -33,6 +33,7 @@ let
           system.stateVersion = lib.mkDefault "26.05";
           # The backup unit runs this flake's own binary.
           vaultnix.backup.package = lib.mkDefault vaultnix.packages.${m.system}.vaultnix;
+          vaultnix.server.drain.package = lib.mkDefault vaultnix.packages.${m.system}.vaultnix;
           # `vaultnix metrics` (certificate expiry, raft size) runs the same binary as the CLI.
           vaultnix.monitoring.package = lib.mkDefault vaultnix.packages.${m.system}.vaultnix;
         }

@@ -42,7 +42,7 @@ fn example_output_snapshots() {
         insta::assert_snapshot!(name.clone(), mask(&text));
         names.push(name);
     }
-    // 3 server configs, 3 backup configs, 4 machine modules, haproxy.cfg, hold.lua, alerts.yml,
-    // prometheus.yml, cluster.json, flake.nix.
-    assert_eq!(names.len(), 16, "{names:?}");
+    // 3 server configs, 3 backup configs, 3 drain configs (ExecStop), 4 machine modules, haproxy.cfg,
+    // hold.lua, alerts.yml, prometheus.yml, cluster.json, flake.nix.
+    assert_eq!(names.len(), 19, "{names:?}");
 }

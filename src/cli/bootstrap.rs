@@ -25,6 +25,10 @@ pub struct Args {
     /// secrets/backup-token (0600): the token the backup timer (`vaultnix backup run`) uses.
     #[arg(long)]
     pub backup_token: bool,
+    /// Create a `vaultnix-drain` policy (sys/step-down only) and a periodic token for it in
+    /// secrets/drain-token (0600): the server unit's ExecStop (`vaultnix node drain`) uses it.
+    #[arg(long)]
+    pub drain_token: bool,
     /// Revoke the root token afterwards (requires a working admin token).
     #[arg(long)]
     pub revoke_root: bool,
@@ -39,6 +43,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     o.kv = a.kv;
     o.admin_token = a.admin_token;
     o.backup_token = a.backup_token;
+    o.drain_token = a.drain_token;
     o.revoke_root = a.revoke_root;
     o.progress = !shell.quiet;
     o.wait = std::time::Duration::from_secs(a.wait);

@@ -76,6 +76,8 @@ pub enum Kind {
     CaRollover,
     /// `certs renew --all` (same CA), reloaded and verified on the wire.
     CertRenewal,
+    /// Stop the active node through its service's stop path (ExecStop drain, SIGTERM), restart it.
+    LeaderStop,
     Restore,
 }
 
@@ -88,6 +90,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::FullRestart => Scenario::FullRestart,
         Kind::CaRollover => Scenario::CaRollover,
         Kind::CertRenewal => Scenario::CertRenewal,
+        Kind::LeaderStop => Scenario::LeaderStop,
         Kind::Restore => {
             if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
                 return Err(CliError::invalid(

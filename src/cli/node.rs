@@ -28,6 +28,20 @@ pub enum Cmd {
     Remove(RemoveArgs),
     /// Wipe a node's raft data and rejoin it (after a lost quorum, or for a removed node).
     Replace(super::recover::ReplaceArgs),
+    /// Before this node's server stops: if it is the active node, step it down (verified), wait until
+    /// another node is active and the LB's fall window has passed. The server unit's ExecStop; never
+    /// fails (exit 0), bounded by the config's timeout_seconds.
+    #[command(
+        after_help = "Example:\n  vaultnix node drain --config /etc/vaultnix/drain.json\nThe config is the rendered nodes/<node>.drain.json; its token is `vaultnix bootstrap --drain-token`'s."
+    )]
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The rendered nodes/<node>.drain.json.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +143,11 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             regenerate(shell, &loaded, &x.out)
         }
         Cmd::Replace(x) => super::recover::node_replace(shell, x),
+        Cmd::Drain(x) => {
+            // A stop must go on whatever happens here: report and exit 0.
+            shell.status(crate::ops::drain::drain_for_stop(&x.config));
+            Ok(())
+        }
         Cmd::Remove(x) => {
             if crate::lab::read_state(&x.out)?.is_some() {
                 let r = super::status::runtime()?.block_on(membership::lab_remove_node(

@@ -71,6 +71,10 @@ impl Target for LabTarget {
     fn kill(&mut self, node: &str) -> Result<()> {
         self.lab.kill(node).map(|_| ())
     }
+    async fn stop(&mut self, node: &str) -> Result<()> {
+        // The lab's node stop: the rendered drain.json through `vaultnix node drain`'s code, then SIGTERM.
+        self.lab.stop_async(node).await.map(|_| ())
+    }
     fn pause(&mut self, node: &str, paused: bool) -> Result<()> {
         let pid = self.lab.pid(node).ok_or_else(|| anyhow!("{node} is not running"))?;
         // SAFETY: kill(2) on a pid read from this lab's own pid file (checked alive by `pid`).

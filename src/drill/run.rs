@@ -28,6 +28,9 @@ pub enum Scenario {
     CaRollover,
     /// Every node certificate renewed (same CA), reloaded and verified on the wire.
     CertRenewal,
+    /// Stop the active node through the server unit's stop path (ExecStop `vaultnix node drain`, then
+    /// SIGTERM), restart and unseal it: what `systemctl stop` / a reboot does on NixOS.
+    LeaderStop,
 }
 
 impl Scenario {
@@ -40,6 +43,7 @@ impl Scenario {
             Scenario::FullRestart => "full-restart",
             Scenario::CaRollover => "ca-rollover",
             Scenario::CertRenewal => "cert-renewal",
+            Scenario::LeaderStop => "leader-stop",
         }
     }
 
@@ -81,6 +85,8 @@ pub trait Target {
     fn lb_admin_socket(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// Stops one node the way its service manager does (ExecStop drain, then SIGTERM).
+    fn stop(&mut self, node: &str) -> impl Future<Output = Result<()>>;
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +284,15 @@ async fn trial<T: Target>(
                     notes.push(format!("{ignored} step-down request(s) answered while {old} stayed active"));
                 }
                 new_leader = Some(n);
+                wait_voter(&c, &old, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
+            Scenario::LeaderStop => {
+                t.stop(&old).await?;
+                let n = probe::wait_active_other_than(&c, Some(&old), limit).await?;
+                tl.new_leader_at = Some(t0.elapsed());
+                new_leader = Some(n);
+                t.start(&old).await?;
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }

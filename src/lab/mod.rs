@@ -247,6 +247,8 @@ impl Lab {
             bo.kv = opts.kv;
             bo.admin_token = opts.admin_token;
             bo.backup_token = opts.backup_token;
+            // The lab's node stop runs the server unit's ExecStop path (`vaultnix node drain`).
+            bo.drain_token = true;
             bo.progress = opts.progress;
             bo.wait = Duration::from_secs(60);
             let rep = bootstrap(&lab.plan, &bo).await.map_err(|e| lab.with_logs_hint(e))?;
@@ -324,9 +326,27 @@ impl Lab {
         process::stop(&self.dir, &self.proc(name)?, libc::SIGKILL, Duration::from_secs(5))
     }
 
-    /// SIGTERM, then SIGKILL after 15 s.
+    /// A node: first the server unit's ExecStop (`vaultnix node drain` with the node's rendered
+    /// nodes/<node>.drain.json: the active node steps down and the LB's fall window passes), then
+    /// SIGTERM, then SIGKILL after 15 s. HAProxy: SIGTERM.
     pub fn stop(&self, name: &str) -> Result<bool> {
-        process::stop(&self.dir, &self.proc(name)?, libc::SIGTERM, Duration::from_secs(15))
+        crate::api::block_on(self.stop_async(name))
+    }
+
+    /// [`Lab::stop`] for async callers: the drain and the wait for the process to exit never block the
+    /// caller's runtime (a drill's writer keeps sending meanwhile).
+    pub async fn stop_async(&self, name: &str) -> Result<bool> {
+        let p = self.proc(name)?;
+        if name != HAPROXY && process::running(&self.dir, &p).is_some() {
+            let cfg = self.dir.join(crate::render::layout::paths::drain_json(name));
+            if cfg.exists() {
+                eprintln!("{name}: {}", crate::ops::drain::drain_for_stop_async(&cfg).await);
+            }
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || process::stop(&dir, &p, libc::SIGTERM, Duration::from_secs(15)))
+            .await
+            .map_err(|e| anyhow!("stopping {name}: {e}"))?
     }
 
     /// Stops every process this lab's pid files name (HAProxy first). Data stays unless `purge`.

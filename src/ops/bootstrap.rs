@@ -24,6 +24,9 @@ pub struct BootstrapOptions {
     pub admin_token: bool,
     /// Create the vaultnix-backup policy and a token for it (secrets/backup-token, 0600).
     pub backup_token: bool,
+    /// Create the vaultnix-drain policy (sys/step-down only) and a token for it (secrets/drain-token,
+    /// 0600): the server unit's ExecStop (`vaultnix node drain`) steps the active node down with it.
+    pub drain_token: bool,
     /// Revoke the root token at the end (needs an admin token).
     pub revoke_root: bool,
     /// Show the progress display (it is hidden anyway when stderr is not a terminal).
@@ -39,6 +42,7 @@ impl BootstrapOptions {
             kv: false,
             admin_token: false,
             backup_token: false,
+            drain_token: false,
             revoke_root: false,
             progress: false,
             wait: Duration::from_secs(90),
@@ -352,6 +356,32 @@ pub async fn bootstrap(plan: &Plan, opts: &BootstrapOptions) -> Result<Bootstrap
         rep.changes.push(format!(
             "created a backup token ({}, 0600): install it on every server as <secretsDir>/backup-token",
             backup_path.display()
+        ));
+    }
+    let drain_path = crate::ops::drain::drain_token_path(&opts.out);
+    if opts.drain_token && !drain_path.exists() {
+        use crate::ops::drain::{DRAIN_POLICY, DRAIN_POLICY_NAME};
+        if active.get_policy(DRAIN_POLICY_NAME).await?.as_deref() != Some(DRAIN_POLICY) {
+            active.put_policy(DRAIN_POLICY_NAME, DRAIN_POLICY).await?;
+            rep.changes.push(format!("wrote policy {DRAIN_POLICY_NAME}"));
+        }
+        let t = active
+            .create_token(
+                &json!({
+                    "policies": [DRAIN_POLICY_NAME],
+                    "display_name": "vaultnix-drain",
+                    // Periodic like the backup token: 32 days without a renewal and it expires
+                    // (docs/operations.md: renew it from the admin side, or re-create it).
+                    "period": "768h",
+                    "no_default_policy": false,
+                }),
+                true,
+            )
+            .await?;
+        write_secret_new(&drain_path, format!("{}\n", t.client_token).as_bytes())?;
+        rep.changes.push(format!(
+            "created a drain token ({}, 0600): install it on every server as <secretsDir>/drain-token",
+            drain_path.display()
         ));
     }
     if opts.revoke_root {

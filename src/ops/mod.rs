@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod ca_rollover;
 pub mod certs;
 pub mod common;
+pub mod drain;
 pub mod lb;
 pub mod live;
 pub mod membership;

@@ -214,7 +214,7 @@ pub async fn run_lab_upgrade(o: &UpgradeOptions) -> Result<UpgradeReport> {
             }
             Step::Upgrade { node } => {
                 let n = c.node(node).ok_or_else(|| anyhow!("no node {node}"))?;
-                lab.stop(node)?;
+                lab.stop_async(node).await?;
                 process::start(&lab.dir, &process::node_spec(&lab.dir, &o.to_bao, node))?;
                 unseal_node(n, &keys, o.node_wait).await?;
                 wait_node_ready(&c, n, &to_version, o.node_wait).await?;

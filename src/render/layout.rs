@@ -73,6 +73,10 @@ pub mod paths {
     pub fn backup_json(node: &str) -> String {
         format!("flake/nodes/{node}.backup.json")
     }
+    /// The server unit's ExecStop config (`vaultnix node drain`, [`crate::ops::drain`]).
+    pub fn drain_json(node: &str) -> String {
+        format!("flake/nodes/{node}.drain.json")
+    }
     /// The restore rehearsal's config, on the host that runs it (`[backup.restic]`).
     pub fn rehearsal_json(host: &str) -> String {
         format!("flake/nodes/{host}.rehearsal.json")
@@ -195,6 +199,18 @@ impl Layout {
         match self.lab() {
             Some(d) => path(d.join("secrets/backup-token")),
             None => "/run/credentials/vaultnix-backup.service/backup-token".into(),
+        }
+    }
+    /// HAProxy's admin socket as a node's stop path sees it: the lab's (one machine); on NixOS the LB
+    /// is another host, so none.
+    pub fn drain_haproxy_socket(&self) -> Option<String> {
+        self.lab().map(|_| self.haproxy_admin_socket())
+    }
+    /// The drain token as the server unit's ExecStop sees it (NixOS: LoadCredential `drain-token`).
+    pub fn drain_token_file(&self, plan: &Plan) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("secrets").join(crate::ops::drain::DRAIN_TOKEN)),
+            None => format!("/run/credentials/{}.service/{}", plan.engine.as_str(), crate::ops::drain::DRAIN_TOKEN),
         }
     }
     /// Where the backup job writes snapshots.

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod backup;
+pub mod drain;
 pub mod haproxy;
 pub mod layout;
 pub mod nix;
@@ -93,6 +94,7 @@ pub fn render_all(plan: &Plan, m: &Material, layout: &Layout, opts: &RenderOptio
         }
         let cfg = render_server_config_with(plan, n, layout, &state);
         files.push(OutFile::public(paths::server_json(&n.name), to_json_text(&cfg)));
+        files.push(OutFile::public(paths::drain_json(&n.name), drain::render_drain_config(plan, n, layout)));
         if plan.backup.enabled {
             let b = backup::render_backup_config(plan, n, layout, m.seal_key.as_deref())?;
             files.push(OutFile::public(paths::backup_json(&n.name), b));

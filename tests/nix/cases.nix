@@ -133,6 +133,17 @@ in
     }
   ];
 
+  drain = [
+    (machine "server")
+    server
+    {
+      vaultnix.server.drain = {
+        enable = true;
+        configFile = contract + "/nodes/vault-1.drain.json";
+      };
+    }
+  ];
+
   monitoring = [
     (machine "server")
     server

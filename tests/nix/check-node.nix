@@ -130,6 +130,14 @@ let
           ) fw)
         ]
     )
+    ++ lib.optionals (v.server.enable && v.server.drain.enable) [
+      (h.check "${me}: ExecStop drains (vaultnix node drain) with the drain token via LoadCredential" (
+        lib.hasSuffix "/bin/vaultnix node drain --config ${v.server.drain.configFile}" svc.serviceConfig.ExecStop
+        && lib.elem "drain-token:${v.server.drain.tokenFile}" svc.serviceConfig.LoadCredential
+        && svc.serviceConfig.TimeoutStopSec == v.server.drain.timeoutStopSec
+        && (lib.importJSON v.server.drain.configFile).timeout_seconds < v.server.drain.timeoutStopSec
+      ) svc.serviceConfig)
+    ]
     ++ lib.optionals v.backup.enable [
       (h.check "${me}: backup service + timer with token via LoadCredential" (
         config.systemd.timers ? vaultnix-backup

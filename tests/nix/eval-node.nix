@@ -47,6 +47,7 @@ import (subset + "/eval.nix") {
       { lib, pkgs, ... }:
       {
         vaultnix.backup.package = lib.mkDefault pkgs.vaultnix;
+        vaultnix.server.drain.package = lib.mkDefault pkgs.vaultnix;
       }
     )
   ]

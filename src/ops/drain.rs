@@ -1,0 +1,234 @@
+//! `vaultnix node drain --config nodes/<node>.drain.json`: the server unit's `ExecStop` (modules/node.nix)
+//! and the lab's node stop run this before bao gets SIGTERM, so that stopping (or rebooting) the active
+//! node is a planned step-down: step down (verified, retried), wait until another node is active, wait
+//! out the load balancer's health-check fall window, then return so the process is stopped.
+//!
+//! A node that is not active returns at once. Bounded everywhere (`timeout_seconds` overall); it never
+//! blocks a stop forever and never fails it: the caller reports an error and stops anyway.
+
+use crate::api::NodeClient;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// `nodes/<node>.drain.json`: public data only (addresses, paths, timings); the token is a path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainConfig {
+    pub format: u32,
+    pub cluster: String,
+    /// The node this config is for (the one being stopped).
+    pub node: String,
+    /// Every server, this host's first.
+    pub nodes: Vec<DrainNode>,
+    pub ca_file: String,
+    /// A token allowed only `sys/step-down` (`vaultnix bootstrap --drain-token`, policy vaultnix-drain).
+    pub token_file: String,
+    /// How long the load balancer takes to mark the old leader down after it stepped down (its health
+    /// check: inter + fall x fastinter of the rendered HAProxy profile).
+    pub lb_fall_window_ms: u64,
+    pub step_down_attempts: u32,
+    /// How long to wait for another node to become active after each step-down request.
+    pub step_down_wait_ms: u64,
+    /// The whole drain, at most (below the unit's TimeoutStopSec).
+    pub timeout_seconds: u64,
+    /// HAProxy's admin socket when this host can reach it (the lab; on NixOS the LB is another host:
+    /// none, and only the fall window protects the clients): the node is drained there first, as in
+    /// `vaultnix step-down` (ops/lb.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_socket: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainNode {
+    pub name: String,
+    /// The TLS name verified (the node's fqdn).
+    pub server_name: String,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// The drain token's policy. OpenBao's `sys/step-down` is an update that needs root privileges
+/// (vault/ha.go `StepDown` checks `RootPrivs`): `sudo` with `update`, nothing else.
+pub const DRAIN_POLICY: &str = r#"# vaultnix node drain: step-down only (created by `vaultnix bootstrap --drain-token`).
+path "sys/step-down" {
+  capabilities = ["update", "sudo"]
+}
+"#;
+pub const DRAIN_POLICY_NAME: &str = "vaultnix-drain";
+/// LoadCredential name of the token in the server unit (modules/node.nix).
+pub const DRAIN_TOKEN: &str = "drain-token";
+
+pub fn drain_token_path(out: &Path) -> PathBuf {
+    out.join("secrets").join(DRAIN_TOKEN)
+}
+
+pub fn load_config(path: &Path) -> Result<DrainConfig> {
+    let t = fs::read_to_string(path).with_context(|| format!("cannot read the drain config {}", path.display()))?;
+    let c: DrainConfig =
+        serde_json::from_str(&t).with_context(|| format!("{}: not a vaultnix drain config", path.display()))?;
+    if c.format != 1 {
+        bail!("{}: format {} is not supported (expected 1)", path.display(), c.format);
+    }
+    if !c.nodes.iter().any(|n| n.name == c.node) {
+        bail!("{}: node {:?} is not in its own nodes list", path.display(), c.node);
+    }
+    Ok(c)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DrainReport {
+    /// This node was not the active node: nothing to do.
+    NotActive { node: String, state: String },
+    /// This node is active but no other node is an unsealed standby: stepping down would leave no leader.
+    NoStandby { node: String },
+    /// Leadership moved; the LB's fall window was waited out.
+    SteppedDown { node: String, new_leader: String, attempts: u32, seconds: f64 },
+}
+
+impl std::fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainReport::NotActive { node, state } => write!(f, "{node} is not active ({state}): nothing to drain"),
+            DrainReport::NoStandby { node } => {
+                write!(f, "{node} is active but no other node is an unsealed standby: stopping without a step-down")
+            }
+            DrainReport::SteppedDown { node, new_leader, attempts, seconds } => write!(
+                f,
+                "{node} stepped down (attempt {attempts}); {new_leader} is active; LB fall window waited; {seconds:.1} s"
+            ),
+        }
+    }
+}
+
+fn clients(c: &DrainConfig, token: Option<String>) -> Result<Vec<NodeClient>> {
+    let ca = fs::read(&c.ca_file).with_context(|| format!("cannot read the CA certificate {}", c.ca_file))?;
+    c.nodes
+        .iter()
+        .map(|n| {
+            Ok(NodeClient::new(&n.name, &n.server_name, n.ip, n.port, &ca)?
+                .with_token(token.clone())
+                .with_timeout(Duration::from_secs(5)))
+        })
+        .collect()
+}
+
+async fn active_of(nodes: &[NodeClient]) -> Option<String> {
+    for n in nodes {
+        if let Ok(h) = n.health().await {
+            if h.state == crate::api::NodeState::Active {
+                return Some(n.name.clone());
+            }
+        }
+    }
+    None
+}
+
+/// The drain; bounded by `timeout_seconds`.
+pub async fn drain(c: &DrainConfig) -> Result<DrainReport> {
+    let limit = Duration::from_secs(c.timeout_seconds.max(1));
+    tokio::time::timeout(limit, drain_inner(c))
+        .await
+        .map_err(|_| anyhow!("the drain of {} did not finish within {limit:?}", c.node))?
+}
+
+async fn drain_inner(c: &DrainConfig) -> Result<DrainReport> {
+    let t0 = Instant::now();
+    let nodes = clients(c, None)?;
+    let me = nodes.iter().find(|n| n.name == c.node).ok_or_else(|| anyhow!("no node {}", c.node))?;
+    let state = match me.health().await {
+        Ok(h) => h.state,
+        Err(e) => return Ok(DrainReport::NotActive { node: c.node.clone(), state: format!("no answer: {e}") }),
+    };
+    if state != crate::api::NodeState::Active {
+        return Ok(DrainReport::NotActive { node: c.node.clone(), state: state.as_str().to_string() });
+    }
+    let mut standby = false;
+    for n in nodes.iter().filter(|n| n.name != c.node) {
+        if matches!(n.health().await, Ok(h) if h.state == crate::api::NodeState::Standby) {
+            standby = true;
+        }
+    }
+    if !standby {
+        return Ok(DrainReport::NoStandby { node: c.node.clone() });
+    }
+    let token = crate::ops::backup::read_token(Path::new(&c.token_file))
+        .map_err(|_| anyhow!("cannot read the drain token {} (vaultnix bootstrap --drain-token)", c.token_file))?;
+    let me = me.clone().with_token(Some(token)).with_timeout(Duration::from_secs(10));
+    let socket = c.haproxy_socket.as_deref().map(Path::new).filter(|s| s.exists());
+    let others: Vec<String> = nodes.iter().filter(|n| n.name != c.node).map(|n| n.name.clone()).collect();
+    if let Some(s) = socket {
+        crate::ops::lb::drain_for_step_down(s, &c.node, &others).await?;
+    }
+    let r = step_down_verified(c, &me, &nodes, t0).await;
+    if let Some(s) = socket {
+        let restored = crate::ops::lb::restore_after_step_down(s, &c.node, &others).await;
+        if r.is_ok() {
+            restored?;
+        }
+    }
+    r
+}
+
+async fn step_down_verified(
+    c: &DrainConfig,
+    me: &NodeClient,
+    nodes: &[NodeClient],
+    t0: Instant,
+) -> Result<DrainReport> {
+    let wait = Duration::from_millis(c.step_down_wait_ms.max(100));
+    for attempt in 1..=c.step_down_attempts.max(1) {
+        me.step_down().await.map_err(|e| anyhow!("step-down on {}: {e}", c.node))?;
+        // OpenBao sometimes answers 204 and stays active (ops/lb.rs): verify, retry.
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(a) = active_of(nodes).await {
+                if a != c.node {
+                    // The LB still routes to this node until its health check fails `fall` times.
+                    tokio::time::sleep(Duration::from_millis(c.lb_fall_window_ms)).await;
+                    return Ok(DrainReport::SteppedDown {
+                        node: c.node.clone(),
+                        new_leader: a,
+                        attempts: attempt,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    bail!("{} is still the active node after {} step-down request(s)", c.node, c.step_down_attempts)
+}
+
+/// Runs the drain and never fails: what the stop path calls. Returns the line to log.
+pub fn drain_for_stop(config: &Path) -> String {
+    crate::api::block_on(drain_for_stop_async(config))
+}
+
+pub async fn drain_for_stop_async(config: &Path) -> String {
+    let r = match load_config(config) {
+        Ok(c) => drain(&c).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(r) => r.to_string(),
+        Err(e) => format!("drain failed, stopping anyway: {e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_allows_only_step_down() {
+        assert_eq!(DRAIN_POLICY.matches("path ").count(), 1);
+        assert!(DRAIN_POLICY.contains(r#"path "sys/step-down""#));
+        assert!(DRAIN_POLICY.contains(r#"["update", "sudo"]"#));
+    }
+}
