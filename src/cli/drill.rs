@@ -49,6 +49,13 @@ pub struct Args {
     /// restore: copy through a restic repository and restore from it; prints RPO and RTO.
     #[arg(long)]
     pub from_repo: bool,
+    /// Drill a hosts lab (root): a fresh one from --spec (torn down after), or the running one in --dir.
+    /// The faults are real: kill -9 on the host, partition = raft's port dropped both ways on the node.
+    #[arg(long, conflicts_with_all = ["compare_seed", "compare_mode"])]
+    pub hosts: bool,
+    /// --hosts: WAN between sites first, e.g. `rtt=80ms,jitter=10ms,loss=1%`.
+    #[arg(long, requires = "hosts")]
+    pub wan: Option<String>,
     /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
     #[arg(long)]
     pub allow_destructive: bool,
@@ -78,9 +85,9 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::Partition => Scenario::Partition,
         Kind::FullRestart => Scenario::FullRestart,
         Kind::Restore => {
-            if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
+            if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain || a.hosts {
                 return Err(CliError::invalid(
-                    "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode and --drain do not apply",
+                    "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode, --drain and --hosts do not apply",
                 ));
             }
             let d = super::snapshot::DrillArgs {
@@ -107,7 +114,23 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
     if a.drain && scenario != Scenario::LeaderStepdown {
         return Err(CliError::invalid("--drain applies to leader-stepdown only"));
     }
-    if let Some(dir) = &a.dir {
+    let wan = match &a.wan {
+        Some(w) => Some(
+            w.parse::<crate::lab::hosts::wan::WanProfile>().map_err(|e| CliError::invalid(format!("--wan: {e:#}")))?,
+        ),
+        None => None,
+    };
+    if a.hosts {
+        if let Some(dir) = &a.dir {
+            if crate::lab::hosts::read_state(dir).map_err(CliError::from)?.is_none() {
+                return Err(CliError::invalid(format!(
+                    "{} is not a hosts lab (no hosts.json): `vaultnix lab up --hosts --dir {}` first",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        }
+    } else if let Some(dir) = &a.dir {
         // A directory `vaultnix lab` manages holds lab.json; anything else is not ours to break.
         if crate::lab::read_state(dir).map_err(CliError::from)?.is_none() {
             if !a.allow_destructive {
@@ -135,7 +158,15 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         keep: a.keep,
         progress: !shell.quiet && a.output == OutputFormat::Text,
     };
-    let report = crate::api::block_on(lab_target::drill(&opts, shell))?;
+    let report = if a.hosts {
+        crate::lab::hosts::preflight().map_err(|e| CliError::failure(format!("{e:#}")))?;
+        let bar = lab_target::progress_bar(opts.progress, opts.trials as u64);
+        let r = crate::drill::hosts_target::drill(&opts, wan, &bar, shell);
+        bar.finish();
+        r?
+    } else {
+        crate::api::block_on(lab_target::drill(&opts, shell))?
+    };
     if a.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
