@@ -74,6 +74,8 @@ pub enum Kind {
     FollowerCrash,
     Partition,
     FullRestart,
+    /// --hosts only: a standby cut off the network for 10 s.
+    FollowerIsolate,
     Restore,
 }
 
@@ -84,6 +86,10 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::FollowerCrash => Scenario::FollowerCrash,
         Kind::Partition => Scenario::Partition,
         Kind::FullRestart => Scenario::FullRestart,
+        Kind::FollowerIsolate if !a.hosts => {
+            return Err(CliError::invalid("follower-isolate needs a network to cut: add --hosts"));
+        }
+        Kind::FollowerIsolate => Scenario::FollowerIsolate,
         Kind::Restore => {
             if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain || a.hosts {
                 return Err(CliError::invalid(

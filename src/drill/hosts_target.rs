@@ -17,8 +17,9 @@ pub struct HostsTarget<'a> {
     lab: &'a HostsLab,
     cluster: Cluster,
     keys: crate::ops::unseal::Keys,
-    /// Nodes we partitioned: always healed on drop, whatever happened.
+    /// Nodes we partitioned or isolated: always healed on drop, whatever happened.
     partitioned: Vec<String>,
+    isolated: Vec<String>,
 }
 
 impl<'a> HostsTarget<'a> {
@@ -26,7 +27,7 @@ impl<'a> HostsTarget<'a> {
         let init = crate::ops::common::read_init(&lab.dir)?.context("the hosts lab is not initialized")?;
         let keys = crate::ops::unseal::Keys::parse(&serde_json::to_string(&init)?)?;
         let cluster = Cluster::from_out(&lab.plan, &lab.dir)?.with_token(Some(init.root_token.clone()));
-        Ok(HostsTarget { lab, cluster, keys, partitioned: Vec::new() })
+        Ok(HostsTarget { lab, cluster, keys, partitioned: Vec::new(), isolated: Vec::new() })
     }
 }
 
@@ -34,6 +35,9 @@ impl Drop for HostsTarget<'_> {
     fn drop(&mut self) {
         for n in std::mem::take(&mut self.partitioned) {
             let _ = self.lab.heal_partition_full(&n);
+        }
+        for n in std::mem::take(&mut self.isolated) {
+            let _ = self.lab.unisolate(&n);
         }
     }
 }
@@ -60,6 +64,16 @@ impl Target for HostsTarget<'_> {
         self.lab.start_node(node)?;
         let n = self.cluster.node(node).ok_or_else(|| anyhow!("no node {node}"))?.clone();
         crate::ops::unseal::unseal_node(&n, &self.keys, Duration::from_secs(60)).await?;
+        Ok(())
+    }
+    fn isolate(&mut self, node: &str, isolated: bool) -> Result<()> {
+        if isolated {
+            self.lab.isolate(node)?;
+            self.isolated.push(node.to_string());
+        } else {
+            self.lab.unisolate(node)?;
+            self.isolated.retain(|n| n != node);
+        }
         Ok(())
     }
     async fn step_down(&mut self, node: &str, drain: bool) -> Result<(String, usize)> {

@@ -21,9 +21,12 @@ pub enum Scenario {
     /// kill -9 a standby, restart it.
     FollowerCrash,
     /// Freeze the active node (SIGSTOP) until the others elected a leader, then let it go (SIGCONT).
+    /// On a hosts lab (`drill --hosts`) a real partition instead: raft's port dropped both ways.
     Partition,
     /// Every node down (kill -9), then up and unsealed.
     FullRestart,
+    /// Cut a standby off the network entirely (hosts lab: its link down) for 10 s, then reconnect it.
+    FollowerIsolate,
 }
 
 impl Scenario {
@@ -34,6 +37,7 @@ impl Scenario {
             Scenario::FollowerCrash => "follower-crash",
             Scenario::Partition => "partition",
             Scenario::FullRestart => "full-restart",
+            Scenario::FollowerIsolate => "follower-isolate",
         }
     }
 }
@@ -52,6 +56,11 @@ pub trait Target {
     /// The planned step-down of the active node `node` (drained at the LB first when `drain`). Returns
     /// the new active node and how many step-down requests were answered while `node` stayed active.
     fn step_down(&mut self, node: &str, drain: bool) -> impl Future<Output = Result<(String, usize)>>;
+    /// Cuts one node off the network (true) / reconnects it (false). Only targets with a network do.
+    fn isolate(&mut self, node: &str, isolated: bool) -> Result<()> {
+        let _ = (node, isolated);
+        bail!("isolating a node needs a network: use the hosts lab (`drill --hosts`)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +263,15 @@ async fn trial<T: Target>(
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }
+            Scenario::FollowerIsolate => {
+                let f = plan.nodes.iter().map(|n| n.name.clone()).find(|n| *n != old).context("no standby")?;
+                notes.push(format!("isolated standby {f} for 10 s"));
+                t.isolate(&f, true)?;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                t.isolate(&f, false)?;
+                wait_voter(&c, &f, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
             Scenario::FullRestart => {
                 for n in &plan.nodes {
                     t.kill(&n.name)?;
@@ -277,9 +295,9 @@ async fn trial<T: Target>(
     tokio::time::sleep(o.tail).await;
     let w = writer.finish().await?;
     fault_result?;
-    if let (Scenario::FollowerCrash, Some(a)) = (o.scenario, probe::active(&c).await) {
+    if let (Scenario::FollowerCrash | Scenario::FollowerIsolate, Some(a)) = (o.scenario, probe::active(&c).await) {
         if a != old {
-            notes.push(format!("leader changed to {a} although only a standby was killed"));
+            notes.push(format!("leader changed to {a} although only a standby was faulted"));
             new_leader = Some(a);
         }
     }
