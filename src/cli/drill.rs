@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  sudo vaultnix drill partition --hosts --spec tests/specs/hosts.toml --wan rtt=80ms   # real partition on a hosts lab\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix lab up --spec tests/specs/lab.toml\n  eval \"$(vaultnix lab env)\"; bao kv get secret/hello\n  vaultnix lab status\n  vaultnix lab down --purge"
+    after_help = "Examples:\n  vaultnix lab up --spec tests/specs/lab.toml\n  eval \"$(vaultnix lab env)\"; bao kv get secret/hello\n  vaultnix lab status\n  vaultnix lab down --purge\n  sudo vaultnix lab up --hosts --dir /tmp/hl --wan rtt=80ms,jitter=10ms,loss=1%\n  sudo vaultnix lab wan --dir /tmp/hl rtt=30ms    # or `off`"
 )]
 pub struct Args {
     #[command(subcommand)]

@@ -524,6 +524,26 @@ mod tests {
     }
 
     #[test]
+    fn cross_site_pairs_follow_the_plan_sites() {
+        let plan = crate::plan::Plan::from_loaded(&crate::spec::example());
+        let hosts = super::super::hosts_of(&plan).unwrap();
+        let lab = HostsLab { dir: "/nonexistent".into(), plan, state: Default::default(), hosts };
+        assert_eq!(lab.site("client"), lab.site(&lab.plan.lb.name));
+        let n = lab.hosts.len();
+        let same: usize = lab
+            .hosts
+            .iter()
+            .map(|h| lab.hosts.iter().filter(|o| o.name != h.name && lab.site(&o.name) == lab.site(&h.name)).count())
+            .sum();
+        let pairs = lab.wan_pairs();
+        assert_eq!(pairs.len(), n * (n - 1) - same);
+        // The client and the LB share a site: no WAN between them, in either direction.
+        let lb = lab.host(&lab.plan.lb.name).unwrap().addr;
+        assert!(!pairs.iter().any(|(h, to)| h == "client" && *to == lb), "{pairs:?}");
+        assert!(pairs.iter().any(|(h, _)| h == "vault-1"), "{pairs:?}");
+    }
+
+    #[test]
     fn netlink_messages_round_trip_packet_ids() {
         let m = nfmsg(NFQNL_MSG_CONFIG, 5, 1, 0, &[(NFQA_CFG_CMD, vec![1, 0, 0, 0])]);
         assert_eq!(m.len(), 16 + 4 + 8);
