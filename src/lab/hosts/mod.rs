@@ -631,7 +631,7 @@ impl HostsLab {
     /// `purge`.
     pub fn down(&self, purge: bool) -> Result<Vec<String>> {
         let mut stopped = Vec::new();
-        let mut specs = vec![wan::relay_spec(&self.dir)?, self.haproxy_spec()];
+        let mut specs = vec![wan::relay_spec(&self.dir), self.haproxy_spec()];
         specs.extend(self.plan.nodes.iter().map(|n| self.bao_spec(&n.name)));
         let iface = self.plan.overlay.interface.clone();
         for h in &self.hosts {

@@ -109,14 +109,16 @@ pub fn vaultnix_bin() -> Result<std::path::PathBuf> {
         .ok_or_else(|| anyhow!("the WAN relay runs the vaultnix binary: set VAULTNIX_BIN or put vaultnix on PATH"))
 }
 
-pub fn relay_spec(dir: &Path) -> Result<crate::lab::process::ProcSpec> {
+/// The relay as a lab process. Stopping it needs only the pid file and the marker, so this never
+/// fails; starting it checks the binary first (`set_wan`).
+pub fn relay_spec(dir: &Path) -> crate::lab::process::ProcSpec {
     let marker = format!("--dir={}", dir.display());
-    Ok(crate::lab::process::ProcSpec {
+    crate::lab::process::ProcSpec {
         name: RELAY.into(),
-        program: vaultnix_bin()?,
+        program: vaultnix_bin().unwrap_or_else(|_| "vaultnix".into()),
         args: vec!["lab".into(), "wan-relay".into(), marker.clone()],
         marker,
-    })
+    }
 }
 
 fn ready_file(dir: &Path) -> std::path::PathBuf {
@@ -162,8 +164,9 @@ impl HostsLab {
         let mut t = serde_json::to_string_pretty(p)?;
         t.push('\n');
         crate::output::write_file_atomic(&self.dir.join(WAN_FILE), t.as_bytes(), false)?;
-        let spec = relay_spec(&self.dir)?;
+        let spec = relay_spec(&self.dir);
         if crate::lab::process::running(&self.dir, &spec).is_none() {
+            vaultnix_bin()?;
             let _ = std::fs::remove_file(ready_file(&self.dir));
             let pid = crate::lab::process::start(&self.dir, &spec)?;
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -197,7 +200,7 @@ impl HostsLab {
             let del: Vec<&str> = del.iter().map(String::as_str).collect();
             while self.output(&h, "iptables", &del, None).map(|o| o.status.success()).unwrap_or(false) {}
         }
-        crate::lab::process::stop(&self.dir, &relay_spec(&self.dir)?, libc::SIGTERM, Duration::from_secs(5))?;
+        crate::lab::process::stop(&self.dir, &relay_spec(&self.dir), libc::SIGTERM, Duration::from_secs(5))?;
         let _ = std::fs::remove_file(self.dir.join(WAN_FILE));
         let _ = std::fs::remove_file(ready_file(&self.dir));
         Ok(())
