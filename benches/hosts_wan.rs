@@ -9,6 +9,11 @@
 //! Run (root): `VAULTNIX_BAO=$PWD/.tools/bao-2.7.2/bao cargo bench --bench hosts_wan`
 //! Knobs: HOSTS_BENCH_MULTS (1,3,5), HOSTS_BENCH_RTTS (0,30,80,150), HOSTS_BENCH_TRIALS (5),
 //! HOSTS_BENCH_STEADY_S (30).
+//!
+//! `HOSTS_BENCH_MODE=blackout`: instead, per multiplier, one lab at the first RTT and
+//! HOSTS_BENCH_TRIALS blackouts of HOSTS_BENCH_BLACKOUT_MS (2000) — every cross-site packet dropped,
+//! like a tunnel or routing stall — each followed by recovery: did raft elect (sys/leader's
+//! active_time moved), how many writes failed, how long after the blackout the last one failed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -37,6 +42,9 @@ fn main() -> anyhow::Result<()> {
         std::env::set_var("VAULTNIX_BIN", root.join("target/debug/vaultnix"));
     }
     let base = std::fs::read_to_string(root.join("tests/specs/hosts.toml"))?;
+    if std::env::var("HOSTS_BENCH_MODE").as_deref() == Ok("blackout") {
+        return blackouts(&mults, rtts.first().copied().unwrap_or(80), n, &base);
+    }
     println!(
         "mult rtt_ms | up_s | disruption_med/max_ms failed/requests lost new_leader_med_ms write_p50/p99_ms | \
          +jitter10ms,loss1%: leader_changes write_p50/p99_ms failed/writes"
@@ -100,6 +108,47 @@ fn main() -> anyhow::Result<()> {
                 let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
                 writeln!(f, "{row}")?;
             }
+        }
+    }
+    Ok(())
+}
+
+fn blackouts(mults: &[u64], rtt: u64, n: usize, base: &str) -> anyhow::Result<()> {
+    let ms: u64 = std::env::var("HOSTS_BENCH_BLACKOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let out = std::env::var_os("HOSTS_BENCH_OUT");
+    println!("mult rtt_ms blackout_ms | elections/blackouts | failed/writes per blackout | last failure after the blackout (ms)");
+    for &m in mults {
+        let tmp = tempfile::tempdir()?;
+        let spec = tmp.path().join("spec.toml");
+        std::fs::write(&spec, with_multiplier(base, m as u8)?)?;
+        let dir = tmp.path().join("lab");
+        let wan = WanProfile { rtt_ms: rtt as f64, ..WanProfile::default() };
+        let r = (|| -> anyhow::Result<Vec<vaultnix::drill::hosts_target::BlackoutFigures>> {
+            let lab = HostsLab::up_with(Some(&spec), &dir, false, Some(wan))?;
+            let mut v = Vec::new();
+            for _ in 0..n {
+                v.push(vaultnix::drill::hosts_target::blackout(&lab, wan, Duration::from_millis(ms), 10.0)?);
+            }
+            Ok(v)
+        })();
+        if let Ok(l) = HostsLab::open(&dir) {
+            if let Err(e) = l.down(true) {
+                eprintln!("lab down failed: {e:#}");
+            }
+        }
+        match r {
+            Ok(v) => {
+                let el = v.iter().filter(|b| b.leadership_changed).count();
+                let f: Vec<String> = v.iter().map(|b| format!("{}/{}", b.failed, b.writes)).collect();
+                let t: Vec<String> = v.iter().map(|b| b.tail_ms.to_string()).collect();
+                println!("{m} {rtt} {ms} | {el}/{} | {} | {}", v.len(), f.join(" "), t.join(" "));
+                if let Some(p) = &out {
+                    use std::io::Write;
+                    let mut fh = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                    writeln!(fh, "{}", serde_json::json!({"multiplier": m, "rtt_ms": rtt, "blackouts": v}))?;
+                }
+            }
+            Err(e) => println!("{m} {rtt} {ms} | FAILED: {e:#}"),
         }
     }
     Ok(())

@@ -230,3 +230,68 @@ pub fn drill(
     }
     Ok(DrillReport::new(o.scenario, o.trials, o.rate_hz, o.drain, vec![r]))
 }
+
+/// What a WAN blackout did: whether the leadership changed (raft elected, even the same node again:
+/// `sys/leader`'s `active_time` moved) and what the writer through the LB saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlackoutFigures {
+    pub blackout_ms: u64,
+    pub leader_before: String,
+    pub leader_after: String,
+    pub leadership_changed: bool,
+    pub writes: usize,
+    pub failed: usize,
+    /// Blackout end → end of the last failed write (0 when none failed after it).
+    pub tail_ms: u64,
+}
+
+/// Every cross-site packet dropped (loss 100 %) for `blackout`, then `base` again; waits until the
+/// cluster is healthy and reads the leader again. A writer runs through the LB the whole time.
+pub fn blackout(lab: &HostsLab, base: WanProfile, blackout: Duration, rate_hz: f64) -> Result<BlackoutFigures> {
+    in_lb(lab, |rt, t| {
+        let c = t.cluster().clone();
+        rt.block_on(async move {
+            run::wait_ready(&c, Duration::from_secs(180)).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let before = c.lb.leader().await.map_err(|e| anyhow!("sys/leader: {e}"))?;
+            let name_before = super::probe::active(&c).await.unwrap_or_default();
+            let t0 = Instant::now();
+            let limit = Duration::from_secs(120);
+            let w = super::client::Writer::start(
+                c.lb.clone(),
+                super::client::WriterConfig {
+                    prefix: format!("blackout-{:x}", time::OffsetDateTime::now_utc().unix_timestamp_nanos()),
+                    rate_hz,
+                    timeout: Duration::from_secs(2),
+                    max_in_flight: 64,
+                    max_requests: (rate_hz * limit.as_secs_f64()).ceil() as usize + 1,
+                    max_duration: limit,
+                },
+                t0,
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            lab.set_wan(&WanProfile { loss_pct: 100.0, ..base })?;
+            tokio::time::sleep(blackout).await;
+            lab.set_wan(&base)?;
+            let end = t0.elapsed();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            run::wait_ready(&c, Duration::from_secs(90)).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let w = w.finish().await?;
+            let after = c.lb.leader().await.map_err(|e| anyhow!("sys/leader: {e}"))?;
+            let name_after = super::probe::active(&c).await.unwrap_or_default();
+            let failed: Vec<&super::checker::Op> =
+                w.ops.iter().filter(|o| o.outcome != super::checker::Outcome::Acked).collect();
+            let tail = failed.iter().map(|o| o.finished).max().map(|f| f.saturating_sub(end)).unwrap_or_default();
+            Ok(BlackoutFigures {
+                blackout_ms: blackout.as_millis() as u64,
+                leader_before: name_before.clone(),
+                leader_after: name_after.clone(),
+                leadership_changed: before.active_time != after.active_time || name_before != name_after,
+                writes: w.ops.len(),
+                failed: failed.len(),
+                tail_ms: tail.as_millis() as u64,
+            })
+        })
+    })
+}
