@@ -110,3 +110,31 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
         assert!(!hosts::net::netns_exists(ns), "{ns} left behind");
     }
 }
+
+#[test]
+fn wan_and_hosts_flags_reject_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = common::vaultnix().args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run(&["lab", "wan", "--dir", tmp.path().to_str().unwrap(), "rtt=fast"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("rtt=fast: not a duration"), "{err}");
+    let (code, err) = run(&["lab", "wan", "--dir", tmp.path().to_str().unwrap(), "rtt=80ms"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not a hosts lab"), "{err}");
+    let (code, err) = run(&["drill", "follower-isolate", "--trials", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("add --hosts"), "{err}");
+    let (code, err) = run(&["drill", "leader-crash", "--wan", "rtt=80ms"]);
+    assert_eq!(code, Some(2), "--wan without --hosts: {err}");
+    let (code, err) = run(&["drill", "leader-crash", "--hosts", "--wan", "loss=200%"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("loss=200%"), "{err}");
+    let (code, err) = run(&["drill", "partition", "--hosts", "--dir", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not a hosts lab"), "{err}");
+    // Nothing was written into the directory by any of these.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
