@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill ca-rollover --trials 2 --rate 25 --compare-mode   # begin/reissue/finish under the writer\n  vaultnix drill cert-renewal --trials 3 --rate 25\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO\n  vaultnix drill leader-crash --trials 2 --compare-mode --report ./report   # SVGs + offline index.html"
+    after_help = "Examples:\n  vaultnix drill leader-crash --spec tests/specs/lab.toml --trials 7\n  vaultnix drill leader-crash --trials 7 --compare-seed --output json\n  vaultnix drill leader-stepdown --drain --trials 5\n  vaultnix drill leader-stepdown --drain --trials 10 --timeout-ms 6000 --compare-mode\n  vaultnix drill partition --dir ./lab      # against a running `vaultnix lab`\n  vaultnix drill ca-rollover --trials 2 --rate 25 --compare-mode   # begin/reissue/finish under the writer\n  vaultnix drill cert-renewal --trials 3 --rate 25\n  vaultnix drill restore --secrets 10000    # save, restore into a fresh cluster, read back\n  vaultnix drill restore --secrets 10000 --from-repo   # the same through a restic repository: RPO/RTO\n  vaultnix drill leader-crash --trials 2 --compare-mode --report ./report   # SVGs + offline index.html\n  sudo vaultnix drill partition --hosts --spec tests/specs/hosts.toml --wan rtt=80ms   # real partition on a hosts lab"
 )]
 pub struct Args {
     /// What to break (`restore`: a snapshot restore rehearsal into a fresh cluster).
@@ -49,6 +49,13 @@ pub struct Args {
     /// restore: copy through a restic repository and restore from it; prints RPO and RTO.
     #[arg(long)]
     pub from_repo: bool,
+    /// Drill a hosts lab (root): a fresh one from --spec (torn down after), or the running one in --dir.
+    /// The faults are real: kill -9 on the host, partition = raft's port dropped both ways on the node.
+    #[arg(long, conflicts_with_all = ["compare_seed", "compare_mode"])]
+    pub hosts: bool,
+    /// --hosts: WAN between sites first, e.g. `rtt=80ms,jitter=10ms,loss=1%`.
+    #[arg(long, requires = "hosts")]
+    pub wan: Option<String>,
     /// Required to drill anything that is not a lab this command (or `vaultnix lab`) started.
     #[arg(long)]
     pub allow_destructive: bool,
@@ -78,6 +85,8 @@ pub enum Kind {
     CertRenewal,
     /// Stop the active node through its service's stop path (ExecStop drain, SIGTERM), restart it.
     LeaderStop,
+    /// --hosts only: a standby cut off the network for 10 s.
+    FollowerIsolate,
     Restore,
 }
 
@@ -91,10 +100,14 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Kind::CaRollover => Scenario::CaRollover,
         Kind::CertRenewal => Scenario::CertRenewal,
         Kind::LeaderStop => Scenario::LeaderStop,
+        Kind::FollowerIsolate if !a.hosts => {
+            return Err(CliError::invalid("follower-isolate needs a network to cut: add --hosts"));
+        }
+        Kind::FollowerIsolate => Scenario::FollowerIsolate,
         Kind::Restore => {
-            if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain {
+            if a.dir.is_some() || a.compare_seed || a.compare_mode || a.drain || a.hosts {
                 return Err(CliError::invalid(
-                    "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode and --drain do not apply",
+                    "the restore drill brings up its own labs: --dir, --compare-seed, --compare-mode, --drain and --hosts do not apply",
                 ));
             }
             if a.report.is_some() {
@@ -130,7 +143,23 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             return Err(CliError::invalid(format!("--report {}: exists and is not a directory", r.display())));
         }
     }
-    if let Some(dir) = &a.dir {
+    let wan = match &a.wan {
+        Some(w) => Some(
+            w.parse::<crate::lab::hosts::wan::WanProfile>().map_err(|e| CliError::invalid(format!("--wan: {e:#}")))?,
+        ),
+        None => None,
+    };
+    if a.hosts {
+        if let Some(dir) = &a.dir {
+            if crate::lab::hosts::read_state(dir).map_err(CliError::from)?.is_none() {
+                return Err(CliError::invalid(format!(
+                    "{} is not a hosts lab (no hosts.json): `vaultnix lab up --hosts --dir {}` first",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        }
+    } else if let Some(dir) = &a.dir {
         // A directory `vaultnix lab` manages holds lab.json; anything else is not ours to break.
         if crate::lab::read_state(dir).map_err(CliError::from)?.is_none() {
             if !a.allow_destructive {
@@ -158,7 +187,15 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         keep: a.keep,
         progress: !shell.quiet && a.output == OutputFormat::Text,
     };
-    let report = crate::api::block_on(lab_target::drill(&opts, shell))?;
+    let report = if a.hosts {
+        crate::lab::hosts::preflight().map_err(|e| CliError::failure(format!("{e:#}")))?;
+        let bar = lab_target::progress_bar(opts.progress, opts.trials as u64);
+        let r = crate::drill::hosts_target::drill(&opts, wan, &bar, shell);
+        bar.finish();
+        r?
+    } else {
+        crate::api::block_on(lab_target::drill(&opts, shell))?
+    };
     if let Some(dir) = &a.report {
         let files = crate::drill::plot::write(&report, dir).map_err(CliError::from)?;
         shell.note(format!("report: {} ({} files)", dir.join("index.html").display(), files.len()));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  vaultnix lab up --spec tests/specs/lab.toml\n  eval \"$(vaultnix lab env)\"; bao kv get secret/hello\n  vaultnix lab status\n  vaultnix lab down --purge"
+    after_help = "Examples:\n  vaultnix lab up --spec tests/specs/lab.toml\n  eval \"$(vaultnix lab env)\"; bao kv get secret/hello\n  vaultnix lab status\n  vaultnix lab down --purge\n  sudo vaultnix lab up --hosts --dir /tmp/hl --wan rtt=80ms,jitter=10ms,loss=1%\n  sudo vaultnix lab wan --dir /tmp/hl rtt=30ms    # or `off`"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -43,6 +43,22 @@ pub enum LabCommand {
         /// own addresses, real WireGuard, the NixOS firewall, the production files byte for byte.
         #[arg(long)]
         hosts: bool,
+        /// With --hosts: WAN latency, jitter and loss between sites, e.g. `rtt=80ms,jitter=10ms,loss=1%`.
+        #[arg(long, requires = "hosts")]
+        wan: Option<String>,
+    },
+    /// Set the WAN between the sites of a running hosts lab (`rtt=80ms,jitter=10ms,loss=1%`, or `off`).
+    Wan {
+        #[command(flatten)]
+        common: Common,
+        /// The profile: any of rtt=, jitter=, loss= (comma separated), or `off` to remove the WAN.
+        profile: String,
+    },
+    /// The WAN relay of a hosts lab (started by `lab up --hosts --wan` / `lab wan`; not for direct use).
+    #[command(hide = true)]
+    WanRelay {
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Run a command on a host of a hosts lab (BAO_ADDR etc. point at the load balancer).
     Exec {
@@ -136,9 +152,21 @@ fn machine(common: &Common, host: &str, action: MachineAction) -> CliResult {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
         LabCommand::Machine { common, host, action } => machine(&common, &host, action),
-        LabCommand::Up { common, hosts: true, no_bootstrap, .. } => {
-            let r =
-                crate::lab::hosts::HostsLab::up_with(common.spec.as_deref(), &common.dir, !shell.quiet, !no_bootstrap);
+        LabCommand::Up { common, hosts: true, no_bootstrap, wan, .. } => {
+            let wan = match wan {
+                Some(w) => Some(
+                    w.parse::<crate::lab::hosts::wan::WanProfile>()
+                        .map_err(|e| CliError::invalid(format!("--wan: {e:#}")))?,
+                ),
+                None => None,
+            };
+            let r = crate::lab::hosts::HostsLab::up_with(
+                common.spec.as_deref(),
+                &common.dir,
+                !shell.quiet,
+                !no_bootstrap,
+                wan,
+            );
             let lab = match r {
                 Ok(l) => l,
                 Err(e) => {
@@ -178,7 +206,26 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 Err(CliError::failure(format!("{} exited with {st}", command[0])))
             }
         }
-        LabCommand::Up { common, base, no_bootstrap, admin_token, hosts: false } => {
+        LabCommand::Wan { common, profile } => {
+            let p = profile
+                .parse::<crate::lab::hosts::wan::WanProfile>()
+                .map_err(|e| CliError::invalid(format!("{e:#}")))?;
+            let lab =
+                crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            if profile.trim() == "off" {
+                lab.clear_wan().map_err(|e| CliError::failure(format!("{e:#}")))?;
+                shell.status("WAN removed (rules and relay)");
+            } else {
+                lab.set_wan(&p).map_err(|e| CliError::failure(format!("{e:#}")))?;
+                shell.status(format!("WAN between sites: {p} ({} cross-site paths)", lab.wan_pairs().len()));
+            }
+            Ok(())
+        }
+        LabCommand::WanRelay { dir } => {
+            crate::lab::hosts::wan::run_relay(&dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            Ok(())
+        }
+        LabCommand::Up { common, base, no_bootstrap, admin_token, hosts: false, .. } => {
             let mut o = LabOptions::new(common.spec.clone(), &common.dir);
             o.base = base;
             o.bootstrap = !no_bootstrap;
@@ -223,6 +270,45 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             } else {
                 shell.status(format!("data kept in {} (`vaultnix lab up` resumes it)", lab.dir.display()));
             }
+            Ok(())
+        }
+        LabCommand::Status { common, output }
+            if crate::lab::hosts::read_state(&common.dir).ok().flatten().is_some() =>
+        {
+            let lab =
+                crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            if output == super::OutputFormat::Text {
+                for h in &lab.hosts {
+                    let up = if lab.anchor(&h.name).is_ok() { "up" } else { "DOWN" };
+                    println!(
+                        "host {:<10} {:<15} site {:<12} netns {} {up}",
+                        h.name,
+                        h.addr,
+                        lab.site(&h.name),
+                        lab.netns(&h.name)
+                    );
+                }
+                match crate::lab::hosts::wan::read_profile(&lab.dir).map_err(CliError::from)? {
+                    Some(p) => println!("WAN between sites: {p} ({} cross-site paths)", lab.wan_rules().len()),
+                    None => println!("WAN between sites: none"),
+                }
+            }
+            // The cluster is reached from the LB host, as the bootstrap does.
+            let ns = lab.netns(&lab.plan.lb.name);
+            crate::lab::hosts::enter::in_netns(&ns, || super::status::show(shell, &lab.plan, &lab.dir, output))
+                .map_err(|e| CliError::failure(format!("{e:#}")))?
+        }
+        LabCommand::Env { common } if crate::lab::hosts::read_state(&common.dir).ok().flatten().is_some() => {
+            let lab =
+                crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
+            for (k, v) in lab.env_vars() {
+                println!("export {k}={}", crate::lab::shell_quote(&v));
+            }
+            println!(
+                "# the addresses live in the lab's network: run clients on a host, e.g. `vaultnix lab exec --dir {} client -- bao status`, or `ip netns exec {} bao status`",
+                common.dir.display(),
+                lab.netns(crate::lab::hosts::CLIENT)
+            );
             Ok(())
         }
         LabCommand::Status { common, output } => {

@@ -293,7 +293,7 @@ pub fn with_lb_mode(text: &str, mode: &str) -> Result<String> {
     Ok(doc.to_string())
 }
 
-fn new_private_dir() -> Result<PathBuf> {
+pub(crate) fn new_private_dir() -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::temp_dir();
     for _ in 0..100 {
@@ -312,7 +312,7 @@ fn new_private_dir() -> Result<PathBuf> {
 /// The progress display: an indicatif bar on stderr, hidden when stderr is not a terminal.
 pub struct Bar(indicatif::ProgressBar);
 
-fn progress_bar(enabled: bool, len: u64) -> Bar {
+pub fn progress_bar(enabled: bool, len: u64) -> Bar {
     let pb = if enabled {
         indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr())
     } else {
@@ -327,7 +327,7 @@ fn progress_bar(enabled: bool, len: u64) -> Bar {
 }
 
 impl Bar {
-    fn finish(&self) {
+    pub fn finish(&self) {
         self.0.finish_and_clear();
     }
 }

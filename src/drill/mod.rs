@@ -3,6 +3,7 @@
 
 pub mod checker;
 pub mod client;
+pub mod hosts_target;
 pub mod lab_target;
 pub mod measure;
 pub mod plot;

@@ -21,6 +21,7 @@ pub enum Scenario {
     /// kill -9 a standby, restart it.
     FollowerCrash,
     /// Freeze the active node (SIGSTOP) until the others elected a leader, then let it go (SIGCONT).
+    /// On a hosts lab (`drill --hosts`) a real partition instead: raft's port dropped both ways.
     Partition,
     /// Every node down (kill -9), then up and unsealed.
     FullRestart,
@@ -31,6 +32,8 @@ pub enum Scenario {
     /// Stop the active node through the server unit's stop path (ExecStop `vaultnix node drain`, then
     /// SIGTERM), restart and unseal it: what `systemctl stop` / a reboot does on NixOS.
     LeaderStop,
+    /// Cut a standby off the network entirely (hosts lab: its link down) for 10 s, then reconnect it.
+    FollowerIsolate,
 }
 
 impl Scenario {
@@ -44,6 +47,7 @@ impl Scenario {
             Scenario::CaRollover => "ca-rollover",
             Scenario::CertRenewal => "cert-renewal",
             Scenario::LeaderStop => "leader-stop",
+            Scenario::FollowerIsolate => "follower-isolate",
         }
     }
 
@@ -86,7 +90,16 @@ pub trait Target {
         None
     }
     /// Stops one node the way its service manager does (ExecStop drain, then SIGTERM).
-    fn stop(&mut self, node: &str) -> impl Future<Output = Result<()>>;
+    /// (The hosts lab has no service manager's stop path yet: it refuses.)
+    fn stop(&mut self, node: &str) -> impl Future<Output = Result<()>> {
+        let _ = node;
+        async { bail!("this target has no stop path (ExecStop drain): `drill leader-stop` runs on the loopback lab") }
+    }
+    /// Cuts one node off the network (true) / reconnects it (false). Only targets with a network do.
+    fn isolate(&mut self, node: &str, isolated: bool) -> Result<()> {
+        let _ = (node, isolated);
+        bail!("isolating a node needs a network: use the hosts lab (`drill --hosts`)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +322,15 @@ async fn trial<T: Target>(
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }
             Scenario::CaRollover | Scenario::CertRenewal => bail!("rotations run in drill::rotation"),
+            Scenario::FollowerIsolate => {
+                let f = plan.nodes.iter().map(|n| n.name.clone()).find(|n| *n != old).context("no standby")?;
+                notes.push(format!("isolated standby {f} for 10 s"));
+                t.isolate(&f, true)?;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                t.isolate(&f, false)?;
+                wait_voter(&c, &f, limit).await?;
+                tl.old_node_healthy_at = Some(t0.elapsed());
+            }
             Scenario::FullRestart => {
                 for n in &plan.nodes {
                     t.kill(&n.name)?;
@@ -340,9 +362,9 @@ async fn trial<T: Target>(
         tl.lb_events = lw.events;
     }
     fault_result?;
-    if let (Scenario::FollowerCrash, Some(a)) = (o.scenario, probe::active(&c).await) {
+    if let (Scenario::FollowerCrash | Scenario::FollowerIsolate, Some(a)) = (o.scenario, probe::active(&c).await) {
         if a != old {
-            notes.push(format!("leader changed to {a} although only a standby was killed"));
+            notes.push(format!("leader changed to {a} although only a standby was faulted"));
             new_leader = Some(a);
         }
     }

@@ -411,7 +411,7 @@ impl Lab {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@".contains(c)) {
         s.to_string()
     } else {

@@ -15,6 +15,7 @@ pub mod enter;
 pub mod firewall;
 pub mod machine;
 pub mod net;
+pub mod wan;
 
 use super::process::{self, ProcSpec};
 use crate::generate::{generate, GenerateOptions};
@@ -259,12 +260,19 @@ impl HostsLab {
     /// Generates (production layout), builds the network, starts every host, WireGuard, the firewall,
     /// bao and HAProxy, bootstraps and waits until ready. On error the caller runs `down`.
     pub fn up(spec: Option<&Path>, dir: &Path, progress: bool) -> Result<HostsLab> {
-        Self::up_with(spec, dir, progress, true)
+        Self::up_with(spec, dir, progress, true, None)
     }
 
     /// `up`; without `bootstrap` it returns once the processes run and the file check passed, with
     /// the cluster uninitialized (what the VM tests start from: their scripts run `operator init`).
-    pub fn up_with(spec: Option<&Path>, dir: &Path, progress: bool, bootstrap: bool) -> Result<HostsLab> {
+    /// `wan`: a WAN profile between sites, in place before bao starts (the cluster forms over it).
+    pub fn up_with(
+        spec: Option<&Path>,
+        dir: &Path,
+        progress: bool,
+        bootstrap: bool,
+        wan: Option<wan::WanProfile>,
+    ) -> Result<HostsLab> {
         preflight()?;
         let dir = crate::output::absolute(dir)?;
         std::fs::create_dir_all(&dir)?;
@@ -318,6 +326,10 @@ impl HostsLab {
         }
         for h in lab.hosts.clone() {
             lab.load_firewall(&h)?;
+        }
+        if let Some(w) = &wan {
+            lab.set_wan(w)?;
+            say(&format!("WAN between sites: {w}"));
         }
         for n in lab.plan.nodes.clone() {
             lab.start_proc(&lab.bao_spec(&n.name), &n.name)?;
@@ -638,7 +650,7 @@ impl HostsLab {
     /// `purge`.
     pub fn down(&self, purge: bool) -> Result<Vec<String>> {
         let mut stopped = Vec::new();
-        let mut specs = vec![self.haproxy_spec()];
+        let mut specs = vec![wan::relay_spec(&self.dir), self.haproxy_spec()];
         specs.extend(self.plan.nodes.iter().map(|n| self.bao_spec(&n.name)));
         let iface = self.plan.overlay.interface.clone();
         for h in &self.hosts {
@@ -673,7 +685,7 @@ impl HostsLab {
                     std::fs::remove_dir_all(&p)?;
                 }
             }
-            for f in ["manifest.json", paths::GITIGNORE] {
+            for f in ["manifest.json", paths::GITIGNORE, wan::WAN_FILE] {
                 let _ = std::fs::remove_file(self.dir.join(f));
             }
             let _ = std::fs::remove_dir(&self.dir);
@@ -682,6 +694,49 @@ impl HostsLab {
     }
 
     // ---- faults -------------------------------------------------------------------------------
+
+    /// kill -9 a node's bao (the pid its pid file names, checked against its config).
+    pub fn kill_node(&self, node: &str) -> Result<()> {
+        let spec = self.bao_spec(node);
+        let pid = process::running(&self.dir, &spec).ok_or_else(|| anyhow!("{node} is not running"))?;
+        // SAFETY: kill(2) on a pid read from this lab's pid file and checked by its cmdline.
+        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } != 0 {
+            bail!("cannot kill {node} (pid {pid}): {}", std::io::Error::last_os_error());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process::running(&self.dir, &spec).is_some() {
+            if Instant::now() > deadline {
+                bail!("{node} (pid {pid}) survived SIGKILL for 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+    /// Starts a node's bao on its host again (sealed).
+    pub fn start_node(&self, node: &str) -> Result<u32> {
+        self.start_proc(&self.bao_spec(node), node)
+    }
+    /// The HAProxy admin socket, reached through the LB host's mount namespace.
+    pub fn haproxy_admin_socket(&self) -> Result<PathBuf> {
+        let pid = process::running(&self.dir, &self.haproxy_spec()).context("haproxy is not running")?;
+        Ok(PathBuf::from(format!("/proc/{pid}/root{}", Layout::NixOs.haproxy_admin_socket())))
+    }
+    /// A real partition of `node` from the other servers: raft's port dropped in both directions
+    /// (the seed's INPUT-only rule leaves the node's own outbound connections working).
+    pub fn partition_full(&self, node: &str) -> Result<()> {
+        let p = self.plan.cluster_port.to_string();
+        for chain in ["INPUT", "OUTPUT"] {
+            self.run(node, "iptables", &["-A", chain, "-p", "tcp", "--dport", &p, "-j", "DROP"], None)?;
+        }
+        Ok(())
+    }
+    pub fn heal_partition_full(&self, node: &str) -> Result<()> {
+        let p = self.plan.cluster_port.to_string();
+        for chain in ["INPUT", "OUTPUT"] {
+            self.run(node, "iptables", &["-D", chain, "-p", "tcp", "--dport", &p, "-j", "DROP"], None)?;
+        }
+        Ok(())
+    }
 
     /// The seed's partition: `iptables -A INPUT -p tcp --dport 8201 -j DROP` on `node`.
     pub fn partition(&self, node: &str) -> Result<()> {
