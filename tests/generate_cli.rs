@@ -38,7 +38,7 @@ fn the_example_generates_every_file_and_prints_its_quorum_math() {
     let o = generate(None, &out, &[]);
     let text = stdout(&o);
     assert!(text.contains("3 voter(s) — quorum 2, tolerates 1 failure(s)"), "{text}");
-    assert!(text.contains("30 added, 0 changed, 0 removed"), "{text}");
+    assert!(text.contains("33 added, 0 changed, 0 removed"), "{text}");
     assert!(stderr(&o).contains("using the built-in example"), "{}", stderr(&o));
     let names: Vec<String> = files(&out).into_keys().collect();
     let mut want: Vec<String> = [
@@ -62,6 +62,7 @@ fn the_example_generates_every_file_and_prints_its_quorum_math() {
             "flake/nodes/{}.nix",
             "flake/nodes/{}.server.json",
             "flake/nodes/{}.backup.json",
+            "flake/nodes/{}.drain.json",
             "flake/pki/{}.crt",
             "secrets/{}.key",
             "secrets/{}.wg.key",
@@ -200,7 +201,7 @@ fn rerunning_generate_changes_nothing_and_writes_nothing() {
     let stamps: Vec<_> = files(&out).keys().map(|k| stamp(&out.join(k))).collect();
     let dir_stamp = stamp(&out);
     let o = generate(None, &out, &[]);
-    assert!(stdout(&o).contains("already up to date (30 files); nothing written"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("already up to date (33 files); nothing written"), "{}", stdout(&o));
     assert!(!stdout(&o).contains("created") && !stdout(&o).contains("issued"), "{}", stdout(&o));
     assert_eq!(tree(&out), before, "CA, keys, certs and configs must be byte-identical");
     assert_eq!(files(&out).keys().map(|k| stamp(&out.join(k))).collect::<Vec<_>>(), stamps, "a file was rewritten");
@@ -243,7 +244,7 @@ fn check_passes_on_a_fresh_tree_and_lists_drift() {
     generate(None, &out, &["--quiet"]);
     let (code, text) = check(None, &out);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("up to date (30 files)"), "{text}");
+    assert!(text.contains("up to date (33 files)"), "{text}");
 
     // One of each kind of drift, each found alone and all together.
     let edit = |out: &Path| {
