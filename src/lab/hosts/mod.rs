@@ -48,6 +48,10 @@ pub struct HostsState {
     pub hosts: BTreeMap<String, IpAddr>,
     /// The byte-identity check: file the host runs -> (its sha256, the generated file's sha256).
     pub checks: Vec<FileCheck>,
+    /// Where each machine's NixOS nftables file was taken from (`$VAULTNIX_HOSTS_NIXOS_FIREWALL` at
+    /// `up`: `<dir>/<machine>.nft`); None: firewall.rs's ruleset.
+    #[serde(default)]
+    pub nixos_firewall: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,6 +293,7 @@ impl HostsLab {
             bao: super::find_bao()?,
             haproxy: super::find_haproxy()?,
             hosts: hosts.iter().map(|h| (h.name.clone(), h.addr)).collect(),
+            nixos_firewall: nixos_firewall_dir(&hosts)?,
             ..HostsState::default()
         };
         let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
@@ -607,7 +612,10 @@ impl HostsLab {
     }
 
     fn load_firewall(&self, h: &Host) -> Result<()> {
-        let r = self.ruleset(h);
+        let r = match (&self.state.nixos_firewall, &h.machine) {
+            (Some(d), Some(_)) => nixos_ruleset(&d.join(format!("{}.nft", h.name)))?,
+            _ => self.ruleset(h),
+        };
         std::fs::write(self.host_dir(&h.name).join("nftables.conf"), &r)?;
         self.run(&h.name, "nft", &["-f", "-"], Some(r.as_bytes())).map(|_| ())
     }
@@ -770,6 +778,32 @@ impl HostsLab {
         let lb = self.plan.lb.ip.to_string();
         self.run(node, "iptables", &["-D", "INPUT", "-s", &lb, "-j", "DROP"], None).map(|_| ())
     }
+}
+
+/// `$VAULTNIX_HOSTS_NIXOS_FIREWALL`: a directory with `<machine>.nft` for every machine of the plan,
+/// the file NixOS's nftables service loads (`systemd.services.nftables` ExecStart's script, read back
+/// from evaluating the generated `nodes/<machine>.nix` with our modules; tests/hosts_lab.rs does that
+/// against the nixpkgs-subset fixture). Checked here, before anything is created.
+fn nixos_firewall_dir(hosts: &[Host]) -> Result<Option<PathBuf>> {
+    let Some(d) = std::env::var_os("VAULTNIX_HOSTS_NIXOS_FIREWALL").filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let d = crate::output::absolute(Path::new(&d))?;
+    for h in hosts.iter().filter(|h| h.machine.is_some()) {
+        let f = d.join(format!("{}.nft", h.name));
+        if !f.is_file() {
+            bail!("$VAULTNIX_HOSTS_NIXOS_FIREWALL: {} is missing (one NixOS nftables file per machine)", f.display());
+        }
+    }
+    Ok(Some(d))
+}
+
+/// NixOS's nftables file without its `include` lines: the service first loads the deletions of the
+/// previous generation (files of the running system); a fresh host has none, as in upstream's own
+/// `nft -c` check of the ruleset.
+fn nixos_ruleset(file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(text.lines().filter(|l| !l.trim_start().starts_with("include ")).collect::<Vec<_>>().join("\n") + "\n")
 }
 
 fn hex(b: &[u8]) -> String {
