@@ -34,55 +34,6 @@ fn mounts_under(p: &Path) -> Vec<String> {
     m.lines().filter(|l| l.contains(&*p.display().to_string())).map(str::to_string).collect()
 }
 
-/// The nftables file NixOS loads on each machine of `spec` (`systemd.services.nftables`'s ExecStart
-/// script), read back from evaluating the generated `nodes/<machine>.nix` with our modules against the
-/// nixpkgs-subset fixture (tests/nix/eval-node.nix), one `<machine>.nft` per machine in `into`. None,
-/// said loudly, where the fixture is absent (a machine without ../shared: tier (c) of tests/nix/eval.sh):
-/// the hosts then load firewall.rs's ruleset, built from the same data.
-fn nixos_rulesets(spec: &Path, into: &Path) -> Option<PathBuf> {
-    let subset = std::env::var_os("NIXPKGS_SUBSET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::root().join("../shared/nixpkgs-subset"));
-    if !subset.join("eval.nix").is_file() {
-        eprintln!(
-            "NOTE: no nixpkgs-subset fixture at {}: the hosts load firewall.rs's ruleset, NOT the one NixOS evaluates",
-            subset.display()
-        );
-        return None;
-    }
-    let gen = into.join("generated");
-    let o = common::generate(Some(spec), &gen, &["--quiet"]);
-    assert!(o.status.success(), "generate: {}", String::from_utf8_lossy(&o.stderr));
-    let eval_node = common::root().join("tests/nix/eval-node.nix");
-    let dir = into.join("nft");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut n = 0;
-    for e in std::fs::read_dir(gen.join("flake/nodes")).unwrap() {
-        let f = e.unwrap().path();
-        let Some(name) = f.file_name().and_then(|x| x.to_str()).and_then(|x| x.strip_suffix(".nix")) else { continue };
-        let expr = format!(
-            "let r = import {} {{ subset = {}; modules = [ {} ]; }}; in (builtins.elemAt r.config.systemd.services.nftables.serviceConfig.ExecStart 1).text",
-            eval_node.display(),
-            subset.display(),
-            f.display()
-        );
-        // stdout only: Debian's nix warns on stderr (no nixbld group), never parsed.
-        let o = std::process::Command::new("nix-instantiate")
-            .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", &expr])
-            .env("NIX_CONFIG", "build-users-group =")
-            .output()
-            .expect("nix-instantiate (scripts/install-tools.sh installs nix-bin)");
-        assert!(o.status.success(), "evaluating {name}'s nftables file: {}", String::from_utf8_lossy(&o.stderr));
-        let text: String = serde_json::from_slice(&o.stdout).expect("a JSON string");
-        assert!(text.contains("table inet nixos-fw"), "{name}: {text}");
-        std::fs::write(dir.join(format!("{name}.nft")), text).unwrap();
-        n += 1;
-    }
-    assert!(n >= 4, "one nftables file per machine: {n}");
-    eprintln!("hosts load NixOS's own nftables files ({n} machines, evaluated against {})", subset.display());
-    Some(dir)
-}
-
 #[test]
 fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     // SAFETY: geteuid has no preconditions.
@@ -94,7 +45,7 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
     let guard = Guard(dir.clone());
-    let nixos_fw = nixos_rulesets(&common::spec("hosts.toml"), tmp.path());
+    let nixos_fw = common::nixos_rulesets(&common::spec("hosts.toml"), tmp.path());
     if let Some(d) = &nixos_fw {
         // Read by HostsLab::up (this test binary runs this one test: no other thread reads the env).
         std::env::set_var("VAULTNIX_HOSTS_NIXOS_FIREWALL", d);

@@ -4,6 +4,8 @@
 //! `scripts/install-tools.sh` (mypy, nc); without them the tests FAIL with the reason (never skip).
 //! Every lab is removed by the driver, and again by a Drop guard when the driver died midway.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -59,6 +61,15 @@ fn run(test: &str, script: Option<&Path>) -> (bool, String, String) {
     let guard = Guard(dir.clone());
     let mut c = driver();
     c.args(["run", "--test", test, "--vaultnix", env!("CARGO_BIN_EXE_vaultnix"), "--dir"]).arg(&dir);
+    // The machines load the nftables files NixOS evaluates for them (where the fixture exists), as
+    // the VMs do.
+    let spec = root().join(match test {
+        "wireguard" => "vm-tests/cluster-wireguard.toml",
+        _ => "vm-tests/cluster.toml",
+    });
+    if let Some(d) = common::nixos_rulesets(&spec, tmp.path()) {
+        c.env("VAULTNIX_HOSTS_NIXOS_FIREWALL", d);
+    }
     if let Some(s) = script {
         c.arg("--script").arg(s);
     }

@@ -101,3 +101,52 @@ pub fn bao() -> PathBuf {
 pub fn bao_2_6() -> PathBuf {
     tool("VAULTNIX_BAO_2_6", concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bao-2.6.2/bao"))
 }
+
+/// The nftables file NixOS loads on each machine of `spec` (`systemd.services.nftables`'s ExecStart
+/// script), read back from evaluating the generated `nodes/<machine>.nix` with our modules against the
+/// nixpkgs-subset fixture (tests/nix/eval-node.nix), one `<machine>.nft` per machine in `into`. None,
+/// said loudly, where the fixture is absent (a machine without ../shared: tier (c) of tests/nix/eval.sh):
+/// the hosts then load firewall.rs's ruleset, built from the same data.
+pub fn nixos_rulesets(spec: &Path, into: &Path) -> Option<PathBuf> {
+    let subset = std::env::var_os("NIXPKGS_SUBSET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/nixpkgs-subset"));
+    if !subset.join("eval.nix").is_file() {
+        eprintln!(
+            "NOTE: no nixpkgs-subset fixture at {}: the hosts load firewall.rs's ruleset, NOT the one NixOS evaluates",
+            subset.display()
+        );
+        return None;
+    }
+    let gen = into.join("generated");
+    let o = generate(Some(spec), &gen, &["--quiet"]);
+    assert!(o.status.success(), "generate: {}", String::from_utf8_lossy(&o.stderr));
+    let eval_node = root().join("tests/nix/eval-node.nix");
+    let dir = into.join("nft");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(gen.join("flake/nodes")).unwrap() {
+        let f = e.unwrap().path();
+        let Some(name) = f.file_name().and_then(|x| x.to_str()).and_then(|x| x.strip_suffix(".nix")) else { continue };
+        let expr = format!(
+            "let r = import {} {{ subset = {}; modules = [ {} ]; }}; in (builtins.elemAt r.config.systemd.services.nftables.serviceConfig.ExecStart 1).text",
+            eval_node.display(),
+            subset.display(),
+            f.display()
+        );
+        // stdout only: Debian's nix warns on stderr (no nixbld group), never parsed.
+        let o = std::process::Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", &expr])
+            .env("NIX_CONFIG", "build-users-group =")
+            .output()
+            .expect("nix-instantiate (scripts/install-tools.sh installs nix-bin)");
+        assert!(o.status.success(), "evaluating {name}'s nftables file: {}", String::from_utf8_lossy(&o.stderr));
+        let text: String = serde_json::from_slice(&o.stdout).expect("a JSON string");
+        assert!(text.contains("table inet nixos-fw"), "{name}: {text}");
+        std::fs::write(dir.join(format!("{name}.nft")), text).unwrap();
+        n += 1;
+    }
+    assert!(n >= 4, "one nftables file per machine: {n}");
+    eprintln!("hosts load NixOS's own nftables files ({n} machines, evaluated against {})", subset.display());
+    Some(dir)
+}
