@@ -46,6 +46,13 @@ let
         comment = "vaultnix: raft peers by address";
       }
     ))
+    (lib.optionalString (server.enable && server.drain.enable && cfg.agentAllowedCIDRs != [ ]) (
+      vlib.nftAcceptFrom {
+        cidrs = cfg.agentAllowedCIDRs;
+        ports = [ server.drain.agentPort ];
+        comment = "vaultnix: drain agent from the load balancer";
+      }
+    ))
     (lib.optionalString (cfg.sshAllowedCIDRs != [ ]) (
       vlib.nftAcceptFrom {
         cidrs = cfg.sshAllowedCIDRs;
@@ -86,6 +93,17 @@ in
         (host addresses) or `"tailscale"` (their tailnet addresses: a tailnet carries every device
         of the tailnet, so its interface is not trusted). With WireGuard leave it empty: the
         interface carries only the cluster's machines and is trusted for both.
+      '';
+    };
+
+    agentAllowedCIDRs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "10.88.0.10/32" ];
+      description = ''
+        Source networks admitted to a server's drain agent ({option}`vaultnix.server.drain.agentPort`,
+        polled by HAProxy's agent-check) when {option}`vaultnix.server.drain.enable` is set: the load
+        balancer's address only.
       '';
     };
 

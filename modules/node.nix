@@ -31,6 +31,7 @@ let
   unit = vlib.unitOf cfg.engine;
   credentialsDir = "/run/credentials/${unit}.service";
   settings = lib.importJSON cfg.settingsFile;
+  drainSettings = lib.importJSON cfg.drain.configFile;
 
   listeners = lib.attrValues (settings.listener or { });
   keyFilesInJson = lib.filter (k: k != null) (map (l: l.tls_key_file or null) listeners);
@@ -172,6 +173,18 @@ in
           type = types.ints.positive;
           default = 90;
           description = "The unit's TimeoutStopSec: above the drain's own bound (timeout_seconds, 60 s rendered).";
+        };
+        agentPort = mkOption {
+          type = types.nullOr types.port;
+          readOnly = true;
+          default = if cfg.drain.configFile != null then drainSettings.agent.port or null else null;
+          defaultText = literalExpression "(lib.importJSON configFile).agent.port";
+          description = ''
+            The port of this node's drain agent (`vaultnix node agent`, unit `vaultnix-drain-agent`), from
+            the drain configuration: HAProxy's `agent-check` polls it, and the stop path drains the node at
+            the load balancer through it before the step-down. Opened to the load balancer only
+            ({option}`vaultnix.firewall.agentAllowedCIDRs`).
+          '';
         };
       };
 
@@ -374,7 +387,56 @@ in
 
       (mkIf cfg.drain.enable {
         # services.vault sets TimeoutStopSec too: ours wins, at a priority of its own.
-        systemd.services.${unit}.serviceConfig.TimeoutStopSec = lib.mkOverride 90 cfg.drain.timeoutStopSec;
+        systemd.services.${unit} = {
+          serviceConfig.TimeoutStopSec = lib.mkOverride 90 cfg.drain.timeoutStopSec;
+          # The agent starts before the server and so stops after it: it still answers the load
+          # balancer while the server's ExecStop drains the node through it.
+          wants = [ "vaultnix-drain-agent.service" ];
+          after = [ "vaultnix-drain-agent.service" ];
+        };
+        # HAProxy's agent-check target (ops/agent.rs). Reads nothing secret; the stop path reaches it
+        # on control.sock in its RuntimeDirectory, where only root or the server's own user may drain
+        # (checked per request with SO_PEERCRED against the server's process).
+        systemd.services.vaultnix-drain-agent = {
+          description = "vaultnix drain agent of ${unit} (HAProxy agent-check)";
+          wantedBy = [ "multi-user.target" ];
+          wants = top.overlay.readyUnits;
+          after = top.overlay.readyUnits;
+          serviceConfig = {
+            ExecStart = "${lib.getExe' cfg.drain.package "vaultnix"} node agent --config ${cfg.drain.configFile}";
+            DynamicUser = true;
+            RuntimeDirectory = "vaultnix-drain-agent";
+            RuntimeDirectoryMode = "0755";
+            # It binds the node's (overlay) address, which may come up after it.
+            Restart = "always";
+            RestartSec = 1;
+            CapabilityBoundingSet = "";
+            LockPersonality = true;
+            NoNewPrivileges = true;
+            PrivateDevices = true;
+            PrivateTmp = true;
+            ProtectClock = true;
+            ProtectControlGroups = true;
+            ProtectHome = true;
+            ProtectHostname = true;
+            ProtectKernelLogs = true;
+            ProtectKernelModules = true;
+            ProtectKernelTunables = true;
+            ProtectSystem = "strict";
+            RestrictAddressFamilies = [
+              "AF_INET"
+              "AF_INET6"
+              "AF_UNIX"
+            ];
+            RestrictNamespaces = true;
+            RestrictRealtime = true;
+            SystemCallArchitectures = "native";
+            SystemCallFilter = [
+              "@system-service"
+              "~@privileged"
+            ];
+          };
+        };
       })
 
       (mkIf (cfg.engine == "openbao") {

@@ -20,6 +20,27 @@ fn stopping_the_active_node_through_the_stop_path_fails_nothing() {
     let cfg = vaultnix::ops::drain::load_config(&handle.dir().join("flake/nodes/vault-1.drain.json")).unwrap();
     assert_eq!(cfg.node, "vault-1");
     assert!(handle.dir().join("secrets/drain-token").is_file());
+    // The same stop path as on NixOS, where the LB is another host: through each node's drain agent
+    // (HAProxy agent-check), not the admin socket. Every node's agent answers HAProxy.
+    let agent = cfg.agent.clone().expect("the drain config names the node's agent");
+    assert_eq!(agent.port, 8202);
+    let sock = handle.dir().join("run/haproxy.sock");
+    vaultnix::api::block_on(async {
+        for n in ["vault-1", "vault-2", "vault-3"] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let st = vaultnix::ops::lb::stat_field(&sock, "vault_active", n, "agent_status").await.unwrap();
+                if st.trim() == "L7OK" {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{n}: HAProxy's agent check is {st:?}, not L7OK");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        // A drain request from anyone but root or the server's user is refused (here: no such process).
+        assert!(vaultnix::ops::agent::set(&agent, "down", 4_294_967_294).await.is_err());
+        assert_eq!(vaultnix::ops::agent::request(&agent, "status").await.unwrap().split(' ').next(), Some("up"));
+    });
     let lab = Lab::open(handle.dir(), Some(&spec)).unwrap();
 
     let report = vaultnix::api::block_on(async move {

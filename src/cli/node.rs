@@ -35,6 +35,19 @@ pub enum Cmd {
         after_help = "Example:\n  vaultnix node drain --config /etc/vaultnix/drain.json\nThe config is the rendered nodes/<node>.drain.json; its token is `vaultnix bootstrap --drain-token`'s."
     )]
     Drain(DrainArgs),
+    /// The drain agent HAProxy's agent-check polls on this node (the `vaultnix-drain-agent` unit): it
+    /// answers `up ready`, or `drain`/`down` while this node's stop is draining it at the LB.
+    #[command(
+        after_help = "Example:\n  vaultnix node agent --config /etc/vaultnix/drain.json\nListens on the config's agent.ip:agent.port (cluster.agent_port, default 8202); reachable from the LB only."
+    )]
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The rendered nodes/<node>.drain.json (its `agent` section).
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +55,10 @@ pub struct DrainArgs {
     /// The rendered nodes/<node>.drain.json.
     #[arg(long)]
     pub config: PathBuf,
+    /// The server process being stopped: the agent answers `down` only while it runs. Default: $MAINPID,
+    /// which systemd sets for ExecStop.
+    #[arg(long, env = "MAINPID")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,7 +162,18 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         Cmd::Replace(x) => super::recover::node_replace(shell, x),
         Cmd::Drain(x) => {
             // A stop must go on whatever happens here: report and exit 0.
-            shell.status(crate::ops::drain::drain_for_stop(&x.config));
+            shell.status(crate::ops::drain::drain_for_stop(&x.config, x.pid));
+            Ok(())
+        }
+        Cmd::Agent(x) => {
+            let c = crate::ops::drain::load_config(&x.config)?;
+            let a = c.agent.ok_or_else(|| {
+                super::CliError::invalid(format!(
+                    "{}: no `agent` section (re-run `vaultnix generate`)",
+                    x.config.display()
+                ))
+            })?;
+            super::status::runtime()?.block_on(crate::ops::agent::serve(&a))?;
             Ok(())
         }
         Cmd::Remove(x) => {

@@ -32,6 +32,9 @@ pub struct LabState {
     pub spec: Option<PathBuf>,
     pub bao: PathBuf,
     pub haproxy: PathBuf,
+    /// The `vaultnix` binary the nodes' drain agents run (`vaultnix node agent`), as on NixOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vaultnix: Option<PathBuf>,
 }
 
 pub const STATE_FILE: &str = "lab.json";
@@ -68,6 +71,29 @@ pub fn find_haproxy() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no `haproxy` binary on PATH (set VAULTNIX_HAPROXY)"))
 }
 
+/// The `vaultnix` binary lab processes run (drain agents, the WAN relay): $VAULTNIX_BIN, this
+/// executable when it is `vaultnix`, the `vaultnix` Cargo built next to this (test) executable, else
+/// `vaultnix` on PATH.
+pub fn find_vaultnix() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VAULTNIX_BIN").filter(|p| !p.is_empty()) {
+        return Ok(p.into());
+    }
+    if let Ok(p) = std::env::current_exe() {
+        if p.file_name().is_some_and(|n| n == "vaultnix") {
+            return Ok(p);
+        }
+        // target/<profile>/deps/<test binary> -> target/<profile>/vaultnix
+        if let Some(b) = p.parent().filter(|d| d.ends_with("deps")).and_then(Path::parent).map(|d| d.join("vaultnix")) {
+            if b.is_file() {
+                return Ok(b);
+            }
+        }
+    }
+    which("vaultnix").ok_or_else(|| {
+        anyhow!("the lab runs the vaultnix binary (drain agents): set VAULTNIX_BIN or put vaultnix on PATH")
+    })
+}
+
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
@@ -75,7 +101,13 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 
 /// Ports a lab binds on each of its addresses.
 fn lab_ports(plan: &Plan) -> Vec<u16> {
-    vec![plan.api_port, plan.cluster_port, plan.lb.stats_port, Layout::Lab(PathBuf::new()).metrics_port()]
+    vec![
+        plan.api_port,
+        plan.cluster_port,
+        plan.agent_port,
+        plan.lb.stats_port,
+        Layout::Lab(PathBuf::new()).metrics_port(),
+    ]
 }
 
 /// Picks a random free base 127.X.Y.10 (the LB; nodes at .11, .12, ...): every address and port a lab of
@@ -201,7 +233,8 @@ impl Lab {
         }
         let spec = spec.or_else(|| prev.as_ref().and_then(|p| p.spec.clone()));
         let plan = lab_plan(spec.as_deref(), base)?;
-        let state = LabState { base, spec, bao: find_bao()?, haproxy: find_haproxy()? };
+        let state =
+            LabState { base, spec, bao: find_bao()?, haproxy: find_haproxy()?, vaultnix: Some(find_vaultnix()?) };
         let lab = Lab { dir: dir.clone(), plan, state };
         let any_running = lab.procs().iter().any(|p| process::running(&dir, p).is_some());
         let mut generated = false;
@@ -282,10 +315,10 @@ impl Lab {
         e.context(format!("lab bootstrap failed; process logs are in {}", self.dir.join("logs").display()))
     }
 
-    /// Every process of the lab: the nodes, then HAProxy.
+    /// Every process of the lab: the nodes' drain agents, the nodes, then HAProxy.
     pub fn procs(&self) -> Vec<ProcSpec> {
-        let mut v: Vec<ProcSpec> =
-            self.plan.nodes.iter().map(|n| node_spec(&self.dir, &self.state.bao, &n.name)).collect();
+        let mut v: Vec<ProcSpec> = self.agent_procs();
+        v.extend(self.plan.nodes.iter().map(|n| node_spec(&self.dir, &self.state.bao, &n.name)));
         v.push(haproxy_spec(&self.dir, &self.state.haproxy));
         // HAProxy processes replaced by a reload that still finish their sessions (stopped first).
         v.extend(process::old_haproxy_specs(&self.dir, &self.state.haproxy));
@@ -301,7 +334,17 @@ impl Lab {
         process::reload_haproxy(&self.dir, &haproxy_spec(&self.dir, &self.state.haproxy))
     }
 
+    /// `vaultnix node agent` per node, with the node's rendered drain.json (labs recorded before the
+    /// agent existed have none).
+    fn agent_procs(&self) -> Vec<ProcSpec> {
+        let Some(bin) = &self.state.vaultnix else { return Vec::new() };
+        self.plan.nodes.iter().map(|n| process::agent_spec(&self.dir, bin, &n.name)).collect()
+    }
+
     pub fn proc(&self, name: &str) -> Result<ProcSpec> {
+        if let Some(p) = self.agent_procs().into_iter().find(|p| p.name == name) {
+            return Ok(p);
+        }
         if name == HAPROXY {
             return Ok(haproxy_spec(&self.dir, &self.state.haproxy));
         }
@@ -337,10 +380,12 @@ impl Lab {
     /// caller's runtime (a drill's writer keeps sending meanwhile).
     pub async fn stop_async(&self, name: &str) -> Result<bool> {
         let p = self.proc(name)?;
-        if name != HAPROXY && process::running(&self.dir, &p).is_some() {
-            let cfg = self.dir.join(crate::render::layout::paths::drain_json(name));
-            if cfg.exists() {
-                eprintln!("{name}: {}", crate::ops::drain::drain_for_stop_async(&cfg).await);
+        if self.plan.node(name).is_some() {
+            if let Some(pid) = process::running(&self.dir, &p) {
+                let cfg = self.dir.join(crate::render::layout::paths::drain_json(name));
+                if cfg.exists() {
+                    eprintln!("{name}: {}", crate::ops::drain::drain_for_stop_async(&cfg, Some(pid)).await);
+                }
             }
         }
         let dir = self.dir.clone();

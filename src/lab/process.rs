@@ -28,6 +28,17 @@ pub fn node_spec(dir: &Path, bao: &Path, node: &str) -> ProcSpec {
     ProcSpec { name: node.to_string(), program: bao.to_path_buf(), args: vec!["server".into(), marker.clone()], marker }
 }
 
+/// A node's drain agent (`vaultnix node agent`, ops::agent), named `agent-<node>`.
+pub fn agent_spec(dir: &Path, vaultnix: &Path, node: &str) -> ProcSpec {
+    let cfg = dir.join(paths::drain_json(node)).display().to_string();
+    ProcSpec {
+        name: format!("agent-{node}"),
+        program: vaultnix.to_path_buf(),
+        args: vec!["node".into(), "agent".into(), format!("--config={cfg}")],
+        marker: format!("--config={cfg}"),
+    }
+}
+
 pub fn haproxy_spec(dir: &Path, haproxy: &Path) -> ProcSpec {
     let cfg = dir.join(paths::HAPROXY_CFG).display().to_string();
     ProcSpec {

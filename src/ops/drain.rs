@@ -35,11 +35,10 @@ pub struct DrainConfig {
     pub step_down_wait_ms: u64,
     /// The whole drain, at most (below the unit's TimeoutStopSec).
     pub timeout_seconds: u64,
-    /// HAProxy's admin socket when this host can reach it (the lab; on NixOS the LB is another host:
-    /// none, and only the fall window protects the clients): the node is drained there first, as in
-    /// `vaultnix step-down` (ops/lb.rs).
+    /// The drain agent HAProxy polls on this node (ops::agent): the node is drained at the LB through
+    /// it before it steps down. The same on NixOS (the LB is another host) and in the lab.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub haproxy_socket: Option<String>,
+    pub agent: Option<crate::ops::agent::AgentConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,8 +86,9 @@ pub enum DrainReport {
     NotActive { node: String, state: String },
     /// This node is active but no other node is an unsealed standby: stepping down would leave no leader.
     NoStandby { node: String },
-    /// Leadership moved; the LB's fall window was waited out.
-    SteppedDown { node: String, new_leader: String, attempts: u32, seconds: f64 },
+    /// Leadership moved. `lb_drained`: the LB took the node out of rotation (through the agent) before
+    /// the step-down; otherwise its fall window was waited out after it.
+    SteppedDown { node: String, new_leader: String, attempts: u32, seconds: f64, lb_drained: bool },
 }
 
 impl std::fmt::Display for DrainReport {
@@ -98,9 +98,14 @@ impl std::fmt::Display for DrainReport {
             DrainReport::NoStandby { node } => {
                 write!(f, "{node} is active but no other node is an unsealed standby: stopping without a step-down")
             }
-            DrainReport::SteppedDown { node, new_leader, attempts, seconds } => write!(
+            DrainReport::SteppedDown { node, new_leader, attempts, seconds, lb_drained } => write!(
                 f,
-                "{node} stepped down (attempt {attempts}); {new_leader} is active; LB fall window waited; {seconds:.1} s"
+                "{node} stepped down (attempt {attempts}); {new_leader} is active; {}; {seconds:.1} s",
+                if *lb_drained {
+                    "drained at the LB first (agent)"
+                } else {
+                    "the LB never polled the drain agent: its fall window waited"
+                }
             ),
         }
     }
@@ -129,15 +134,15 @@ async fn active_of(nodes: &[NodeClient]) -> Option<String> {
     None
 }
 
-/// The drain; bounded by `timeout_seconds`.
-pub async fn drain(c: &DrainConfig) -> Result<DrainReport> {
+/// The drain of the server process `pid` (when known); bounded by `timeout_seconds`.
+pub async fn drain(c: &DrainConfig, pid: Option<u32>) -> Result<DrainReport> {
     let limit = Duration::from_secs(c.timeout_seconds.max(1));
-    tokio::time::timeout(limit, drain_inner(c))
+    tokio::time::timeout(limit, drain_inner(c, pid))
         .await
         .map_err(|_| anyhow!("the drain of {} did not finish within {limit:?}", c.node))?
 }
 
-async fn drain_inner(c: &DrainConfig) -> Result<DrainReport> {
+async fn drain_inner(c: &DrainConfig, pid: Option<u32>) -> Result<DrainReport> {
     let t0 = Instant::now();
     let nodes = clients(c, None)?;
     let me = nodes.iter().find(|n| n.name == c.node).ok_or_else(|| anyhow!("no node {}", c.node))?;
@@ -160,19 +165,32 @@ async fn drain_inner(c: &DrainConfig) -> Result<DrainReport> {
     let token = crate::ops::backup::read_token(Path::new(&c.token_file))
         .map_err(|_| anyhow!("cannot read the drain token {} (vaultnix bootstrap --drain-token)", c.token_file))?;
     let me = me.clone().with_token(Some(token)).with_timeout(Duration::from_secs(10));
-    let socket = c.haproxy_socket.as_deref().map(Path::new).filter(|s| s.exists());
-    let others: Vec<String> = nodes.iter().filter(|n| n.name != c.node).map(|n| n.name.clone()).collect();
-    if let Some(s) = socket {
-        crate::ops::lb::drain_for_step_down(s, &c.node, &others).await?;
+    let lb_drained = match &c.agent {
+        Some(a) => drain_at_lb(a, pid).await?,
+        None => false,
+    };
+    step_down_verified(c, &me, &nodes, t0, lb_drained).await
+}
+
+/// Through the agent: `drain` (HAProxy sends this node nothing new; with no other server UP the
+/// frontend holds new work), then `down` until HAProxy has counted `fall` of them (the node is out of
+/// rotation; passthrough closes its sessions, terminate lets requests in flight finish). True when
+/// the LB confirmed both; false when no LB polled the agent within the bound.
+async fn drain_at_lb(a: &crate::ops::agent::AgentConfig, pid: Option<u32>) -> Result<bool> {
+    use crate::ops::agent::{set, wait_answered};
+    let Some(pid) = pid else {
+        bail!("the server's pid is unknown ($MAINPID, --pid): the drain agent drains only a process that runs")
+    };
+    // A poll can take one agent-inter to come plus one to be applied; a second of slack for a busy LB.
+    let poll = |times: u64| Duration::from_millis(a.inter_ms * (times + 2) + 1000);
+    set(a, "drain", pid).await?;
+    if !wait_answered(a, "drain", 1, poll(1)).await {
+        return Ok(false);
     }
-    let r = step_down_verified(c, &me, &nodes, t0).await;
-    if let Some(s) = socket {
-        let restored = crate::ops::lb::restore_after_step_down(s, &c.node, &others).await;
-        if r.is_ok() {
-            restored?;
-        }
-    }
-    r
+    set(a, "down", pid).await?;
+    let fall = u64::from(a.fall.max(1));
+    // HAProxy applies the last answer when it gets it; one more poll is its proof.
+    Ok(wait_answered(a, "down", fall + 1, poll(fall + 1)).await)
 }
 
 async fn step_down_verified(
@@ -180,6 +198,7 @@ async fn step_down_verified(
     me: &NodeClient,
     nodes: &[NodeClient],
     t0: Instant,
+    lb_drained: bool,
 ) -> Result<DrainReport> {
     let wait = Duration::from_millis(c.step_down_wait_ms.max(100));
     for attempt in 1..=c.step_down_attempts.max(1) {
@@ -189,13 +208,16 @@ async fn step_down_verified(
         while Instant::now() < deadline {
             if let Some(a) = active_of(nodes).await {
                 if a != c.node {
-                    // The LB still routes to this node until its health check fails `fall` times.
-                    tokio::time::sleep(Duration::from_millis(c.lb_fall_window_ms)).await;
+                    if !lb_drained {
+                        // The LB still routes to this node until its health check fails `fall` times.
+                        tokio::time::sleep(Duration::from_millis(c.lb_fall_window_ms)).await;
+                    }
                     return Ok(DrainReport::SteppedDown {
                         node: c.node.clone(),
                         new_leader: a,
                         attempts: attempt,
                         seconds: t0.elapsed().as_secs_f64(),
+                        lb_drained,
                     });
                 }
             }
@@ -206,13 +228,13 @@ async fn step_down_verified(
 }
 
 /// Runs the drain and never fails: what the stop path calls. Returns the line to log.
-pub fn drain_for_stop(config: &Path) -> String {
-    crate::api::block_on(drain_for_stop_async(config))
+pub fn drain_for_stop(config: &Path, pid: Option<u32>) -> String {
+    crate::api::block_on(drain_for_stop_async(config, pid))
 }
 
-pub async fn drain_for_stop_async(config: &Path) -> String {
+pub async fn drain_for_stop_async(config: &Path, pid: Option<u32>) -> String {
     let r = match load_config(config) {
-        Ok(c) => drain(&c).await,
+        Ok(c) => drain(&c, pid).await,
         Err(e) => Err(e),
     };
     match r {

@@ -2,6 +2,7 @@
 //! renewal, membership, rolling upgrades. Each takes the plan and a plain options struct, so tests call
 //! them without the CLI.
 
+pub mod agent;
 pub mod backup;
 pub mod bootstrap;
 pub mod ca_rollover;

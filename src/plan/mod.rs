@@ -16,6 +16,8 @@ pub struct Plan {
     pub domain: String,
     pub api_port: u16,
     pub cluster_port: u16,
+    /// The drain agent's port on every server (HAProxy `agent-check`, ops::agent).
+    pub agent_port: u16,
     pub ui: bool,
     pub nodes: Vec<NodePlan>,
     pub lb: LbPlan,
@@ -216,6 +218,7 @@ impl Plan {
             domain: s.cluster.domain.clone(),
             api_port: s.cluster.api_port,
             cluster_port: s.cluster.cluster_port,
+            agent_port: s.cluster.agent_port,
             ui: s.cluster.ui,
             bootstrap_node: s
                 .cluster

@@ -3,6 +3,7 @@
 
 use super::haproxy::{CheckTiming, HaproxyProfile};
 use super::Layout;
+use crate::ops::agent::AgentConfig;
 use crate::ops::drain::{DrainConfig, DrainNode};
 use crate::plan::{NodePlan, Plan};
 
@@ -40,7 +41,15 @@ pub fn drain_config(plan: &Plan, node: &NodePlan, layout: &Layout) -> DrainConfi
         step_down_wait_ms: 10_000,
         // 5 x 10 s at most plus the fall window, inside modules/node.nix's TimeoutStopSec (90 s).
         timeout_seconds: 60,
-        haproxy_socket: layout.drain_haproxy_socket(),
+        agent: Some(AgentConfig {
+            ip: node.ip,
+            port: plan.agent_port,
+            control_socket: layout.agent_control_socket(&node.name),
+            inter_ms: ms(super::haproxy::AGENT_INTER),
+            fall: HaproxyProfile::Tuned.timing().fall,
+            // The longest a stop takes (modules/node.nix TimeoutStopSec 90 s) and some.
+            marker_ttl_seconds: 120,
+        }),
     }
 }
 

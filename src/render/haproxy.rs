@@ -42,6 +42,9 @@ pub const HOLD_INSPECT_DELAY: &str = "6s";
 /// Terminate mode: how often a request refused before it was applied is resent (`retries`).
 pub const RETRIES: u32 = 3;
 
+/// How often HAProxy polls each node's drain agent (`agent-check`, ops::agent).
+pub const AGENT_INTER: &str = "250ms";
+
 /// Health-check timings.
 #[derive(Debug, Clone)]
 pub struct CheckTiming {
@@ -192,10 +195,15 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
                 t.inter, t.fastinter, t.downinter, t.fall, t.rise
             );
             let ca = layout.haproxy_ca_file(plan);
+            let _ = writeln!(
+                s,
+                "    # Each node's drain agent (vaultnix node agent): stopping the active node drains it here first."
+            );
+            let agent = format!("agent-check agent-port {} agent-inter {AGENT_INTER}", plan.agent_port);
             for n in plan.nodes.iter().filter(|_| terminate) {
                 let _ = writeln!(
                     s,
-                    "    server {} {} ssl verify required ca-file {ca} sni str({}) verifyhost {} check-sni {}",
+                    "    server {} {} ssl verify required ca-file {ca} sni str({}) verifyhost {} check-sni {} {agent}",
                     n.name,
                     sock(n.ip, plan.api_port),
                     n.fqdn,
@@ -206,7 +214,7 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
             for n in plan.nodes.iter().filter(|_| !terminate) {
                 let _ = writeln!(
                     s,
-                    "    server {} {} check-ssl verify required ca-file {ca} check-sni {} verifyhost {}",
+                    "    server {} {} check-ssl verify required ca-file {ca} check-sni {} verifyhost {} {agent}",
                     n.name,
                     sock(n.ip, plan.api_port),
                     n.fqdn,

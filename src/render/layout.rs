@@ -201,10 +201,13 @@ impl Layout {
             None => "/run/credentials/vaultnix-backup.service/backup-token".into(),
         }
     }
-    /// HAProxy's admin socket as a node's stop path sees it: the lab's (one machine); on NixOS the LB
-    /// is another host, so none.
-    pub fn drain_haproxy_socket(&self) -> Option<String> {
-        self.lab().map(|_| self.haproxy_admin_socket())
+    /// The drain agent's control socket (ops::agent) the node's stop path talks to. NixOS: in the
+    /// agent unit's RuntimeDirectory (modules/node.nix).
+    pub fn agent_control_socket(&self, node: &str) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("run").join(format!("agent-{node}.sock"))),
+            None => "/run/vaultnix-drain-agent/control.sock".into(),
+        }
     }
     /// The drain token as the server unit's ExecStop sees it (NixOS: LoadCredential `drain-token`).
     pub fn drain_token_file(&self, plan: &Plan) -> String {

@@ -153,6 +153,8 @@ pub struct FirewallData {
     /// `clusterAllowedCIDRs`: without an overlay, the other servers (8200 and 8201).
     pub cluster_allowed_cidrs: Vec<String>,
     pub ssh_allowed_cidrs: Vec<String>,
+    /// `agentAllowedCIDRs`: for a server the LB only (its drain agent, HAProxy agent-check).
+    pub agent_allowed_cidrs: Vec<String>,
 }
 
 pub fn firewall_data(plan: &Plan, machine: &Machine) -> FirewallData {
@@ -167,11 +169,15 @@ pub fn firewall_data(plan: &Plan, machine: &Machine) -> FirewallData {
                 api_allowed_cidrs: api,
                 cluster_allowed_cidrs: cluster_allowed(plan, &machine.name),
                 ssh_allowed_cidrs,
+                agent_allowed_cidrs: vec![host_cidr(plan.lb.ip)],
             }
         }
-        Role::Lb => {
-            FirewallData { api_allowed_cidrs: clients.collect(), cluster_allowed_cidrs: vec![], ssh_allowed_cidrs }
-        }
+        Role::Lb => FirewallData {
+            api_allowed_cidrs: clients.collect(),
+            cluster_allowed_cidrs: vec![],
+            ssh_allowed_cidrs,
+            agent_allowed_cidrs: vec![],
+        },
     }
 }
 
@@ -248,6 +254,8 @@ pub fn render_nix_with(
                     firewall => minijinja::context! {
                         api_allowed_cidrs => fw.api_allowed_cidrs,
                         ssh_allowed_cidrs => fw.ssh_allowed_cidrs,
+                        // The LB only: HAProxy's agent-check of the drain agent.
+                        agent_allowed_cidrs => fw.agent_allowed_cidrs,
                         // Without an overlay, raft's cluster port is opened to the other servers only.
                         cluster_allowed_cidrs => fw.cluster_allowed_cidrs,
                     },

@@ -342,7 +342,7 @@ fn expected_for_key(key: &str) -> Option<&'static str> {
         "shares" | "threshold" => "a whole number from 1 to 255",
         "performance_multiplier" => "a whole number from 1 to 10",
         "min_quorum" => "a whole number of voters from 1 to 255",
-        "api_port" | "cluster_port" | "port" | "stats_port" | "listen_port" => "a port from 1 to 65535",
+        "api_port" | "cluster_port" | "agent_port" | "port" | "stats_port" | "listen_port" => "a port from 1 to 65535",
         "subnet" | "client_cidrs" | "ssh_cidrs" => "a network in CIDR notation such as \"10.0.0.0/24\"",
         "address" | "overlay_address" => "an IPv4 or IPv6 address such as \"192.0.2.10\"",
         _ => return None,

@@ -78,6 +78,10 @@ pub struct Cluster {
     pub api_port: u16,
     #[serde(default = "default_cluster_port")]
     pub cluster_port: u16,
+    /// The drain agent on every server (`vaultnix node agent`): HAProxy's `agent-check` polls it, and
+    /// stopping the active node tells the LB through it to drain the node before it steps down.
+    #[serde(default = "default_agent_port")]
+    pub agent_port: u16,
     /// Where keys live on the hosts (root-only; agenix/sops-nix compatible).
     #[serde(default = "default_secrets_dir")]
     pub secrets_dir: String,
@@ -568,6 +572,9 @@ fn default_api_port() -> u16 {
 }
 fn default_cluster_port() -> u16 {
     8201
+}
+fn default_agent_port() -> u16 {
+    8202
 }
 fn default_stats_port() -> u16 {
     8404

@@ -182,6 +182,7 @@ fn check_exposure(c: &mut Ctx<'_>, spec: &Spec) {
     for (path, port, server) in [
         ([K("cluster"), K("api_port")], cl.api_port, true),
         ([K("cluster"), K("cluster_port")], cl.cluster_port, true),
+        ([K("cluster"), K("agent_port")], cl.agent_port, true),
         ([K("load_balancer"), K("port")], lb.port, false),
         ([K("load_balancer"), K("stats_port")], lb.stats_port, false),
     ] {
@@ -326,6 +327,16 @@ fn check_cluster(c: &mut Ctx<'_>, spec: &Spec) {
             "api_port and cluster_port are the same",
             "two different ports (defaults 8200 and 8201)",
         );
+    }
+    if cl.agent_port == cl.api_port || cl.agent_port == cl.cluster_port {
+        c.err(
+            &[K("cluster"), K("agent_port")],
+            "agent_port is the same as api_port or cluster_port",
+            "a port of its own (default 8202)",
+        );
+    }
+    if cl.agent_port == 0 {
+        c.err(&[K("cluster"), K("agent_port")], "port 0 is not a port", "1-65535");
     }
     if cl.api_port == 0 {
         c.err(&[K("cluster"), K("api_port")], "port 0 is not a port", "1-65535");

@@ -136,10 +136,16 @@ in
   drain = [
     (machine "server")
     server
+    wireguard
     {
       vaultnix.server.drain = {
         enable = true;
         configFile = contract + "/nodes/vault-1.drain.json";
+      };
+      # The drain agent's port: from the load balancer only.
+      vaultnix.firewall = {
+        enable = true;
+        agentAllowedCIDRs = [ "10.88.0.10/32" ];
       };
     }
   ];

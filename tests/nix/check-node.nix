@@ -137,6 +137,31 @@ let
         && svc.serviceConfig.TimeoutStopSec == v.server.drain.timeoutStopSec
         && (lib.importJSON v.server.drain.configFile).timeout_seconds < v.server.drain.timeoutStopSec
       ) svc.serviceConfig)
+      (h.check "${me}: the drain agent runs the same config, starts before the server (stops after it), unprivileged" (
+        let
+          a = services.vaultnix-drain-agent;
+        in
+        lib.hasSuffix "/bin/vaultnix node agent --config ${v.server.drain.configFile}" a.serviceConfig.ExecStart
+        && a.serviceConfig.DynamicUser
+        && a.serviceConfig.RuntimeDirectory == "vaultnix-drain-agent"
+        && a.serviceConfig.CapabilityBoundingSet == ""
+        && lib.elem "multi-user.target" a.wantedBy
+        && lib.elem "vaultnix-drain-agent.service" svc.after
+        && lib.elem "vaultnix-drain-agent.service" svc.wants
+        && v.server.drain.agentPort == (lib.importJSON v.server.drain.configFile).agent.port
+        # The stop path talks to it where the JSON says, inside its RuntimeDirectory.
+        && (lib.importJSON v.server.drain.configFile).agent.control_socket == "/run/vaultnix-drain-agent/control.sock"
+        && (lib.importJSON v.server.drain.configFile).agent.port != null
+      ) services.vaultnix-drain-agent.serviceConfig)
+    ]
+    ++ lib.optionals (v.server.enable && v.server.drain.enable && v.firewall.enable) [
+      (h.check "${me}: drain agent port admitted from agentAllowedCIDRs only (no interface opens it)" (
+        v.firewall.agentAllowedCIDRs != [ ]
+        && lib.all (c: lib.hasInfix c fw.extraInputRules) v.firewall.agentAllowedCIDRs
+        && lib.hasInfix "dport { ${toString v.server.drain.agentPort} }" fw.extraInputRules
+        && !(lib.elem v.server.drain.agentPort fw.allowedTCPPorts)
+        && lib.all (ps: !(builtins.elem v.server.drain.agentPort ps)) (lib.attrValues (h.interfaceTcpPorts fw))
+      ) fw.extraInputRules)
     ]
     ++ lib.optionals v.backup.enable [
       (h.check "${me}: backup service + timer with token via LoadCredential" (

@@ -55,6 +55,7 @@
     firewall = {
       enable = true;
       apiAllowedCIDRs = [ "10.88.0.10/32" "192.0.2.0/24" ];
+      agentAllowedCIDRs = [ "10.88.0.10/32" ];
       clusterAllowedCIDRs = [ ];
       sshAllowedCIDRs = [ ];
     };

@@ -94,19 +94,9 @@ pub fn read_profile(dir: &Path) -> Result<Option<WanProfile>> {
     }
 }
 
-/// The `vaultnix` binary the relay runs as: $VAULTNIX_BIN, this executable when it is `vaultnix`,
-/// else `vaultnix` on PATH.
+/// The `vaultnix` binary the relay runs as (crate::lab::find_vaultnix).
 pub fn vaultnix_bin() -> Result<std::path::PathBuf> {
-    if let Some(p) = std::env::var_os("VAULTNIX_BIN").filter(|p| !p.is_empty()) {
-        return Ok(p.into());
-    }
-    if let Ok(p) = std::env::current_exe() {
-        if p.file_name().is_some_and(|n| n == "vaultnix") {
-            return Ok(p);
-        }
-    }
-    crate::lab::which("vaultnix")
-        .ok_or_else(|| anyhow!("the WAN relay runs the vaultnix binary: set VAULTNIX_BIN or put vaultnix on PATH"))
+    crate::lab::find_vaultnix()
 }
 
 /// The relay as a lab process. Stopping it needs only the pid file and the marker, so this never
