@@ -62,9 +62,7 @@ impl Target for HostsTarget<'_> {
     }
     async fn start(&mut self, node: &str) -> Result<()> {
         self.lab.start_node(node)?;
-        let n = self.cluster.node(node).ok_or_else(|| anyhow!("no node {node}"))?.clone();
-        crate::ops::unseal::unseal_node(&n, &self.keys, Duration::from_secs(60)).await?;
-        Ok(())
+        super::run::unseal_started(&self.cluster, &self.keys, node).await
     }
     fn isolate(&mut self, node: &str, isolated: bool) -> Result<()> {
         if isolated {
@@ -78,15 +76,7 @@ impl Target for HostsTarget<'_> {
     }
     async fn step_down(&mut self, node: &str, drain: bool) -> Result<(String, usize)> {
         let socket = self.lab.haproxy_admin_socket()?;
-        let r = crate::ops::lb::planned_step_down(
-            &self.cluster,
-            node,
-            drain.then_some(socket.as_path()),
-            3,
-            Duration::from_secs(8),
-        )
-        .await?;
-        Ok((r.new_leader, r.ignored))
+        super::run::step_down_at(&self.cluster, node, &socket, drain).await
     }
 }
 

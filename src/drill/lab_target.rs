@@ -91,21 +91,11 @@ impl Target for LabTarget {
     }
     async fn start(&mut self, node: &str) -> Result<()> {
         self.lab.start(node)?;
-        let n = self.cluster.node(node).ok_or_else(|| anyhow!("no node {node}"))?.clone();
-        crate::ops::unseal::unseal_node(&n, &self.keys, Duration::from_secs(60)).await?;
-        Ok(())
+        super::run::unseal_started(&self.cluster, &self.keys, node).await
     }
     async fn step_down(&mut self, node: &str, drain: bool) -> Result<(String, usize)> {
         let socket = PathBuf::from(Layout::Lab(self.lab.dir.clone()).haproxy_admin_socket());
-        let r = crate::ops::lb::planned_step_down(
-            &self.cluster,
-            node,
-            drain.then_some(socket.as_path()),
-            3,
-            Duration::from_secs(8),
-        )
-        .await?;
-        Ok((r.new_leader, r.ignored))
+        super::run::step_down_at(&self.cluster, node, &socket, drain).await
     }
     async fn ca_step(&mut self, step: crate::secrets::CaStep) -> Result<Vec<String>> {
         let r = crate::ops::ca_rollover::step_lab(&self.lab, step, None, 30).await?;

@@ -59,6 +59,26 @@ impl Scenario {
 
 /// What a drill needs from a cluster: observing it and controlling its processes. The lab implements it;
 /// every method acts only on processes the lab started.
+/// What both lab targets do after starting a node's process: unseal it (bounded, 60 s).
+pub(crate) async fn unseal_started(cluster: &Cluster, keys: &crate::ops::unseal::Keys, node: &str) -> Result<()> {
+    let n = cluster.node(node).with_context(|| format!("no node {node}"))?;
+    crate::ops::unseal::unseal_node(n, keys, Duration::from_secs(60)).await?;
+    Ok(())
+}
+
+/// Both lab targets' planned step-down: drained at their HAProxy's admin socket when `drain`; 3
+/// step-down requests at most, 8 s each. Returns the new leader and the requests answered in vain.
+pub(crate) async fn step_down_at(
+    cluster: &Cluster,
+    node: &str,
+    socket: &std::path::Path,
+    drain: bool,
+) -> Result<(String, usize)> {
+    let r =
+        crate::ops::lb::planned_step_down(cluster, node, drain.then_some(socket), 3, Duration::from_secs(8)).await?;
+    Ok((r.new_leader, r.ignored))
+}
+
 pub trait Target {
     /// API clients for every node and the LB, with a token that may write the drill's mount.
     fn cluster(&self) -> &Cluster;
