@@ -394,6 +394,37 @@ in
           wants = [ "vaultnix-drain-agent.service" ];
           after = [ "vaultnix-drain-agent.service" ];
         };
+        # The drain token is periodic (768 h) and only a stop of the active node uses it: renewed daily
+        # so that it never expires on a node that was not active at a stop for 32 days.
+        systemd.services.vaultnix-drain-token-renew = {
+          description = "Renew the drain token of ${unit}'s stop path";
+          wants = top.overlay.readyUnits;
+          after = top.overlay.readyUnits;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${lib.getExe' cfg.drain.package "vaultnix"} node drain --renew-token --config ${cfg.drain.configFile}";
+            LoadCredential = [ "drain-token:${cfg.drain.tokenFile}" ];
+            DynamicUser = true;
+            CapabilityBoundingSet = "";
+            NoNewPrivileges = true;
+            PrivateDevices = true;
+            PrivateTmp = true;
+            ProtectHome = true;
+            ProtectSystem = "strict";
+            RestrictAddressFamilies = [
+              "AF_INET"
+              "AF_INET6"
+            ];
+          };
+        };
+        systemd.timers.vaultnix-drain-token-renew = {
+          wantedBy = [ "timers.target" ];
+          timerConfig = {
+            OnCalendar = "daily";
+            RandomizedDelaySec = "1h";
+            Persistent = true;
+          };
+        };
         # HAProxy's agent-check target (ops/agent.rs). Reads nothing secret; the stop path reaches it
         # on control.sock in its RuntimeDirectory, where only root or the server's own user may drain
         # (checked per request with SO_PEERCRED against the server's process).

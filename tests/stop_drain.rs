@@ -41,6 +41,9 @@ fn stopping_the_active_node_through_the_stop_path_fails_nothing() {
         assert!(vaultnix::ops::agent::set(&agent, "down", 4_294_967_294).await.is_err());
         assert_eq!(vaultnix::ops::agent::request(&agent, "status").await.unwrap().split(' ').next(), Some("up"));
     });
+    // The daily renewal (`node drain --renew-token`): the periodic token gets its full period again.
+    let (renewed_on, ttl) = vaultnix::api::block_on(vaultnix::ops::drain::renew_token(&cfg)).unwrap();
+    assert_eq!(ttl, 768 * 3600, "renewed on {renewed_on}");
     let lab = Lab::open(handle.dir(), Some(&spec)).unwrap();
 
     let report = vaultnix::api::block_on(async move {

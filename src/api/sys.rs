@@ -243,6 +243,12 @@ impl NodeClient {
         Ok(v.get("data").cloned().unwrap_or(Value::Null))
     }
 
+    /// `auth/token/renew-self`: the token's new TTL in seconds (a periodic token gets its period).
+    pub async fn renew_self(&self) -> ApiResult<u64> {
+        let v = self.call(Method::POST, "auth/token/renew-self", None).await?;
+        Ok(v.pointer("/auth/lease_duration").and_then(Value::as_u64).unwrap_or(0))
+    }
+
     pub async fn revoke_self(&self) -> ApiResult<()> {
         self.call(Method::POST, "auth/token/revoke-self", None).await.map(|_| ())
     }

@@ -59,6 +59,10 @@ pub struct DrainArgs {
     /// which systemd sets for ExecStop.
     #[arg(long, env = "MAINPID")]
     pub pid: Option<u32>,
+    /// Only renew the drain token (periodic, 768 h) and exit; fails if it could not (the daily
+    /// `vaultnix-drain-token-renew` timer).
+    #[arg(long)]
+    pub renew_token: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +164,12 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             regenerate(shell, &loaded, &x.out)
         }
         Cmd::Replace(x) => super::recover::node_replace(shell, x),
+        Cmd::Drain(x) if x.renew_token => {
+            let c = crate::ops::drain::load_config(&x.config)?;
+            let (node, ttl) = super::status::runtime()?.block_on(crate::ops::drain::renew_token(&c))?;
+            shell.status(format!("drain token renewed on {node}: valid for {} h", ttl / 3600));
+            Ok(())
+        }
         Cmd::Drain(x) => {
             // A stop must go on whatever happens here: report and exit 0.
             shell.status(crate::ops::drain::drain_for_stop(&x.config, x.pid));

@@ -227,6 +227,34 @@ async fn step_down_verified(
     bail!("{} is still the active node after {} step-down request(s)", c.node, c.step_down_attempts)
 }
 
+/// The drain token's path for this process: `$CREDENTIALS_DIRECTORY/drain-token` when systemd passed
+/// it to this unit (the renewal timer's own credential), else the config's `token_file`.
+fn token_path(c: &DrainConfig) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(d) if Path::new(&d).join(DRAIN_TOKEN).is_file() => Path::new(&d).join(DRAIN_TOKEN),
+        _ => PathBuf::from(&c.token_file),
+    }
+}
+
+/// `vaultnix node drain --renew-token` (the daily `vaultnix-drain-token-renew` timer): the drain token
+/// is periodic (768 h) and only a stop of the active node uses it, so without this it would expire
+/// on a node that was not active at a stop for 32 days, and that node's next stop would be undrained.
+/// Renews it on the first node that answers; returns (node, new TTL in seconds). Fails loudly.
+pub async fn renew_token(c: &DrainConfig) -> Result<(String, u64)> {
+    let path = token_path(c);
+    let token = crate::ops::backup::read_token(&path)
+        .map_err(|_| anyhow!("cannot read the drain token {} (vaultnix bootstrap --drain-token)", path.display()))?;
+    let mut errors = Vec::new();
+    for n in clients(c, Some(token))? {
+        match n.renew_self().await {
+            Ok(ttl) if ttl > 0 => return Ok((n.name.clone(), ttl)),
+            Ok(_) => errors.push(format!("{}: renewed without a TTL", n.name)),
+            Err(e) => errors.push(format!("{}: {e}", n.name)),
+        }
+    }
+    bail!("the drain token was not renewed: {}", errors.join("; "))
+}
+
 /// Runs the drain and never fails: what the stop path calls. Returns the line to log.
 pub fn drain_for_stop(config: &Path, pid: Option<u32>) -> String {
     crate::api::block_on(drain_for_stop_async(config, pid))

@@ -153,6 +153,16 @@ let
         && (lib.importJSON v.server.drain.configFile).agent.control_socket == "/run/vaultnix-drain-agent/control.sock"
         && (lib.importJSON v.server.drain.configFile).agent.port != null
       ) services.vaultnix-drain-agent.serviceConfig)
+      (h.check "${me}: the drain token is renewed daily by its own unit (credential, never the store)" (
+        let
+          r = services.vaultnix-drain-token-renew;
+        in
+        lib.hasSuffix "/bin/vaultnix node drain --renew-token --config ${v.server.drain.configFile}" r.serviceConfig.ExecStart
+        && r.serviceConfig.LoadCredential == [ "drain-token:${v.server.drain.tokenFile}" ]
+        && r.serviceConfig.DynamicUser
+        && config.systemd.timers.vaultnix-drain-token-renew.timerConfig.OnCalendar == "daily"
+        && lib.elem "timers.target" config.systemd.timers.vaultnix-drain-token-renew.wantedBy
+      ) services.vaultnix-drain-token-renew.serviceConfig)
     ]
     ++ lib.optionals (v.server.enable && v.server.drain.enable && v.firewall.enable) [
       (h.check "${me}: drain agent port admitted from agentAllowedCIDRs only (no interface opens it)" (
