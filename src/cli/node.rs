@@ -36,7 +36,7 @@ pub enum Cmd {
     )]
     Drain(DrainArgs),
     /// The drain agent HAProxy's agent-check polls on this node (the `vaultnix-drain-agent` unit): it
-    /// answers `up ready`, or `drain`/`down` while this node's stop is draining it at the LB.
+    /// answers `up`, or `down` while this node's stop is draining it at the LB.
     #[command(
         after_help = "Example:\n  vaultnix node agent --config /etc/vaultnix/drain.json\nListens on the config's agent.ip:agent.port (cluster.agent_port, default 8202); reachable from the LB only."
     )]

@@ -2,18 +2,20 @@
 //! polls on every server (render::haproxy), so that a node can drain itself at a load balancer on
 //! another host. On each TCP connection it answers one line and closes:
 //!
-//! - `up ready` normally (the health check alone decides; an earlier drain is lifted);
-//! - `drain`, then `down`, while this node's stop path (`vaultnix node drain`) is draining it, for as
-//!   long as the server process being stopped runs and at most `marker_ttl_seconds`.
+//! - `up` normally (the health check alone decides);
+//! - `down` while this node's stop path (`vaultnix node drain`) is draining it, for as long as the
+//!   server process being stopped runs and at most `marker_ttl_seconds`.
 //!
-//! HAProxy applies `drain` at once (nothing new goes to the node; with no other server UP the frontend
-//! holds new work, hold.lua) and `down` after `fall` answers (the server leaves rotation; passthrough's
-//! `on-marked-down shutdown-sessions` closes its sessions). Failing to reach the agent never marks a
-//! server down (only an explicit `down`/`fail`/`stopped` does), so a node without its agent is routed
-//! by the health check alone.
+//! HAProxy marks the server DOWN after `fall` `down` answers: it leaves rotation, with no other server
+//! UP the frontend holds new work (hold.lua), and passthrough's `on-marked-down shutdown-sessions`
+//! closes its sessions. Only operational words are ever sent, never an administrative one (`ready`,
+//! `drain`, `maint`): HAProxy lets an agent's `ready` cancel a drain set on its admin socket, and
+//! `vaultnix step-down` drains there (tests/drill.rs measured 5 HTTP 500 in one drained step-down while
+//! the agent answered `up ready`). Failing to reach the agent never marks a server down (only an explicit
+//! `down`/`fail`/`stopped` does), so a node without its agent is routed by the health check alone.
 //!
 //! The stop path tells the agent over a local Unix socket (`control_socket`, one line each way):
-//! `drain <pid>` / `down <pid>` are accepted only from root or from the user the process `<pid>` runs
+//! `down <pid>` is accepted only from root or from the user the process `<pid>` runs
 //! as (SO_PEERCRED; the server unit's ExecStop runs as the server's user), `status` answers
 //! `<word> <consecutive answers to the LB>`: that is how the stop path learns the LB saw the drain.
 //! Nothing is shared on disk and no secret is involved.
@@ -43,7 +45,7 @@ pub struct AgentConfig {
     pub marker_ttl_seconds: u64,
 }
 
-const READY: &str = "up ready";
+const READY: &str = "up";
 
 #[derive(Debug, Default)]
 struct State {
@@ -91,7 +93,7 @@ fn control(state: &Mutex<State>, ttl: Duration, line: &str, peer_uid: Option<u32
             };
             format!("{w} {n}")
         }
-        (Some(w @ ("drain" | "down")), Some(Ok(pid)), None) => {
+        (Some(w @ "down"), Some(Ok(pid)), None) => {
             if !alive(pid) {
                 return format!("refused: no process {pid}");
             }
@@ -107,7 +109,7 @@ fn control(state: &Mutex<State>, ttl: Duration, line: &str, peer_uid: Option<u32
             st.drain = Some((w.to_string(), pid, since));
             "ok".into()
         }
-        _ => "refused: expected `status`, `drain <pid>` or `down <pid>`".into(),
+        _ => "refused: expected `status` or `down <pid>`".into(),
     }
 }
 
@@ -198,7 +200,7 @@ pub async fn request(c: &AgentConfig, line: &str) -> Result<String> {
     tokio::time::timeout(Duration::from_secs(3), fut).await.map_err(|_| anyhow!("the drain agent did not answer"))?
 }
 
-/// Tells the agent to answer `word` ("drain" or "down") while `pid` runs.
+/// Tells the agent to answer `word` (`down`) while `pid` runs.
 pub async fn set(c: &AgentConfig, word: &str, pid: u32) -> Result<()> {
     let r = request(c, &format!("{word} {pid}")).await?;
     if r != "ok" {
@@ -236,18 +238,21 @@ mod tests {
         let ttl = Duration::from_secs(120);
         let me = std::process::id();
         let my_uid = uid_of(me).unwrap();
-        assert_eq!(control(&st, ttl, "status", None), "up ready 0");
-        assert!(control(&st, ttl, &format!("drain {me}"), Some(my_uid + 1)).starts_with("refused"), "another user");
-        assert!(control(&st, ttl, &format!("drain {me}"), None).starts_with("refused"), "no credentials");
-        assert!(control(&st, ttl, "drain 4294967294", Some(0)).starts_with("refused"), "no such process");
-        assert!(control(&st, ttl, &format!("maint {me}"), Some(0)).starts_with("refused"), "only drain and down");
-        assert_eq!(control(&st, ttl, &format!("drain {me}"), Some(my_uid)), "ok");
-        assert_eq!(control(&st, ttl, "status", None), "drain 0");
+        assert_eq!(control(&st, ttl, "status", None), "up 0");
+        assert!(control(&st, ttl, &format!("down {me}"), Some(my_uid + 1)).starts_with("refused"), "another user");
+        assert!(control(&st, ttl, &format!("down {me}"), None).starts_with("refused"), "no credentials");
+        assert!(control(&st, ttl, "down 4294967294", Some(0)).starts_with("refused"), "no such process");
+        // Never an administrative word: an agent's `ready`/`drain`/`maint` overrides the admin socket.
+        for w in ["drain", "maint", "ready", "up"] {
+            assert!(control(&st, ttl, &format!("{w} {me}"), Some(0)).starts_with("refused"), "{w}");
+        }
+        assert_eq!(control(&st, ttl, &format!("down {me}"), Some(my_uid)), "ok");
+        assert_eq!(control(&st, ttl, "status", None), "down 0");
         assert_eq!(control(&st, ttl, &format!("down {me}"), Some(0)), "ok");
         assert_eq!(st.lock().unwrap().word(ttl), "down");
         // Past its bound the drain is lifted.
-        assert_eq!(st.lock().unwrap().word(Duration::ZERO), "up ready");
-        assert_eq!(control(&st, ttl, "status", None), "up ready 0");
+        assert_eq!(st.lock().unwrap().word(Duration::ZERO), "up");
+        assert_eq!(control(&st, ttl, "status", None), "up 0");
     }
 
     #[test]
@@ -280,7 +285,7 @@ mod tests {
                 }
                 panic!("the agent never listened");
             };
-            assert_eq!(poll().await, "up ready\n");
+            assert_eq!(poll().await, "up\n");
             set(&c, "down", std::process::id()).await.unwrap();
             assert_eq!(poll().await, "down\n");
             assert_eq!(poll().await, "down\n");

@@ -172,10 +172,10 @@ async fn drain_inner(c: &DrainConfig, pid: Option<u32>) -> Result<DrainReport> {
     step_down_verified(c, &me, &nodes, t0, lb_drained).await
 }
 
-/// Through the agent: `drain` (HAProxy sends this node nothing new; with no other server UP the
-/// frontend holds new work), then `down` until HAProxy has counted `fall` of them (the node is out of
-/// rotation; passthrough closes its sessions, terminate lets requests in flight finish). True when
-/// the LB confirmed both; false when no LB polled the agent within the bound.
+/// Through the agent: `down` until HAProxy has fetched it `fall` + 1 times (the node is out of
+/// rotation; with no other server UP the frontend holds new work; passthrough closes the node's
+/// sessions, terminate lets requests in flight finish). True when the LB confirmed it; false when no
+/// LB polled the agent within the bound.
 async fn drain_at_lb(a: &crate::ops::agent::AgentConfig, pid: Option<u32>) -> Result<bool> {
     use crate::ops::agent::{set, wait_answered};
     let Some(pid) = pid else {
@@ -183,10 +183,6 @@ async fn drain_at_lb(a: &crate::ops::agent::AgentConfig, pid: Option<u32>) -> Re
     };
     // A poll can take one agent-inter to come plus one to be applied; a second of slack for a busy LB.
     let poll = |times: u64| Duration::from_millis(a.inter_ms * (times + 2) + 1000);
-    set(a, "drain", pid).await?;
-    if !wait_answered(a, "drain", 1, poll(1)).await {
-        return Ok(false);
-    }
     set(a, "down", pid).await?;
     let fall = u64::from(a.fall.max(1));
     // HAProxy applies the last answer when it gets it; one more poll is its proof.
