@@ -137,11 +137,17 @@ fn lab_cluster_end_to_end() {
         matches!(c.lb.health().await, Ok(h) if h.state == NodeState::Active).then_some(())
     }));
 
-    let pids: Vec<u32> =
-        lab.node_names().iter().chain(["haproxy".to_string()].iter()).filter_map(|n| lab.pid(n)).collect();
-    assert_eq!(pids.len(), 4);
+    // Every node, its drain agent (`vaultnix node agent`, as the NixOS unit) and HAProxy.
+    let names: Vec<String> = lab
+        .node_names()
+        .iter()
+        .flat_map(|n| [n.clone(), vaultnix::lab::agent_name(n)])
+        .chain(["haproxy".to_string()])
+        .collect();
+    let pids: Vec<u32> = names.iter().filter_map(|n| lab.pid(n)).collect();
+    assert_eq!(pids.len(), 7, "{names:?}");
     let stopped = lab.down().unwrap();
-    assert_eq!(stopped.len(), 4, "{stopped:?}");
+    assert_eq!(stopped.len(), 7, "{stopped:?}");
     for p in pids {
         assert!(!vaultnix::lab::process::alive(p), "pid {p} still alive after down");
     }

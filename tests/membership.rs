@@ -40,6 +40,8 @@ fn add_a_fourth_voter_then_remove_it() {
     assert!(text.contains("name = \"vault-4\""));
     assert!(dir.join("flake/pki/vault-4.crt").exists() && dir.join("flake/nodes/vault-4.server.json").exists());
     let c = vaultnix::lab::Lab::open(&dir, None).unwrap().cluster().unwrap();
+    // The new node's drain agent runs with it (and goes with it below).
+    let agent = vaultnix::lab::Lab::open(&dir, None).unwrap().pid("agent-vault-4").expect("vault-4's drain agent runs");
     let root = lab.root_token().unwrap();
     let st = vaultnix::api::block_on(async {
         let a = vaultnix::ops::common::find_active(&c).await.unwrap().with_token(Some(root.clone()));
@@ -62,6 +64,7 @@ fn add_a_fourth_voter_then_remove_it() {
     assert!(!dir.join("flake/nodes/vault-4.server.json").exists());
     let lab2 = vaultnix::lab::Lab::open(&dir, None).unwrap();
     assert!(lab2.pid("vault-4").is_none());
+    assert!(!vaultnix::lab::process::alive(agent), "vault-4's drain agent (pid {agent}) still runs after its removal");
     // The node process for vault-4 is no longer part of the lab plan: make sure nothing of it runs.
     lab.down().unwrap();
 }

@@ -71,6 +71,11 @@ pub fn find_haproxy() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no `haproxy` binary on PATH (set VAULTNIX_HAPROXY)"))
 }
 
+/// The lab process name of a node's drain agent.
+pub fn agent_name(node: &str) -> String {
+    format!("agent-{node}")
+}
+
 /// The `vaultnix` binary lab processes run (drain agents, the WAN relay): $VAULTNIX_BIN, this
 /// executable when it is `vaultnix`, the `vaultnix` Cargo built next to this (test) executable, else
 /// `vaultnix` on PATH.

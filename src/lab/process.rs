@@ -32,7 +32,7 @@ pub fn node_spec(dir: &Path, bao: &Path, node: &str) -> ProcSpec {
 pub fn agent_spec(dir: &Path, vaultnix: &Path, node: &str) -> ProcSpec {
     let cfg = dir.join(paths::drain_json(node)).display().to_string();
     ProcSpec {
-        name: format!("agent-{node}"),
+        name: crate::lab::agent_name(node),
         program: vaultnix.to_path_buf(),
         args: vec!["node".into(), "agent".into(), format!("--config={cfg}")],
         marker: format!("--config={cfg}"),

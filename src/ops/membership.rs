@@ -142,6 +142,11 @@ pub async fn lab_add_node(dir: &Path, n: &NewNode, wait: std::time::Duration) ->
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
     }
+    // Its drain agent first, as the NixOS unit ordering has it (labs recorded without agents have none).
+    let agent = crate::lab::agent_name(&n.name);
+    if lab.proc(&agent).is_ok() {
+        lab.start(&agent)?;
+    }
     lab.start(&n.name)?;
     let init = common::read_init(dir)?.ok_or_else(|| anyhow!("the lab has no secrets/init.json"))?;
     let keys = crate::ops::unseal::Keys(if init.keys_base64.is_empty() {
@@ -203,6 +208,11 @@ pub async fn lab_remove_node(dir: &Path, name: &str, wait: std::time::Duration) 
     let c = c.with_token(Some(init.root_token.clone()));
     remove_peer(&c, name, wait).await?;
     lab.stop(name)?;
+    // Its drain agent too: once the node is out of the spec, `lab down` no longer knows it.
+    let agent = crate::lab::agent_name(name);
+    if lab.proc(&agent).is_ok() {
+        lab.stop(&agent)?;
+    }
     edit_spec_file(&spec_file, |t| remove_node_text(t, name))?;
     let lab = crate::lab::Lab::open(dir, None)?;
     regenerate_lab(&lab)?;
