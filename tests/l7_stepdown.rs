@@ -1,7 +1,9 @@
 //! `load_balancer.mode = "terminate"` (the L7 mode) on a real lab (OpenBao 2.7.2 + the rendered HAProxy
 //! on a loopback range of its own): the drill client trusts the cluster CA and connects to the LB
 //! hostname, HAProxy terminates TLS with the LB certificate and re-encrypts to the active node. Drained
-//! planned step-downs must fail no request, lose no acknowledged write and duplicate none (issue 16).
+//! planned step-downs must fail no request, lose no acknowledged write and duplicate none (issue 16). A
+//! leader crash (kill -9) must answer no request with HAProxy's 503: a request the dead node refused
+//! waits in the second hold (frontend vault_hold) for the next active node.
 //! Needs `bao` (VAULTNIX_BAO) and `haproxy`: a missing tool fails the test.
 
 use std::path::Path;
@@ -32,10 +34,25 @@ fn drained_step_down_in_terminate_mode_fails_nothing() {
             trial_limit: std::time::Duration::from_secs(60),
             ..TrialOptions::default()
         };
-        run_trials(&mut t, "terminate", &o, &NoProgress).await
+        let stepdown = run_trials(&mut t, "terminate", &o, &NoProgress).await?;
+        let o = TrialOptions { scenario: Scenario::LeaderCrash, trials: 1, drain: false, rate_hz: 50.0, ..o };
+        let crash = run_trials(&mut t, "terminate", &o, &NoProgress).await?;
+        Ok::<_, anyhow::Error>((stepdown, crash))
     })
     .unwrap();
     handle.down().unwrap();
+    let (report, crash) = report;
+
+    // The crash: only requests in flight on the killed node may fail (a reset: `transport`, ambiguous,
+    // never lost); every request sent after it is refused by the dead node or held, then served.
+    for t in &crash.trials {
+        assert_ne!(t.leader_after.as_deref(), Some(t.leader_before.as_str()), "crash: leadership did not move");
+        assert!(t.acked >= 50, "crash: only {} acknowledged writes", t.acked);
+        let other: Vec<_> = t.errors.iter().filter(|(k, _)| k.as_str() != "transport").collect();
+        assert!(other.is_empty(), "crash: refused or timed out (HTTP 503: HAProxy gave up): {:?}", t.errors);
+        assert!(t.errors.get("transport").copied().unwrap_or(0) <= 2, "crash: {:?}", t.errors);
+    }
+    assert!(crash.verdict.lost.is_empty() && crash.verdict.duplicates.is_empty(), "{:?}", crash.verdict);
 
     for t in &report.trials {
         let new = t.leader_after.as_deref().expect("no new leader observed");

@@ -113,7 +113,8 @@ fn parse_server_states(csv: &str, backend: &str) -> Vec<(String, String)> {
         }
         let cols: Vec<&str> = line.split(',').collect();
         let (Some(i), Some(&b), Some(&s)) = (status_col, cols.first(), cols.get(1)) else { continue };
-        if b != backend || s == "BACKEND" || s == "FRONTEND" {
+        // The backup hold (render::haproxy::HOLD_SERVER) is no node: never a state change to report.
+        if b != backend || s == "BACKEND" || s == "FRONTEND" || s == crate::render::haproxy::HOLD_SERVER {
             continue;
         }
         let st = cols.get(i).and_then(|v| v.split_whitespace().next()).unwrap_or("").to_string();
@@ -168,7 +169,7 @@ mod tests {
     #[test]
     fn server_states_from_show_stat() {
         let csv = "# pxname,svname,qcur,status,weight\nfe,FRONTEND,,OPEN,\nvault_active,node-a,0,UP,1\n\
-                   vault_active,node-b,0,DOWN 1/2,1\nvault_active,node-c,0,UP 1/3,1\nvault_active,BACKEND,0,UP,1\n\
+                   vault_active,node-b,0,DOWN 1/2,1\nvault_active,node-c,0,UP 1/3,1\nvault_active,hold,0,no check,1\nvault_active,BACKEND,0,UP,1\n\
                    other,node-a,0,MAINT,1\n";
         assert_eq!(
             super::parse_server_states(csv, "vault_active"),

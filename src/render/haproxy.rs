@@ -145,7 +145,7 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
             s,
             "    # While no node is UP (an election), requests wait up to {HOLD_MS} ms instead of failing."
         );
-        let _ = writeln!(s, "    http-request lua.wait_for_server vault_active {HOLD_MS}");
+        let _ = writeln!(s, "    http-request lua.wait_for_server vault_nodes {HOLD_MS}");
     } else {
         let _ = writeln!(s, "    bind {bind}");
     }
@@ -199,27 +199,26 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
                 s,
                 "    # Each node's drain agent (vaultnix node agent): stopping the active node drains it here first."
             );
-            let agent = format!("agent-check agent-port {} agent-inter {AGENT_INTER}", plan.agent_port);
-            for n in plan.nodes.iter().filter(|_| terminate) {
+            if terminate {
                 let _ = writeln!(
                     s,
-                    "    server {} {} ssl verify required ca-file {ca} sni str({}) verifyhost {} check-sni {} {agent}",
-                    n.name,
-                    sock(n.ip, plan.api_port),
-                    n.fqdn,
-                    n.fqdn,
-                    n.fqdn
+                    "    # A refused connection marks the node DOWN at once (a crashed node, before its check fails)."
                 );
             }
-            for n in plan.nodes.iter().filter(|_| !terminate) {
+            let agent = format!("agent-check agent-port {} agent-inter {AGENT_INTER}", plan.agent_port);
+            let observe = if terminate { format!(" {OBSERVE}") } else { String::new() };
+            for n in &plan.nodes {
+                let (name, addr, tls) = (&n.name, sock(n.ip, plan.api_port), server_tls(n, &ca, terminate));
+                let _ = writeln!(s, "    server {name} {addr} {tls} {agent}{observe}");
+            }
+            if terminate {
                 let _ = writeln!(
                     s,
-                    "    server {} {} check-ssl verify required ca-file {ca} check-sni {} verifyhost {} {agent}",
-                    n.name,
-                    sock(n.ip, plan.api_port),
-                    n.fqdn,
-                    n.fqdn
+                    "    # No node UP: a request whose connection was refused (nothing sent) waits in frontend vault_hold."
                 );
+                let _ = writeln!(s, "    server {HOLD_SERVER} {} backup no-check", layout.haproxy_hold_socket());
+                let _ = writeln!(s);
+                render_second_hold(&mut s, plan, layout);
             }
         }
         HaproxyProfile::Seed => {
@@ -258,6 +257,62 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
     let _ = writeln!(s, "    stats refresh 5s");
     let _ = writeln!(s, "    stats show-legends");
     s
+}
+
+/// vault_active's backup server: the second hold (`frontend vault_hold`), no node.
+pub const HOLD_SERVER: &str = "hold";
+
+/// Passive check on the nodes' servers: the first refused connection marks the node DOWN (then the
+/// normal checks bring it back, rise 1). Only layer 4 (connection) errors count, never a response.
+pub const OBSERVE: &str = "observe layer4 error-limit 1 on-error mark-down";
+
+/// A node's `server` TLS keywords: passthrough checks over TLS only; terminate re-encrypts traffic too.
+fn server_tls(n: &crate::plan::NodePlan, ca: &str, terminate: bool) -> String {
+    if terminate {
+        format!("ssl verify required ca-file {ca} sni str({f}) verifyhost {f} check-sni {f}", f = n.fqdn)
+    } else {
+        format!("check-ssl verify required ca-file {ca} check-sni {f} verifyhost {f}", f = n.fqdn)
+    }
+}
+
+/// The second hold: `frontend vault_hold` on a Unix socket, vault_active's backup server. A request
+/// sent to a node HAProxy still counts UP but that refuses the connection (crashed: nothing reached it,
+/// so resending is safe) is redispatched; with no node UP it lands here and waits, like a new request
+/// at the front, for the next active node. `backend vault_nodes` tracks vault_active's servers (their
+/// checks, agent and drain state) and has no backup, so a request passes through here at most once.
+/// Terminate mode only: in passthrough `on-marked-down shutdown-sessions` (which a session must ride)
+/// also cuts the connection being retried when its node is marked DOWN, so nothing would reach here.
+fn render_second_hold(s: &mut String, plan: &Plan, layout: &Layout) {
+    let ca = layout.haproxy_ca_file(plan);
+    let _ = writeln!(s, "frontend vault_hold");
+    let _ = writeln!(
+        s,
+        "    # vault_active's backup: a request no node could take waits up to {HOLD_MS} ms for the next one."
+    );
+    let _ = writeln!(s, "    mode http");
+    let _ = writeln!(s, "    option httplog");
+    let _ = writeln!(s, "    bind {} mode 600", layout.haproxy_hold_socket());
+    let _ = writeln!(s, "    option http-buffer-request");
+    let _ = writeln!(s, "    http-request lua.wait_for_server vault_nodes {HOLD_MS}");
+    let _ = writeln!(s, "    default_backend vault_nodes");
+    let _ = writeln!(s);
+    let _ = writeln!(s, "backend vault_nodes");
+    let _ = writeln!(s, "    # vault_active's nodes, their state tracked from there (no second set of checks).");
+    let _ = writeln!(s, "    mode http");
+    let _ = writeln!(s, "    balance first");
+    let _ = writeln!(s, "    retries {RETRIES}");
+    let _ = writeln!(s, "    option redispatch 1");
+    let _ = writeln!(s, "    retry-on conn-failure 503");
+    for n in &plan.nodes {
+        let _ = writeln!(
+            s,
+            "    server {} {} ssl verify required ca-file {ca} sni str({f}) verifyhost {f} track vault_active/{}",
+            n.name,
+            sock(n.ip, plan.api_port),
+            n.name,
+            f = n.fqdn
+        );
+    }
 }
 
 /// The frontend's `bind`: an explicit address as is; otherwise every address of the family the
@@ -353,13 +408,13 @@ mod tests {
             cfg.contains("    option idle-close-on-response\n"),
             "a reload must not close idle connections under a client"
         );
-        assert!(cfg.contains("    http-request lua.wait_for_server vault_active 5000\n"));
+        assert!(cfg.contains("    http-request lua.wait_for_server vault_nodes 5000\n"));
         assert!(!cfg.contains("tcp-request"), "{cfg}");
         assert!(!cfg.contains("shutdown-sessions"), "mode http never cuts requests in flight: {cfg}");
         let retry: Vec<&str> = cfg.lines().filter(|l| l.trim_start().starts_with("retry-on")).collect();
         // A 500 may come from the active node after it applied the write; an empty response or a
         // timeout may follow an applied write too. None of them is ever resent.
-        assert_eq!(retry, ["    retry-on conn-failure 503"]);
+        assert_eq!(retry, ["    retry-on conn-failure 503"; 2], "vault_active and vault_nodes");
         for n in &p.nodes {
             assert!(cfg.contains(&format!(
                 "server {} {}:8200 ssl verify required ca-file /tmp/x/flake/pki/ca.crt sni str({}) verifyhost {}",
@@ -368,6 +423,45 @@ mod tests {
         }
         // The seed profile (drills only) stays TCP whatever the mode.
         assert!(!render_haproxy_profile(&p, &l, HaproxyProfile::Seed).contains("mode http\n    option httplog"));
+    }
+
+    /// The section of `cfg` that starts with the line `head`, up to the next blank line.
+    fn section<'a>(cfg: &'a str, head: &str) -> Vec<&'a str> {
+        cfg.lines().skip_while(|l| *l != head).take_while(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn a_refused_request_waits_in_the_second_hold() {
+        let mut p = lab_plan();
+        let l = Layout::Lab("/tmp/x".into());
+        let cfg = render_haproxy(&p, &l);
+        assert!(!cfg.contains("vault_hold") && !cfg.contains("observe"), "passthrough: none of it: {cfg}");
+        p.lb.mode = LbMode::Terminate;
+        let cfg = render_haproxy(&p, &l);
+        let active = section(&cfg, "backend vault_active");
+        let hold = section(&cfg, "frontend vault_hold");
+        let nodes = section(&cfg, "backend vault_nodes");
+        // vault_active: every node marked DOWN on its first refused connection, then the backup hold.
+        for n in &p.nodes {
+            let line = active.iter().find(|l| l.starts_with(&format!("    server {} ", n.name))).expect("server");
+            assert!(line.ends_with(" observe layer4 error-limit 1 on-error mark-down"), "{line}");
+            let tracked = nodes.iter().find(|l| l.starts_with(&format!("    server {} ", n.name))).expect("tracked");
+            assert!(tracked.ends_with(&format!(" track vault_active/{}", n.name)), "{tracked}");
+            assert!(!tracked.contains(" check"), "tracking, never a second set of checks: {tracked}");
+            assert!(
+                tracked.contains(&format!(" ssl verify required ca-file /tmp/x/flake/pki/ca.crt sni str({})", n.fqdn))
+            );
+        }
+        assert_eq!(active.last(), Some(&"    server hold /tmp/x/run/haproxy-hold.sock backup no-check"));
+        assert!(hold.contains(&"    bind /tmp/x/run/haproxy-hold.sock mode 600"), "{cfg}");
+        assert!(hold.contains(&"    http-request lua.wait_for_server vault_nodes 5000"), "{cfg}");
+        assert!(hold.contains(&"    default_backend vault_nodes"));
+        // vault_nodes has no backup: a request goes through the hold once, never round in a loop.
+        assert!(!nodes.iter().any(|l| l.contains("backup")), "{cfg}");
+        assert_eq!(nodes.iter().filter(|l| l.starts_with("    server ")).count(), p.nodes.len());
+        // The front hold counts the nodes, not the always-UP backup.
+        let front = section(&cfg, "frontend vault_api");
+        assert!(front.contains(&"    http-request lua.wait_for_server vault_nodes 5000"), "{cfg}");
     }
 
     #[test]

@@ -194,6 +194,14 @@ impl Layout {
             None => "/run/haproxy/admin.sock".into(),
         }
     }
+    /// The Unix socket of HAProxy's second hold (`frontend vault_hold`): vault_active's backup server,
+    /// where a request a crashed node refused waits for the next active node. Beside the admin socket.
+    pub fn haproxy_hold_socket(&self) -> String {
+        match self.lab() {
+            Some(d) => path(d.join("run/haproxy-hold.sock")),
+            None => "/run/haproxy/hold.sock".into(),
+        }
+    }
     /// The backup token as the backup job sees it (NixOS: LoadCredential name `backup-token`).
     pub fn backup_token_file(&self) -> String {
         match self.lab() {

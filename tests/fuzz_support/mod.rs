@@ -151,6 +151,13 @@ pub fn check_haproxy(cfg: &str) -> Result<(), String> {
             }
         }
         if line.starts_with("server ") {
+            // The second hold: a backup server that is HAProxy's own frontend on a local Unix socket
+            // (bound in this very file), never a node.
+            let addr = line.split_whitespace().nth(2).unwrap_or("");
+            let own = addr.starts_with('/') && cfg.lines().any(|l| l.trim().starts_with(&format!("bind {addr} ")));
+            if own && terminate && line.ends_with(" backup no-check") {
+                continue;
+            }
             let verified = if terminate {
                 line.contains(" ssl verify required ca-file ") && line.contains(" verifyhost ")
             } else {
