@@ -168,6 +168,50 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     assert!(verdict.lost.is_empty(), "acknowledged writes lost: {:?}", verdict.lost);
     assert!(verdict.unverified.is_empty(), "{:?}", verdict.unverified);
 
+    // The stop path, as NixOS runs it (drain.enable): each node's drain agent answers HAProxy's
+    // agent-check over the overlay (8202 admitted from the LB only), and stopping the active node runs
+    // `vaultnix node drain` on its host (agent `down`, LB confirms, step-down) before SIGTERM.
+    if nixos_fw.is_some() {
+        for h in lab.hosts.iter().filter(|h| lab.plan.node(&h.name).is_some()) {
+            let r = lab.run(&h.name, "nft", &["list", "ruleset"], None).unwrap();
+            assert!(r.contains("ip saddr 10.88.0.10 tcp dport 8202 accept"), "{}: agent port from the LB: {r}", h.name);
+        }
+    }
+    let sock = lab.haproxy_admin_socket().unwrap();
+    let agents = vaultnix::api::block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut all = Vec::new();
+            for n in &lab.plan.nodes {
+                all.push(vaultnix::ops::lb::stat_field(&sock, "vault_active", &n.name, "agent_status").await?);
+            }
+            if all.iter().all(|s| s == "L7OK") || Instant::now() > deadline {
+                return Ok::<_, anyhow::Error>(all);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .unwrap();
+    assert!(agents.iter().all(|s| s == "L7OK"), "HAProxy reaches every drain agent: {agents:?}");
+    let o = vaultnix::drill::run::TrialOptions {
+        scenario: vaultnix::drill::run::Scenario::LeaderStop,
+        trials: 1,
+        rate_hz: 20.0,
+        timeout: Duration::from_secs(6),
+        trial_limit: Duration::from_secs(90),
+        ..Default::default()
+    };
+    let stop = vaultnix::drill::hosts_target::trials(&lab, "stop", &o, &vaultnix::drill::run::NoProgress).unwrap();
+    let t = &stop.trials[0];
+    eprintln!("leader stop on the hosts: {} requests, errors {:?}, lost {}", t.figures.requests, t.errors, stop.lost);
+    assert_ne!(t.leader_after.as_deref(), Some(t.leader_before.as_str()), "leadership did not move");
+    assert!(t.figures.old_node_healthy.is_some(), "the stopped node did not come back as a voter");
+    // Passthrough: at most a request in flight on the session the drain cut (ambiguous, never lost).
+    let other: Vec<_> = t.errors.iter().filter(|(k, _)| k.as_str() != "transport").collect();
+    assert!(other.is_empty(), "the stop path failed requests: {:?}", t.errors);
+    assert!(t.errors.get("transport").copied().unwrap_or(0) <= 1, "{:?}", t.errors);
+    assert_eq!(stop.lost, 0, "{:?}", stop.verdict);
+
     // Down removes everything: namespaces, processes, mounts.
     let st = lab.state.clone();
     lab.down(false).unwrap();

@@ -60,6 +60,14 @@ impl Target for HostsTarget<'_> {
         }
         Ok(())
     }
+    /// The unit's stop path on the node's host: `vaultnix node drain` (agent, step-down), then SIGTERM.
+    async fn stop(&mut self, node: &str) -> Result<()> {
+        // Blocking (the drain waits for the LB, then SIGTERM and the exit): off the writer's thread.
+        let (lab, n) = (self.lab.clone(), node.to_string());
+        let said = tokio::task::spawn_blocking(move || lab.stop_node(&n)).await.map_err(|e| anyhow!("{e}"))??;
+        eprintln!("{node}: {said}");
+        Ok(())
+    }
     async fn start(&mut self, node: &str) -> Result<()> {
         self.lab.start_node(node)?;
         super::run::unseal_started(&self.cluster, &self.keys, node).await

@@ -110,10 +110,9 @@ pub trait Target {
         None
     }
     /// Stops one node the way its service manager does (ExecStop drain, then SIGTERM).
-    /// (The hosts lab has no service manager's stop path yet: it refuses.)
     fn stop(&mut self, node: &str) -> impl Future<Output = Result<()>> {
         let _ = node;
-        async { bail!("this target has no stop path (ExecStop drain): `drill leader-stop` runs on the loopback lab") }
+        async { bail!("this target has no stop path (ExecStop drain)") }
     }
     /// Cuts one node off the network (true) / reconnects it (false). Only targets with a network do.
     fn isolate(&mut self, node: &str, isolated: bool) -> Result<()> {
@@ -321,10 +320,17 @@ async fn trial<T: Target>(
                 tl.old_node_healthy_at = Some(t0.elapsed());
             }
             Scenario::LeaderStop => {
-                t.stop(&old).await?;
-                let n = probe::wait_active_other_than(&c, Some(&old), limit).await?;
-                tl.new_leader_at = Some(t0.elapsed());
-                new_leader = Some(n);
+                // The new leader is watched while the stop runs: the stepped-down server takes ~10 s more
+                // to exit on SIGTERM (OpenBao's HA loop sleeps after a step-down before it lets the seal
+                // finish; seen in both labs), and the new leader is active long before that.
+                let watch = async {
+                    let n = probe::wait_active_other_than(&c, Some(&old), limit).await;
+                    (n, t0.elapsed())
+                };
+                let (stopped, (n, at)) = tokio::join!(t.stop(&old), watch);
+                stopped?;
+                tl.new_leader_at = Some(at);
+                new_leader = Some(n?);
                 t.start(&old).await?;
                 wait_voter(&c, &old, limit).await?;
                 tl.old_node_healthy_at = Some(t0.elapsed());

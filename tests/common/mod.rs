@@ -128,8 +128,16 @@ pub fn nixos_rulesets(spec: &Path, into: &Path) -> Option<PathBuf> {
     for e in std::fs::read_dir(gen.join("flake/nodes")).unwrap() {
         let f = e.unwrap().path();
         let Some(name) = f.file_name().and_then(|x| x.to_str()).and_then(|x| x.strip_suffix(".nix")) else { continue };
+        // A server runs with its stop path (drain agent + ExecStop drain), as the hosts lab does: the
+        // agent's port is then open to the LB only.
+        let drain = gen.join(format!("flake/nodes/{name}.drain.json"));
+        let extra = if drain.is_file() {
+            format!("{{ vaultnix.server.drain = {{ enable = true; configFile = {}; }}; }}", drain.display())
+        } else {
+            String::new()
+        };
         let expr = format!(
-            "let r = import {} {{ subset = {}; modules = [ {} ]; }}; in (builtins.elemAt r.config.systemd.services.nftables.serviceConfig.ExecStart 1).text",
+            "let r = import {} {{ subset = {}; modules = [ {} {extra} ]; }}; in (builtins.elemAt r.config.systemd.services.nftables.serviceConfig.ExecStart 1).text",
             eval_node.display(),
             subset.display(),
             f.display()

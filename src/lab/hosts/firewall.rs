@@ -70,6 +70,13 @@ pub fn ruleset(plan: &Plan, machine: &Machine) -> String {
             "vaultnix: raft peers by address",
         ));
     }
+    if machine.role == Role::Server {
+        rules.extend(accept_from(
+            &fw.agent_allowed_cidrs,
+            &[plan.agent_port],
+            "vaultnix: drain agent from the load balancer",
+        ));
+    }
     if !fw.ssh_allowed_cidrs.is_empty() {
         rules.extend(accept_from(&fw.ssh_allowed_cidrs, &[22], "vaultnix: ssh"));
     }
@@ -98,6 +105,7 @@ mod tests {
         assert!(r.contains("ip saddr { 10.88.0.10/32, 192.0.2.0/24 } tcp dport { 8200 } accept"), "{r}");
         assert!(r.contains("udp dport { 51820 } accept"), "{r}");
         assert!(!r.contains("8201 } accept comment"), "8201 must be open on the overlay only: {r}");
+        assert!(r.contains("ip saddr { 10.88.0.10/32 } tcp dport { 8202 } accept"), "agent from the LB only: {r}");
         let lb = plan.machines().into_iter().find(|m| m.role == Role::Lb).unwrap();
         let r = ruleset(&plan, &lb);
         assert!(r.contains("tcp dport { 22, 8200, 8404 } accept"), "{r}");

@@ -52,6 +52,10 @@ pub struct HostsState {
     /// `up`: `<dir>/<machine>.nft`); None: firewall.rs's ruleset.
     #[serde(default)]
     pub nixos_firewall: Option<PathBuf>,
+    /// The `vaultnix` binary each node's drain agent and stop path run (as on NixOS: the binary, with
+    /// the generated nodes/<node>.drain.json). None in a state written before the hosts lab had them.
+    #[serde(default)]
+    pub vaultnix: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,7 +166,7 @@ pub fn hosts_of(plan: &Plan) -> Result<Vec<Host>> {
 }
 
 /// A hosts lab (running or not).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HostsLab {
     pub dir: PathBuf,
     pub plan: Plan,
@@ -294,6 +298,7 @@ impl HostsLab {
             haproxy: super::find_haproxy()?,
             hosts: hosts.iter().map(|h| (h.name.clone(), h.addr)).collect(),
             nixos_firewall: nixos_firewall_dir(&hosts)?,
+            vaultnix: Some(super::find_vaultnix()?),
             ..HostsState::default()
         };
         let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
@@ -337,6 +342,10 @@ impl HostsLab {
             say(&format!("WAN between sites: {w}"));
         }
         for n in lab.plan.nodes.clone() {
+            // The drain agent first, as the server unit wants and is ordered after vaultnix-drain-agent.
+            if let Some(a) = lab.agent_spec(&n.name) {
+                lab.start_proc(&a, &n.name)?;
+            }
             lab.start_proc(&lab.bao_spec(&n.name), &n.name)?;
         }
         lab.start_proc(&lab.haproxy_spec(), &lab.plan.lb.name.clone())?;
@@ -359,6 +368,8 @@ impl HostsLab {
                 let mut bo = crate::ops::bootstrap::BootstrapOptions::new(&out);
                 bo.progress = progress;
                 bo.wait = Duration::from_secs(90);
+                // The stop path's token (policy vaultnix-drain), installed below as the unit's credential.
+                bo.drain_token = true;
                 crate::ops::bootstrap::bootstrap(&plan, &bo).await?;
                 let c = crate::api::Cluster::from_out(&plan, &out)?;
                 let token = crate::ops::common::resolve_token(&c.lb, &out).await;
@@ -367,6 +378,9 @@ impl HostsLab {
             })
         })?
         .with_context(|| format!("hosts lab bootstrap failed; logs in {}", dir.join("logs").display()))?;
+        for n in lab.plan.nodes.clone() {
+            lab.install_drain_token(&n.name)?;
+        }
         say("ready");
         Ok(lab)
     }
@@ -465,6 +479,12 @@ impl HostsLab {
                 ops.push(MountOp::mkdir(&cred, 0o700)?);
                 ops.push(MountOp::touch(&key)?);
                 ops.push(MountOp::bind(&self.dir.join(paths::node_key(&h.name)), &key)?);
+                // The drain agent's RuntimeDirectory (its control socket).
+                let ctl = Layout::NixOs.agent_control_socket(&h.name);
+                ops.push(MountOp::mkdir(
+                    &Path::new(&ctl).parent().context("control dir")?.display().to_string(),
+                    0o755,
+                )?);
                 if self.plan.seal.kind == crate::spec::SealKind::Static {
                     // The static seal key, a credential of the unit like the TLS key.
                     let seal = Layout::NixOs.seal_key_file(&self.plan);
@@ -496,6 +516,36 @@ impl HostsLab {
 
     pub fn bao_spec(&self, node: &str) -> ProcSpec {
         process::node_spec(&self.dir, &self.state.bao, node)
+    }
+    /// The node's drain agent (`vaultnix node agent` with the generated, production drain.json: it
+    /// binds the node's overlay address and the control socket in /run/vaultnix-drain-agent).
+    pub fn agent_spec(&self, node: &str) -> Option<ProcSpec> {
+        let bin = self.state.vaultnix.as_ref()?;
+        self.dir.join(paths::drain_json(node)).exists().then(|| process::agent_spec(&self.dir, bin, node))
+    }
+    /// secrets/drain-token as the server unit's credential (`LoadCredential=drain-token:…`), where the
+    /// rendered drain.json's token_file names it, inside the node's mount namespace (0600).
+    pub fn install_drain_token(&self, node: &str) -> Result<()> {
+        let token = std::fs::read(crate::ops::drain::drain_token_path(&self.dir))
+            .context("secrets/drain-token (bootstrap creates it)")?;
+        let pid = self.anchor(node)?;
+        let target = PathBuf::from(format!("/proc/{pid}/root{}", Layout::NixOs.drain_token_file(&self.plan)));
+        crate::output::write_file_atomic(&target, &token, true)
+            .with_context(|| format!("{node}: installing the drain token"))
+    }
+    /// Stops a node's server the way its unit does: ExecStop (`vaultnix node drain --config
+    /// <drain.json> --pid <server pid>`, run on the node's host: its agent, its credential), then
+    /// SIGTERM. Returns what the drain printed.
+    pub fn stop_node(&self, node: &str) -> Result<String> {
+        let spec = self.bao_spec(node);
+        let pid = process::running(&self.dir, &spec).ok_or_else(|| anyhow!("{node} is not running"))?;
+        let bin = self.state.vaultnix.clone().context("this hosts lab has no vaultnix binary recorded (older lab)")?;
+        let cfg = self.dir.join(paths::drain_json(node)).display().to_string();
+        let pid_s = pid.to_string();
+        let drained =
+            self.run(node, &bin.display().to_string(), &["node", "drain", "--config", &cfg, "--pid", &pid_s], None)?;
+        process::stop(&self.dir, &spec, libc::SIGTERM, Duration::from_secs(15))?;
+        Ok(drained.trim().to_string())
     }
     pub fn haproxy_spec(&self) -> ProcSpec {
         process::haproxy_spec(&self.dir, &self.state.haproxy)
@@ -660,6 +710,7 @@ impl HostsLab {
         let mut stopped = Vec::new();
         let mut specs = vec![wan::relay_spec(&self.dir), self.haproxy_spec()];
         specs.extend(self.plan.nodes.iter().map(|n| self.bao_spec(&n.name)));
+        specs.extend(self.plan.nodes.iter().filter_map(|n| self.agent_spec(&n.name)));
         let iface = self.plan.overlay.interface.clone();
         for h in &self.hosts {
             specs.push(wg_spec(&self.dir, &h.name, &iface)?);
