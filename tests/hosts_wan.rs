@@ -49,9 +49,16 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
     let guard = Guard(dir.clone());
+    // The WAN runs over the firewall NixOS applies (as in tests/hosts_lab.rs), where the fixture is.
+    let nixos_fw = common::nixos_rulesets(&common::spec("hosts.toml"), tmp.path());
+    if let Some(d) = &nixos_fw {
+        // Read by HostsLab::up_with; the other test of this binary starts no lab.
+        std::env::set_var("VAULTNIX_HOSTS_NIXOS_FIREWALL", d);
+    }
     let t0 = Instant::now();
     let wan: hosts::wan::WanProfile = "rtt=60ms".parse().unwrap();
     let lab = HostsLab::up_with(Some(&common::spec("hosts.toml")), &dir, false, true, Some(wan)).expect("hosts lab up");
+    assert_eq!(lab.state.nixos_firewall, nixos_fw, "the hosts loaded NixOS's rulesets");
     eprintln!("hosts lab with WAN ready in {:.1}s", t0.elapsed().as_secs_f64());
 
     // Every node is on its own site (the providers): all pairs cross the WAN. Over the overlay
