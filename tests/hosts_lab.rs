@@ -69,6 +69,19 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
         assert!(c.equal(), "{c:?}");
     }
     assert!(lab.state.checks.iter().any(|c| c.path == "/etc/vaultnix/tls.crt"));
+    // Every server runs the backup job's generated config (its timer and the node exporter run on the
+    // host, docs/lab.md; vm_scripts runs the backup subtest on them).
+    for n in &lab.plan.nodes {
+        assert!(
+            lab.state.checks.iter().any(|c| c.host == n.name && c.path == "/etc/vaultnix/backup.json"),
+            "{}: {:?}",
+            n.name,
+            lab.state.checks
+        );
+        for unit in ["prometheus-node-exporter.service", "vaultnix-backup.timer"] {
+            assert_eq!(lab.unit_state(&n.name, unit).unwrap().as_str(), "active", "{}: {unit}", n.name);
+        }
+    }
 
     // The cluster formed over WireGuard: list-peers (from the client, through the LB) shows the
     // overlay addresses; the handshakes happened.

@@ -70,8 +70,12 @@ class Lab:
         argv = [self.vaultnix, "lab", "machine", "--dir", str(self.dir), host, *args]
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
-    def up(self, spec: str) -> None:
+    def up(self, spec: str, backup_calendars: dict[str, str]) -> None:
+        """`lab up --hosts`; the machines whose test configuration sets vaultnix.backup.onCalendar
+        get that schedule (`--backup-timer`: an OnCalendar shorthand; anything else fails there)."""
         argv = [self.vaultnix, "lab", "up", "--hosts", "--no-bootstrap", "--spec", spec, "--dir", str(self.dir)]
+        for node, calendar in sorted(backup_calendars.items()):
+            argv += ["--backup-timer", f"{node}={calendar}"]
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"vaultnix lab up --hosts failed (exit {r.returncode})")
@@ -326,7 +330,7 @@ def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep
     log(f"=== vm test {t['name']} on the hosts lab: spec {os.path.relpath(t['spec'], ROOT)}, dir {lab.dir}")
     passed: list[str] = []
     try:
-        lab.up(t["spec"])
+        lab.up(t["spec"], t["backupCalendars"])
         state = json.loads((lab.dir / "hosts.json").read_text())
         print(f"lab namespaces: {' '.join(state['netns'])}", flush=True)
         hosts = set(state["hosts"])

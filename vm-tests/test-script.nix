@@ -1,6 +1,7 @@
 # What runNixOSTest gets from a VM test, without nixpkgs (for vm-tests/hosts_driver.py, which runs
 # the script on the hosts lab): its testScript, exactly as Nix builds it, its machine names, the spec
-# it generates from and what each `common.client` machine is configured with. `common` is the real
+# it generates from, what each `common.client` machine is configured with and the backup schedules
+# the test's machines set. `common` is the real
 # common.nix for testLib; its functions are replaced by ones that return their arguments, which the
 # lazy evaluation of these attributes never builds.
 #   nix-instantiate --eval --strict --json vm-tests/test-script.nix --argstr test cluster
@@ -34,6 +35,23 @@ let
   described = builtins.filter (n: builtins.isAttrs n && n ? gen) (builtins.attrValues t.nodes);
   specs = map (n: toString n.gen.spec) described;
   spec = builtins.head specs;
+  # A machine given as a module function (node1 in cluster.nix) is called with the lib functions
+  # such a module uses on vaultnix.backup; the rest of its value is never forced.
+  fakeLib = {
+    mkForce = x: x;
+    mkDefault = x: x;
+  };
+  asAttrs =
+    n:
+    if builtins.isFunction n then
+      n {
+        lib = fakeLib;
+        pkgs = throw "test-script.nix: no pkgs";
+        config = throw "test-script.nix: no config";
+      }
+    else
+      n;
+  backupCalendar = n: ((asAttrs t.nodes.${n}).vaultnix or { }).backup.onCalendar or null;
 in
 assert builtins.all (s: s == spec) specs;
 {
@@ -44,4 +62,11 @@ assert builtins.all (s: s == spec) specs;
     name = n;
     inherit (t.nodes.${n}) lbAddress hostname;
   }) (builtins.filter (n: (t.nodes.${n}.kind or "") == "client") (builtins.attrNames t.nodes));
+  # Machines whose test configuration sets vaultnix.backup.onCalendar (the lab's --backup-timer).
+  backupCalendars = builtins.listToAttrs (
+    map (n: {
+      name = n;
+      value = backupCalendar n;
+    }) (builtins.filter (n: backupCalendar n != null) (builtins.attrNames t.nodes))
+  );
 }

@@ -46,6 +46,10 @@ pub enum LabCommand {
         /// With --hosts: WAN latency, jitter and loss between sites, e.g. `rtt=80ms,jitter=10ms,loss=1%`.
         #[arg(long, requires = "hosts")]
         wan: Option<String>,
+        /// With --hosts: NODE=SECONDS, the period of that node's backup timer (default: the spec's
+        /// schedule; `minutely` = 60). Repeatable.
+        #[arg(long = "backup-timer", value_name = "NODE=SECONDS", requires = "hosts")]
+        backup_timer: Vec<String>,
     },
     /// Set the WAN between the sites of a running hosts lab (`rtt=80ms,jitter=10ms,loss=1%`, or `off`).
     Wan {
@@ -59,6 +63,13 @@ pub enum LabCommand {
     WanRelay {
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// A server host's backup timer in a hosts lab (started by `lab up --hosts`; not for direct use).
+    #[command(hide = true)]
+    BackupTimer {
+        #[arg(long)]
+        dir: PathBuf,
+        node: String,
     },
     /// Run a command on a host of a hosts lab (BAO_ADDR etc. point at the load balancer).
     Exec {
@@ -152,7 +163,13 @@ fn machine(common: &Common, host: &str, action: MachineAction) -> CliResult {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
         LabCommand::Machine { common, host, action } => machine(&common, &host, action),
-        LabCommand::Up { common, hosts: true, no_bootstrap, wan, .. } => {
+        LabCommand::Up { common, hosts: true, no_bootstrap, wan, backup_timer, .. } => {
+            let mut backup_every = std::collections::BTreeMap::new();
+            for t in &backup_timer {
+                let (n, s) = crate::lab::hosts::timer::parse_override(t)
+                    .map_err(|e| CliError::invalid(format!("--backup-timer {t}: {e:#}")))?;
+                backup_every.insert(n, s);
+            }
             let wan = match wan {
                 Some(w) => Some(
                     w.parse::<crate::lab::hosts::wan::WanProfile>()
@@ -160,12 +177,13 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 ),
                 None => None,
             };
-            let r = crate::lab::hosts::HostsLab::up_with(
+            let r = crate::lab::hosts::HostsLab::up_timers(
                 common.spec.as_deref(),
                 &common.dir,
                 !shell.quiet,
                 !no_bootstrap,
                 wan,
+                backup_every,
             );
             let lab = match r {
                 Ok(l) => l,
@@ -219,6 +237,10 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 lab.set_wan(&p).map_err(|e| CliError::failure(format!("{e:#}")))?;
                 shell.status(format!("WAN between sites: {p} ({} cross-site paths)", lab.wan_pairs().len()));
             }
+            Ok(())
+        }
+        LabCommand::BackupTimer { dir, node } => {
+            crate::lab::hosts::timer::run(&dir, &node).map_err(|e| CliError::failure(format!("{e:#}")))?;
             Ok(())
         }
         LabCommand::WanRelay { dir } => {

@@ -39,6 +39,10 @@ enum Unit {
     Server,
     Haproxy,
     Wireguard,
+    /// `prometheus-node-exporter.service`.
+    NodeExporter,
+    /// `vaultnix-backup.timer` (timer.rs).
+    BackupTimer,
 }
 
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -72,6 +76,12 @@ impl HostsLab {
                     crate::spec::Engine::Vault => "vault",
                 };
                 v.push((format!("{unit}.service"), Unit::Server));
+                if super::timer::node_exporter_spec(self, host).is_some() {
+                    v.push(("prometheus-node-exporter.service".into(), Unit::NodeExporter));
+                }
+                if self.has_backup_timer(host) {
+                    v.push((format!("{}.timer", super::timer::UNIT), Unit::BackupTimer));
+                }
             }
             Some(Role::Lb) => v.push(("haproxy.service".into(), Unit::Haproxy)),
             None => {}
@@ -101,20 +111,32 @@ impl HostsLab {
                 process::running(&self.dir, &wg_spec(&self.dir, host, iface)?).is_some()
                     && self.output(host, "wg", &["show", iface, "private-key"], None)?.status.success()
             }
+            Unit::NodeExporter | Unit::BackupTimer => {
+                self.unit_spec(host, kind)?.is_some_and(|s| process::running(&self.dir, &s).is_some())
+            }
         };
         Ok(if running { UnitState::Active } else { UnitState::Failed })
     }
 
-    /// The host's service processes (not its anchor: the "disk" and namespaces stay).
+    /// The process behind a unit.
+    fn unit_spec(&self, host: &str, unit: &Unit) -> Result<Option<process::ProcSpec>> {
+        Ok(match unit {
+            Unit::Server => Some(self.bao_spec(host)),
+            Unit::Haproxy => Some(self.haproxy_spec()),
+            Unit::Wireguard => Some(wg_spec(&self.dir, host, &self.plan.overlay.interface)?),
+            Unit::NodeExporter => super::timer::node_exporter_spec(self, host),
+            Unit::BackupTimer => self.backup_timer_spec(host),
+        })
+    }
+
+    /// The host's service processes (not its anchor: the "disk" and namespaces stay), and its
+    /// drain agent.
     fn service_specs(&self, host: &str) -> Result<Vec<process::ProcSpec>> {
         let mut v = Vec::new();
         for (_, u) in self.units(host)? {
-            match u {
-                Unit::Server => v.push(self.bao_spec(host)),
-                Unit::Haproxy => v.push(self.haproxy_spec()),
-                Unit::Wireguard => v.push(wg_spec(&self.dir, host, &self.plan.overlay.interface)?),
-            }
+            v.extend(self.unit_spec(host, &u)?);
         }
+        v.extend(self.agent_spec(host));
         Ok(v)
     }
 
@@ -147,15 +169,16 @@ impl HostsLab {
             let _ = std::fs::remove_file(sock);
             self.start_wireguard(&h)?;
         }
+        // The drain agent before the server (the server unit is ordered after it).
+        if let Some(a) = self.agent_spec(host) {
+            self.start_proc(&a, host)?;
+        }
         for (_, u) in self.units(host)? {
-            match u {
-                Unit::Server => {
-                    self.start_proc(&self.bao_spec(host), host)?;
-                }
-                Unit::Haproxy => {
-                    self.start_proc(&self.haproxy_spec(), host)?;
-                }
-                Unit::Wireguard => {}
+            if u == Unit::Wireguard {
+                continue;
+            }
+            if let Some(s) = self.unit_spec(host, &u)? {
+                self.start_proc(&s, host)?;
             }
         }
         std::fs::remove_file(self.crashed_marker(host))?;

@@ -15,6 +15,7 @@ pub mod enter;
 pub mod firewall;
 pub mod machine;
 pub mod net;
+pub mod timer;
 pub mod wan;
 
 use super::process::{self, ProcSpec};
@@ -56,6 +57,10 @@ pub struct HostsState {
     /// the generated nodes/<node>.drain.json). None in a state written before the hosts lab had them.
     #[serde(default)]
     pub vaultnix: Option<PathBuf>,
+    /// Node -> the period (s) of its backup timer where `lab up --hosts --backup-timer` set one
+    /// (others: the spec's schedule, timer.rs).
+    #[serde(default)]
+    pub backup_every: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +286,18 @@ impl HostsLab {
         bootstrap: bool,
         wan: Option<wan::WanProfile>,
     ) -> Result<HostsLab> {
+        Self::up_timers(spec, dir, progress, bootstrap, wan, BTreeMap::new())
+    }
+
+    /// `up_with`, with some nodes' backup timers firing every `backup_every[node]` seconds.
+    pub fn up_timers(
+        spec: Option<&Path>,
+        dir: &Path,
+        progress: bool,
+        bootstrap: bool,
+        wan: Option<wan::WanProfile>,
+        backup_every: BTreeMap<String, u64>,
+    ) -> Result<HostsLab> {
         preflight()?;
         let dir = crate::output::absolute(dir)?;
         std::fs::create_dir_all(&dir)?;
@@ -299,8 +316,14 @@ impl HostsLab {
             hosts: hosts.iter().map(|h| (h.name.clone(), h.addr)).collect(),
             nixos_firewall: nixos_firewall_dir(&hosts)?,
             vaultnix: Some(super::find_vaultnix()?),
+            backup_every,
             ..HostsState::default()
         };
+        for n in state.backup_every.keys() {
+            if plan.node(n).is_none() {
+                bail!("--backup-timer {n}=…: the spec has no node {n:?}");
+            }
+        }
         let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
         // The production files, exactly as `vaultnix generate` writes them.
         generate(
@@ -347,6 +370,9 @@ impl HostsLab {
                 lab.start_proc(&a, &n.name)?;
             }
             lab.start_proc(&lab.bao_spec(&n.name), &n.name)?;
+            for s in lab.node_extras(&n.name) {
+                lab.start_proc(&s, &n.name)?;
+            }
         }
         lab.start_proc(&lab.haproxy_spec(), &lab.plan.lb.name.clone())?;
         lab.state.checks = lab.file_checks()?;
@@ -445,7 +471,8 @@ impl HostsLab {
         let wg = self.plan.overlay.kind == OverlayKind::Wireguard && h.machine.is_some();
         let secrets_rel = self.plan.secrets_dir.trim_start_matches("/var/lib/").to_string();
         let wg_rel = format!("{secrets_rel}/wg.key");
-        let mut var_lib: Vec<(&str, bool)> = Vec::new();
+        // modules/node.nix: `d <secretsDir> 0700` on every machine (where an operator puts tokens).
+        let mut var_lib: Vec<(&str, bool)> = vec![(&secrets_rel, true)];
         let data_rel = unit.to_string();
         if matches!(h.machine.as_ref().map(|m| m.role), Some(Role::Server)) {
             var_lib.push((&data_rel, true));
@@ -453,16 +480,36 @@ impl HostsLab {
         if wg {
             var_lib.push((&wg_rel, false));
         }
-        ops.push(overlay(
-            "/etc",
-            "etc",
-            &[("vaultnix/ca.crt", false), ("vaultnix/tls.crt", false), ("haproxy/vaultnix-hold.lua", false)],
-        )?);
+        let mut etc: Vec<(&str, bool)> =
+            vec![("vaultnix/ca.crt", false), ("vaultnix/tls.crt", false), ("haproxy/vaultnix-hold.lua", false)];
+        // modules/backup.nix: the job's config under /etc, its directory and the textfile directory
+        // (tmpfiles), on the host's own disk.
+        let backup = self.has_backup_timer(&h.name);
+        let dest = timer::destination_tree(&self.plan.backup.destination);
+        let textfile_rel = Layout::NixOs.textfile_dir().trim_start_matches("/var/lib/").to_string();
+        if backup {
+            etc.push((timer::ETC_CONFIG.trim_start_matches("/etc/"), false));
+            if let Some(("/var/lib", rel)) = &dest {
+                var_lib.push((rel.as_str(), true));
+            }
+        }
+        if backup || timer::node_exporter_spec(self, &h.name).is_some() {
+            var_lib.push((&textfile_rel, true));
+        }
+        ops.push(overlay("/etc", "etc", &etc)?);
         ops.push(overlay("/var/lib", "var-lib", &var_lib)?);
+        if backup {
+            if let Some(("/var/backups", rel)) = &dest {
+                ops.push(overlay("/var/backups", "var-backups", &[(rel.as_str(), true)])?);
+            }
+        }
         let log_rel = unit.to_string();
         ops.push(overlay("/var/log", "var-log", &[(&log_rel, true)])?);
         ops.push(MountOp::tmpfs("/run", "0755")?);
         ops.push(MountOp::bind(&self.dir.join(paths::CA_CRT), "/etc/vaultnix/ca.crt")?);
+        if backup {
+            ops.push(MountOp::bind(&self.dir.join(paths::backup_json(&h.name)), timer::ETC_CONFIG)?);
+        }
         if wg {
             ops.push(MountOp::bind(
                 &self.dir.join(paths::wg_key(&h.name)),
@@ -522,6 +569,13 @@ impl HostsLab {
     pub fn agent_spec(&self, node: &str) -> Option<ProcSpec> {
         let bin = self.state.vaultnix.as_ref()?;
         self.dir.join(paths::drain_json(node)).exists().then(|| process::agent_spec(&self.dir, bin, node))
+    }
+    /// A server host's other services: the node exporter and the backup timer, where the spec has
+    /// them (timer.rs).
+    pub fn node_extras(&self, node: &str) -> Vec<ProcSpec> {
+        let mut v: Vec<ProcSpec> = timer::node_exporter_spec(self, node).into_iter().collect();
+        v.extend(self.backup_timer_spec(node));
+        v
     }
     /// secrets/drain-token as the server unit's credential (`LoadCredential=drain-token:…`), where the
     /// rendered drain.json's token_file names it, inside the node's mount namespace (0600).
@@ -695,6 +749,9 @@ impl HostsLab {
             check(&n.name, pid, cfg, paths::server_json(&n.name))?;
             check(&n.name, pid, Layout::NixOs.ca_file(&self.plan), paths::CA_CRT.into())?;
             check(&n.name, pid, Layout::NixOs.cert_file(&self.plan, n), paths::node_crt(&n.name))?;
+            if self.has_backup_timer(&n.name) {
+                check(&n.name, pid, timer::ETC_CONFIG.into(), paths::backup_json(&n.name))?;
+            }
         }
         let pid = process::running(&self.dir, &self.haproxy_spec()).context("haproxy not running")?;
         let cfg = self.dir.join(paths::HAPROXY_CFG).display().to_string();
@@ -711,6 +768,7 @@ impl HostsLab {
         let mut specs = vec![wan::relay_spec(&self.dir), self.haproxy_spec()];
         specs.extend(self.plan.nodes.iter().map(|n| self.bao_spec(&n.name)));
         specs.extend(self.plan.nodes.iter().filter_map(|n| self.agent_spec(&n.name)));
+        specs.extend(self.plan.nodes.iter().flat_map(|n| self.node_extras(&n.name)));
         let iface = self.plan.overlay.interface.clone();
         for h in &self.hosts {
             specs.push(wg_spec(&self.dir, &h.name, &iface)?);
