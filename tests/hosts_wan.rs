@@ -2,7 +2,8 @@
 //! delay from the `vaultnix` binary (`lab wan-relay`). A ping over the WireGuard overlay shows the
 //! added round trip; `drill --hosts` loses no acknowledged write across a leader crash under the WAN;
 //! `lab status` / `lab env` know the hosts lab; `lab wan off` removes rules and relay; `lab down`
-//! leaves no namespace, relay or rule. Needs root; without it the test FAILS with the reason.
+//! leaves no namespace, relay or rule. Then the same without an overlay (`overlay = "none"`): the
+//! relay delays raft and the API on the nodes' own addresses, and a leader crash loses nothing. Needs root; without it the test FAILS with the reason.
 
 mod common;
 
@@ -116,6 +117,58 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     drop(guard);
     assert!(hosts::leftovers(&dir, &state).is_empty(), "{:?}", hosts::leftovers(&dir, &state));
     assert!(!vaultnix::lab::process::alive(pid), "relay pid {pid} survived lab down");
+    for ns in &state.netns {
+        assert!(!hosts::net::netns_exists(ns), "{ns} left behind");
+    }
+
+    // overlay = "none" across the WAN: raft and the API run on the nodes' own addresses, so the
+    // relay delays them directly (no WireGuard UDP in between). Same test (the firewall variable is
+    // process-wide): its own NixOS rulesets, a ping on the public addresses, the peers' addresses,
+    // a leader crash with nothing lost.
+    let spec = common::spec("hosts-nooverlay.toml");
+    let sub = tmp.path().join("nooverlay");
+    std::fs::create_dir_all(&sub).unwrap();
+    let nixos_fw = common::nixos_rulesets(&spec, &sub);
+    match &nixos_fw {
+        Some(d) => std::env::set_var("VAULTNIX_HOSTS_NIXOS_FIREWALL", d),
+        None => std::env::remove_var("VAULTNIX_HOSTS_NIXOS_FIREWALL"),
+    }
+    let dir = tmp.path().join("lab-nooverlay");
+    let guard = Guard(dir.clone());
+    let t0 = Instant::now();
+    let wan: hosts::wan::WanProfile = "rtt=40ms".parse().unwrap();
+    let lab = HostsLab::up_with(Some(&spec), &dir, false, true, Some(wan)).expect("hosts lab (overlay none) up");
+    assert_eq!(lab.state.nixos_firewall, nixos_fw, "the hosts loaded NixOS's rulesets");
+    eprintln!("hosts lab without overlay, WAN rtt=40ms, ready in {:.1}s", t0.elapsed().as_secs_f64());
+    assert!(lab.unit_state("vault-1", "wireguard-wg0.service").is_err(), "overlay none: no WireGuard unit");
+    let rules = lab.wan_rules();
+    assert!(rules.iter().any(|r| r.starts_with("vault-1: ") && r.contains("203.0.113.20/32")), "{rules:?}");
+    let avg = ping_avg(&lab, "vault-1", "203.0.113.20", 10);
+    eprintln!("public-address ping vault-1 -> vault-2 with rtt=40ms: avg {avg:.1} ms");
+    assert!((39.0..=90.0).contains(&avg), "ping avg {avg} ms, expected 40 ms + the lab's own");
+    let bao = common::bao().display().to_string();
+    let peers = lab.run("client", &bao, &["operator", "raft", "list-peers", "-format=json"], None).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&peers).unwrap();
+    let servers = v.pointer("/data/config/servers").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+    let mut addrs: Vec<String> = servers.iter().map(|s| s["address"].as_str().unwrap_or("").to_string()).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["198.51.100.10:8201", "203.0.113.20:8201", "203.0.113.30:8201"], "{peers}");
+    let d = vaultnix_in(&dir, &["drill", "leader-crash", "--hosts", "--trials", "1", "--output", "json"]);
+    let dj = String::from_utf8_lossy(&d.stdout);
+    assert!(d.status.success(), "drill --hosts (overlay none): {dj}\n{}", String::from_utf8_lossy(&d.stderr));
+    let v: serde_json::Value = serde_json::from_str(&dj).unwrap();
+    let cfg = &v["configs"][0];
+    assert_eq!(cfg["lost"], 0, "{dj}");
+    assert!(cfg["trials"][0]["acked"].as_u64().unwrap() > 0, "{dj}");
+    assert_ne!(cfg["trials"][0]["leader_before"], cfg["trials"][0]["leader_after"], "{dj}");
+    eprintln!(
+        "overlay none, rtt=40ms, leader crash: {} of {} failed, new leader after {} ms",
+        cfg["summary"]["failed_total"], cfg["summary"]["requests_total"], cfg["trials"][0]["figures"]["new_leader"]
+    );
+    let state = lab.state.clone();
+    lab.down(false).expect("lab down");
+    drop(guard);
+    assert!(hosts::leftovers(&dir, &state).is_empty(), "{:?}", hosts::leftovers(&dir, &state));
     for ns in &state.netns {
         assert!(!hosts::net::netns_exists(ns), "{ns} left behind");
     }
