@@ -307,6 +307,25 @@ fn drill_ca_rollover_zero_failed() {
     }
 }
 
+/// `vaultnix drill cert-renewal` in terminate mode: the load balancer's own certificate is renewed too,
+/// HAProxy reloads seamlessly, and a fresh handshake through the LB sees the new one; 0 failed.
+#[test]
+fn drill_cert_renewal_terminate_zero_failed() {
+    let _g = common_ops::serial();
+    let r = drill_json("lab-terminate.toml", &["cert-renewal", "--trials", "3", "--rate", "50"]);
+    let lines = assert_rotation_drill(
+        &r,
+        3,
+        &[
+            "renewed 3 node certificate(s) and the load balancer's (HAProxy reloaded seamlessly)",
+            "4 listener(s) serve the new one",
+        ],
+    );
+    for l in lines {
+        eprintln!("drill cert-renewal (tests/specs/lab-terminate.toml, --trials 3 --rate 50): {l}");
+    }
+}
+
 /// `vaultnix drill cert-renewal`: three renewals of every node certificate (same CA), each reloaded and
 /// verified on the wire (every listener serves its new certificate).
 #[test]

@@ -83,22 +83,22 @@ fn verify(shell: &Shell, plan: &Plan, out: &std::path::Path, tries: usize) -> Cl
     for s in &served {
         if s.ok {
             shell.status(format!(
-                "{}: serves flake/pki/{}.crt (sha256 {}…, {} handshake(s))",
+                "{}: serves {} (sha256 {}…, {} handshake(s))",
                 s.node,
-                s.node,
+                s.file,
                 &s.expected[..16],
                 s.attempts
             ));
         } else {
             bad.push(s.node.clone());
             shell.status(format!(
-                "{}: serves {} instead of flake/pki/{}.crt ({}…) after {} handshake(s)",
+                "{}: serves {} instead of {} ({}…) after {} handshake(s)",
                 s.node,
                 s.served
                     .as_deref()
                     .map(|f| format!("sha256 {}…", &f[..16]))
                     .unwrap_or_else(|| "nothing (unreachable)".into()),
-                s.node,
+                s.file,
                 &s.expected[..16],
                 s.attempts
             ));
@@ -172,6 +172,14 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
             r.diff.changed.len() + r.diff.added.len(),
             plan.engine.as_str()
         ));
+        if r.renewed.iter().any(|x| x.node == plan.lb.name && plan.lb.mode == crate::spec::LbMode::Terminate) {
+            shell.status(format!(
+                "the load balancer's certificate was renewed: install {} as {}/lb.pem on {} (a secret: not in the flake), `systemctl reload haproxy`, then `vaultnix certs verify` (it checks what the LB serves; HAProxy reads the unit's credential copy: if it still serves the old one, `systemctl restart haproxy`)",
+                crate::render::paths::LB_PEM,
+                plan.secrets_dir,
+                plan.lb.name
+            ));
+        }
     }
     Ok(())
 }

@@ -120,9 +120,15 @@ impl Target for LabTarget {
     }
     async fn renew_certs(&mut self) -> Result<Vec<String>> {
         let (r, served) = crate::ops::certs::renew_lab(&self.lab, 30).await?;
+        let lb = &self.lab.plan.lb.name;
+        let nodes = r.renewed.iter().filter(|x| &x.node != lb).count();
         Ok(vec![format!(
-            "renewed {} node certificate(s), verified on the wire: {} listener(s) serve the new one",
-            r.renewed.len(),
+            "renewed {nodes} node certificate(s){}, verified on the wire: {} listener(s) serve the new one",
+            if r.renewed.iter().any(|x| &x.node == lb) {
+                " and the load balancer's (HAProxy reloaded seamlessly)"
+            } else {
+                ""
+            },
             served.iter().filter(|s| s.ok).count()
         )])
     }

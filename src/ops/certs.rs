@@ -1,4 +1,5 @@
-//! `certs renew`: reissue node certificates (same keys, same CA) that expire within a window, through
+//! `certs renew`: reissue node certificates (same keys, same CA) that expire within a window (and the
+//! load balancer's, when it terminates TLS), through
 //! the generate machinery so the output tree and its manifest stay consistent. The live half (reload,
 //! then check what each listener actually serves) is in [`verify_served`].
 
@@ -54,7 +55,7 @@ pub struct RenewReport {
 }
 
 fn state(node: &str, pem: &str, now: i64) -> Result<CertState> {
-    let i = pki::inspect(pem).with_context(|| format!("flake/pki/{node}.crt"))?;
+    let i = pki::inspect(pem)?;
     Ok(CertState {
         node: node.into(),
         not_after: i.not_after,
@@ -63,15 +64,26 @@ fn state(node: &str, pem: &str, now: i64) -> Result<CertState> {
     })
 }
 
-/// The current node certificates under `out` (reads only).
+/// Whether the load balancer has a certificate of its own (TLS terminated at HAProxy).
+fn lb_terminates(plan: &Plan) -> bool {
+    plan.lb.mode == crate::spec::LbMode::Terminate
+}
+
+/// The current leaf certificates under `out` (reads only): every node's, then the load balancer's
+/// when it terminates TLS (named by the LB's name).
 pub fn current(plan: &Plan, out: &Path, now: i64) -> Result<Vec<CertState>> {
-    plan.nodes
-        .iter()
-        .map(|n| {
-            let p = out.join(paths::node_crt(&n.name));
+    let mut leaves: Vec<(String, String)> =
+        plan.nodes.iter().map(|n| (n.name.clone(), paths::node_crt(&n.name))).collect();
+    if lb_terminates(plan) {
+        leaves.push((plan.lb.name.clone(), paths::LB_CRT.to_string()));
+    }
+    leaves
+        .into_iter()
+        .map(|(name, rel)| {
+            let p = out.join(&rel);
             let pem = std::fs::read_to_string(&p)
                 .with_context(|| format!("cannot read {}: run `vaultnix generate` first", p.display()))?;
-            state(&n.name, &pem, now)
+            state(&name, &pem, now).with_context(|| rel.clone())
         })
         .collect()
 }
@@ -82,6 +94,7 @@ pub fn renew(plan: &Plan, o: &RenewOptions) -> Result<RenewReport> {
     for f in [paths::CA_KEY.to_string(), paths::CA_CRT.to_string()]
         .into_iter()
         .chain(plan.nodes.iter().map(|n| paths::node_key(&n.name)))
+        .chain(lb_terminates(plan).then(|| paths::LB_KEY.to_string()))
     {
         if !o.out.join(&f).exists() {
             bail!("{} is missing: `certs renew` reissues under the existing CA and keys; run `vaultnix generate` first (or restore the file)", o.out.join(f).display());
@@ -139,6 +152,8 @@ pub fn renew(plan: &Plan, o: &RenewOptions) -> Result<RenewReport> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Served {
     pub node: String,
+    /// The certificate it must serve (relative to the output tree).
+    pub file: String,
     pub address: String,
     pub expected: String,
     pub served: Option<String>,
@@ -156,8 +171,15 @@ pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::ti
         let pem = std::fs::read_to_string(out.join(paths::node_crt(&n.name)))?;
         let expected = pki::inspect(&pem)?.sha256_fingerprint;
         let address = plan.api_url(n);
-        let mut s =
-            Served { node: n.name.clone(), address: address.clone(), expected, served: None, attempts: 0, ok: false };
+        let mut s = Served {
+            node: n.name.clone(),
+            file: paths::node_crt(&n.name),
+            address: address.clone(),
+            expected,
+            served: None,
+            attempts: 0,
+            ok: false,
+        };
         for _ in 0..tries.max(1) {
             s.attempts += 1;
             if let Ok(fp) = crate::ops::live::served_leaf_sha256(&ca, &address).await {
@@ -171,10 +193,44 @@ pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::ti
         }
         res.push(s);
     }
+    if lb_terminates(plan) {
+        // HAProxy serves flake/pki/lb.crt (in secrets/lb.pem) to every client: a fresh handshake
+        // through the load balancer's name and address.
+        let pem = std::fs::read_to_string(out.join(paths::LB_CRT)).context(paths::LB_CRT)?;
+        let expected = pki::inspect(&pem)?.sha256_fingerprint;
+        let mut s = Served {
+            node: plan.lb.name.clone(),
+            file: paths::LB_CRT.to_string(),
+            address: plan.lb_url(),
+            expected,
+            served: None,
+            attempts: 0,
+            ok: false,
+        };
+        for _ in 0..tries.max(1) {
+            s.attempts += 1;
+            let lb = crate::api::Cluster::new(plan, &ca)?.lb.with_timeout(std::time::Duration::from_secs(10));
+            if let Ok(h) = lb.health().await {
+                if let Some(der) = h.peer_cert {
+                    use sha2::Digest;
+                    let fp = hex::encode(sha2::Sha256::digest(&der));
+                    s.ok = fp == s.expected;
+                    s.served = Some(fp);
+                    if s.ok {
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+        res.push(s);
+    }
     Ok(res)
 }
 
-/// The lab's processes read the files in place: SIGHUP reloads every node's listener certificate.
+/// The lab's processes read the files in place: SIGHUP reloads every node's listener certificate;
+/// when HAProxy terminates TLS, a seamless reload (as `systemctl reload haproxy`: the new process
+/// takes the listeners over, the old one finishes its sessions) loads its new certificate.
 /// Returns what was done.
 pub fn reload_lab(lab: &crate::lab::Lab) -> Result<Vec<String>> {
     let mut done = Vec::new();
@@ -186,12 +242,19 @@ pub fn reload_lab(lab: &crate::lab::Lab) -> Result<Vec<String>> {
             done.push(format!("sent SIGHUP to {} (pid {pid})", n.name));
         }
     }
+    if lb_terminates(&lab.plan) {
+        let (old, new) = lab.reload_haproxy()?;
+        done.push(format!(
+            "reloaded HAProxy for its new certificate: pid {new} took the listeners over from pid {old}"
+        ));
+    }
     Ok(done)
 }
 
-/// `certs renew --all` on a running `vaultnix lab`: every node certificate reissued (same CA, same
-/// keys), SIGHUP to the nodes, then verified over fresh handshakes ([`verify_served`], `tries` tries 2 s
-/// apart) that every listener serves its new certificate. Fails unless every node does.
+/// `certs renew --all` on a running `vaultnix lab`: every node certificate (and the load balancer's
+/// when it terminates TLS) reissued (same CA, same keys), SIGHUP to the nodes and a seamless HAProxy
+/// reload, then verified over fresh handshakes ([`verify_served`], `tries` tries 2 s apart) that every
+/// listener serves its new certificate. Fails unless every one does.
 pub async fn renew_lab(lab: &crate::lab::Lab, tries: usize) -> Result<(RenewReport, Vec<Served>)> {
     let out = lab.dir.clone();
     let o = RenewOptions {
@@ -208,8 +271,9 @@ pub async fn renew_lab(lab: &crate::lab::Lab, tries: usize) -> Result<(RenewRepo
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
     let r = renew(&lab.plan, &o)?;
-    if r.renewed.len() != lab.plan.nodes.len() {
-        bail!("renewed {} of {} node certificates", r.renewed.len(), lab.plan.nodes.len());
+    let leaves = lab.plan.nodes.len() + usize::from(lb_terminates(&lab.plan));
+    if r.renewed.len() != leaves {
+        bail!("renewed {} of {leaves} certificates (nodes and the load balancer's)", r.renewed.len());
     }
     reload_lab(lab)?;
     let served = verify_served(&lab.plan, &out, tries, std::time::Duration::from_secs(2)).await?;
@@ -279,6 +343,38 @@ mod tests {
         };
         let g = generate::generate(&plan, &Layout::NixOs, &chk).unwrap();
         assert!(!g.drift, "{:?}", g.diff);
+    }
+
+    #[test]
+    fn a_terminating_load_balancer_is_renewed_with_the_nodes_same_key() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        let mut sp = spec::example();
+        sp.spec.load_balancer.mode = crate::spec::LbMode::Terminate;
+        let plan = Plan::from_loaded(&sp);
+        gen(&plan, &out);
+        let lb_key = std::fs::read(out.join(paths::LB_KEY)).unwrap();
+        let lb_crt = std::fs::read_to_string(out.join(paths::LB_CRT)).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let r = renew(&plan, &opts(&out, 30, false, now)).unwrap();
+        assert!(r.renewed.is_empty());
+        assert_eq!(
+            r.kept.iter().map(|k| k.node.as_str()).collect::<Vec<_>>(),
+            ["vault-1", "vault-2", "vault-3", "vault-lb"]
+        );
+        let r = renew(&plan, &opts(&out, 30, true, now)).unwrap();
+        assert_eq!(r.renewed.len(), 4, "--all renews the nodes and the LB: {:?}", r.renewed);
+        let new_crt = std::fs::read_to_string(out.join(paths::LB_CRT)).unwrap();
+        assert_ne!(new_crt, lb_crt, "the LB certificate was reissued");
+        assert_eq!(std::fs::read(out.join(paths::LB_KEY)).unwrap(), lb_key, "same LB key");
+        // secrets/lb.pem (what HAProxy loads) holds the new certificate.
+        let pem = std::fs::read_to_string(out.join(paths::LB_PEM)).unwrap();
+        assert!(pem.contains(new_crt.trim()), "lb.pem carries the renewed certificate");
+        // Renewal never creates keys: without secrets/lb.key it refuses and writes nothing.
+        std::fs::remove_file(out.join(paths::LB_KEY)).unwrap();
+        let e = renew(&plan, &opts(&out, 30, true, now)).unwrap_err();
+        assert!(format!("{e:#}").contains("lb.key is missing"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(out.join(paths::LB_CRT)).unwrap(), new_crt);
     }
 
     #[test]
