@@ -136,16 +136,42 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     let dir = tmp.path().join("lab-nooverlay");
     let guard = Guard(dir.clone());
     let t0 = Instant::now();
-    let wan: hosts::wan::WanProfile = "rtt=40ms".parse().unwrap();
-    let lab = HostsLab::up_with(Some(&spec), &dir, false, true, Some(wan)).expect("hosts lab (overlay none) up");
+    // Per site pair: on-prem (vault-1) is 10 ms from Oracle (vault-2), every other pair 40 ms.
+    let wan: hosts::wan::WanMap = "rtt=40ms;onprem/oracle:rtt=10ms".parse().unwrap();
+    let lab = HostsLab::up_timers(Some(&spec), &dir, false, true, Some(wan), Default::default())
+        .expect("hosts lab (overlay none) up");
     assert_eq!(lab.state.nixos_firewall, nixos_fw, "the hosts loaded NixOS's rulesets");
-    eprintln!("hosts lab without overlay, WAN rtt=40ms, ready in {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "hosts lab without overlay, WAN rtt=40ms (onprem/oracle 10ms), ready in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
     assert!(lab.unit_state("vault-1", "wireguard-wg0.service").is_err(), "overlay none: no WireGuard unit");
     let rules = lab.wan_rules();
-    assert!(rules.iter().any(|r| r.starts_with("vault-1: ") && r.contains("203.0.113.20/32")), "{rules:?}");
-    let avg = ping_avg(&lab, "vault-1", "203.0.113.20", 10);
-    eprintln!("public-address ping vault-1 -> vault-2 with rtt=40ms: avg {avg:.1} ms");
+    let rule =
+        |host: &str, to: &str| rules.iter().find(|r| r.starts_with(&format!("{host}: ")) && r.contains(to)).cloned();
+    assert!(rule("vault-1", "203.0.113.20/32").is_some_and(|r| r.ends_with("--queue-num 1")), "{rules:?}");
+    assert!(rule("vault-2", "198.51.100.10/32").is_some_and(|r| r.ends_with("--queue-num 1")), "{rules:?}");
+    assert!(rule("vault-1", "203.0.113.30/32").is_some_and(|r| r.ends_with("--queue-num 0")), "{rules:?}");
+    let avg = ping_avg(&lab, "vault-1", "203.0.113.30", 10);
+    eprintln!("public-address ping vault-1 (onprem) -> vault-3 (linode), default rtt=40ms: avg {avg:.1} ms");
     assert!((39.0..=90.0).contains(&avg), "ping avg {avg} ms, expected 40 ms + the lab's own");
+    let pair = ping_avg(&lab, "vault-1", "203.0.113.20", 10);
+    eprintln!("public-address ping vault-1 (onprem) -> vault-2 (oracle), pair rtt=10ms: avg {pair:.1} ms");
+    assert!((9.5..=35.0).contains(&pair), "ping avg {pair} ms, expected the pair's 10 ms + the lab's own");
+    // `lab wan` changes a pair's profile on the running relay (same queues: the same relay process).
+    let relay = hosts::wan::relay_spec(&dir);
+    let pid = vaultnix::lab::process::running(&dir, &relay).expect("relay runs");
+    let ch = vaultnix_in(&dir, &["lab", "wan", "rtt=40ms;onprem/oracle:rtt=24ms"]);
+    assert!(ch.status.success(), "{}", String::from_utf8_lossy(&ch.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(vaultnix::lab::process::running(&dir, &relay), Some(pid), "the relay was not restarted");
+    let pair = ping_avg(&lab, "vault-1", "203.0.113.20", 10);
+    eprintln!("after `lab wan rtt=40ms;onprem/oracle:rtt=24ms`: vault-1 -> vault-2 avg {pair:.1} ms");
+    assert!((23.5..=50.0).contains(&pair), "ping avg {pair} ms, expected 24 ms + the lab's own");
+    // A site the lab does not have is refused, naming the sites it has.
+    let bad = vaultnix_in(&dir, &["lab", "wan", "rtt=40ms;onprem/aws:rtt=5ms"]);
+    let be = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && be.contains("no site \"aws\"") && be.contains("oracle"), "{be}");
     let bao = common::bao().display().to_string();
     let peers = lab.run("client", &bao, &["operator", "raft", "list-peers", "-format=json"], None).unwrap();
     let v: serde_json::Value = serde_json::from_str(&peers).unwrap();
@@ -163,7 +189,7 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     assert_ne!(cfg["trials"][0]["leader_before"], cfg["trials"][0]["leader_after"], "{dj}");
     eprintln!(
         "overlay none, rtt=40ms, leader crash: {} of {} failed, new leader after {} ms",
-        cfg["summary"]["failed_total"], cfg["summary"]["requests_total"], cfg["trials"][0]["figures"]["new_leader"]
+        cfg["summary"]["failed_total"], cfg["summary"]["requests_total"], cfg["trials"][0]["new_leader"]
     );
     let state = lab.state.clone();
     lab.down(false).expect("lab down");

@@ -43,7 +43,8 @@ pub enum LabCommand {
         /// own addresses, real WireGuard, the NixOS firewall, the production files byte for byte.
         #[arg(long)]
         hosts: bool,
-        /// With --hosts: WAN latency, jitter and loss between sites, e.g. `rtt=80ms,jitter=10ms,loss=1%`.
+        /// With --hosts: WAN latency, jitter and loss between sites, e.g. `rtt=80ms,jitter=10ms,loss=1%`;
+        /// per site pair: `rtt=80ms;onprem/oracle:rtt=30ms` (`;`-separated `SITE/SITE:profile`).
         #[arg(long, requires = "hosts")]
         wan: Option<String>,
         /// With --hosts: NODE=SECONDS, the period of that node's backup timer (default: the spec's
@@ -51,11 +52,13 @@ pub enum LabCommand {
         #[arg(long = "backup-timer", value_name = "NODE=SECONDS", requires = "hosts")]
         backup_timer: Vec<String>,
     },
-    /// Set the WAN between the sites of a running hosts lab (`rtt=80ms,jitter=10ms,loss=1%`, or `off`).
+    /// Set the WAN between the sites of a running hosts lab (`rtt=80ms,jitter=10ms,loss=1%`, per site
+    /// pair `rtt=80ms;onprem/oracle:rtt=30ms`, or `off`).
     Wan {
         #[command(flatten)]
         common: Common,
-        /// The profile: any of rtt=, jitter=, loss= (comma separated), or `off` to remove the WAN.
+        /// The profile: any of rtt=, jitter=, loss= (comma separated), then `;SITE/SITE:profile`
+        /// overrides, or `off` to remove the WAN.
         profile: String,
     },
     /// The WAN relay of a hosts lab (started by `lab up --hosts --wan` / `lab wan`; not for direct use).
@@ -172,7 +175,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             }
             let wan = match wan {
                 Some(w) => Some(
-                    w.parse::<crate::lab::hosts::wan::WanProfile>()
+                    w.parse::<crate::lab::hosts::wan::WanMap>()
                         .map_err(|e| CliError::invalid(format!("--wan: {e:#}")))?,
                 ),
                 None => None,
@@ -225,16 +228,15 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
             }
         }
         LabCommand::Wan { common, profile } => {
-            let p = profile
-                .parse::<crate::lab::hosts::wan::WanProfile>()
-                .map_err(|e| CliError::invalid(format!("{e:#}")))?;
+            let p =
+                profile.parse::<crate::lab::hosts::wan::WanMap>().map_err(|e| CliError::invalid(format!("{e:#}")))?;
             let lab =
                 crate::lab::hosts::HostsLab::open(&common.dir).map_err(|e| CliError::failure(format!("{e:#}")))?;
             if profile.trim() == "off" {
                 lab.clear_wan().map_err(|e| CliError::failure(format!("{e:#}")))?;
                 shell.status("WAN removed (rules and relay)");
             } else {
-                lab.set_wan(&p).map_err(|e| CliError::failure(format!("{e:#}")))?;
+                lab.set_wan_map(&p).map_err(|e| CliError::failure(format!("{e:#}")))?;
                 shell.status(format!("WAN between sites: {p} ({} cross-site paths)", lab.wan_pairs().len()));
             }
             Ok(())
@@ -310,7 +312,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                         lab.netns(&h.name)
                     );
                 }
-                match crate::lab::hosts::wan::read_profile(&lab.dir).map_err(CliError::from)? {
+                match crate::lab::hosts::wan::read_map(&lab.dir).map_err(CliError::from)? {
                     Some(p) => println!("WAN between sites: {p} ({} cross-site paths)", lab.wan_rules().len()),
                     None => println!("WAN between sites: none"),
                 }

@@ -286,16 +286,17 @@ impl HostsLab {
         bootstrap: bool,
         wan: Option<wan::WanProfile>,
     ) -> Result<HostsLab> {
-        Self::up_timers(spec, dir, progress, bootstrap, wan, BTreeMap::new())
+        Self::up_timers(spec, dir, progress, bootstrap, wan.map(wan::WanMap::from), BTreeMap::new())
     }
 
-    /// `up_with`, with some nodes' backup timers firing every `backup_every[node]` seconds.
+    /// `up_with`, with a WAN that may override site pairs and some nodes' backup timers firing every
+    /// `backup_every[node]` seconds.
     pub fn up_timers(
         spec: Option<&Path>,
         dir: &Path,
         progress: bool,
         bootstrap: bool,
-        wan: Option<wan::WanProfile>,
+        wan: Option<wan::WanMap>,
         backup_every: BTreeMap<String, u64>,
     ) -> Result<HostsLab> {
         preflight()?;
@@ -361,7 +362,7 @@ impl HostsLab {
             lab.load_firewall(&h)?;
         }
         if let Some(w) = &wan {
-            lab.set_wan(w)?;
+            lab.set_wan_map(w)?;
             say(&format!("WAN between sites: {w}"));
         }
         for n in lab.plan.nodes.clone() {

@@ -14,7 +14,7 @@
 use super::HostsLab;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -85,7 +85,101 @@ impl FromStr for WanProfile {
     }
 }
 
+/// A profile for the paths between two sites (either direction), overriding the default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SitePair {
+    pub a: String,
+    pub b: String,
+    #[serde(flatten)]
+    pub profile: WanProfile,
+}
+
+/// The WAN of a lab: one profile for every cross-site path, and per site pair overrides (an on-prem
+/// site 30 ms from one cloud and 80 ms from another). `wan.json` holds it; its top-level fields are the
+/// default profile, so a reader of a plain [`WanProfile`] reads the default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WanMap {
+    #[serde(flatten)]
+    pub default: WanProfile,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<SitePair>,
+}
+
+impl From<WanProfile> for WanMap {
+    fn from(default: WanProfile) -> WanMap {
+        WanMap { default, pairs: Vec::new() }
+    }
+}
+
+impl WanMap {
+    /// The NFQUEUE number of the paths between sites `a` and `b`: 0 for the default profile, 1 + the
+    /// index of the pair that overrides it.
+    pub fn queue(&self, a: &str, b: &str) -> u16 {
+        self.pairs
+            .iter()
+            .position(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a))
+            .map_or(QUEUE, |i| QUEUE + 1 + i as u16)
+    }
+    /// The profile behind queue `q`.
+    pub fn profile(&self, q: u16) -> WanProfile {
+        match q.checked_sub(QUEUE + 1) {
+            Some(i) => self.pairs.get(i as usize).map_or(self.default, |p| p.profile),
+            None => self.default,
+        }
+    }
+}
+
+impl std::fmt::Display for WanMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.default)?;
+        for p in &self.pairs {
+            write!(f, "; {}/{}: {}", p.a, p.b, p.profile)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for WanMap {
+    type Err = anyhow::Error;
+    /// `rtt=80ms,jitter=10ms;onprem/oracle:rtt=30ms` — the default profile, then `SITE/SITE:profile`
+    /// overrides separated by `;` (`off` alone: no WAN).
+    fn from_str(s: &str) -> Result<WanMap> {
+        let mut m = WanMap::default();
+        let mut seen_default = false;
+        for item in s.split(';').map(str::trim).filter(|x| !x.is_empty()) {
+            match item.split_once(':') {
+                Some((sites, prof)) if !sites.contains('=') => {
+                    let (a, b) = sites.split_once('/').ok_or_else(|| {
+                        anyhow!("WAN pair {item:?}: expected SITE/SITE:profile, e.g. onprem/oracle:rtt=30ms")
+                    })?;
+                    let (a, b) = (a.trim().to_string(), b.trim().to_string());
+                    if a.is_empty() || b.is_empty() || a == b {
+                        bail!("WAN pair {item:?}: two different sites, e.g. onprem/oracle:rtt=30ms");
+                    }
+                    if m.pairs.iter().any(|p| (p.a == a && p.b == b) || (p.a == b && p.b == a)) {
+                        bail!("WAN pair {a}/{b} is given twice");
+                    }
+                    let profile = prof.parse().with_context(|| format!("WAN pair {a}/{b}"))?;
+                    m.pairs.push(SitePair { a, b, profile });
+                }
+                _ => {
+                    if seen_default {
+                        bail!("WAN profile {s:?}: two default profiles ({item:?}); pairs are SITE/SITE:profile");
+                    }
+                    seen_default = true;
+                    m.default = item.parse()?;
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
 pub fn read_profile(dir: &Path) -> Result<Option<WanProfile>> {
+    Ok(read_map(dir)?.map(|m| m.default))
+}
+
+pub fn read_map(dir: &Path) -> Result<Option<WanMap>> {
     let p = dir.join(WAN_FILE);
     match std::fs::read_to_string(&p) {
         Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("{} is not a WAN profile", p.display()))?)),
@@ -139,8 +233,8 @@ impl HostsLab {
         v
     }
 
-    fn wan_rule(&self, to: IpAddr, op: &str) -> Vec<String> {
-        let q = QUEUE.to_string();
+    fn wan_rule(&self, to: IpAddr, op: &str, queue: u16) -> Vec<String> {
+        let q = queue.to_string();
         [op, "OUTPUT", "-o", "eth0", "-d", &super::net::cidr(to), "-m", "comment", "--comment", "vaultnix-wan"]
             .iter()
             .chain(["-j", "NFQUEUE", "--queue-num", &q].iter())
@@ -148,20 +242,64 @@ impl HostsLab {
             .collect()
     }
 
-    /// Sets the WAN profile: writes wan.json, starts the relay (waits until every queue is bound),
-    /// then routes the cross-site packets through it. Idempotent; a running relay picks up the change.
+    /// The sites of this lab's hosts.
+    pub fn sites(&self) -> std::collections::BTreeSet<String> {
+        self.hosts.iter().map(|h| self.site(&h.name)).collect()
+    }
+
+    /// (host, destination, queue) for every cross-site path under `m`.
+    fn wan_paths(&self, m: &WanMap) -> Vec<(String, IpAddr, u16)> {
+        let site_of: BTreeMap<IpAddr, String> = self.hosts.iter().map(|h| (h.addr, self.site(&h.name))).collect();
+        self.wan_pairs()
+            .into_iter()
+            .map(|(h, to)| {
+                let q = m.queue(&self.site(&h), site_of.get(&to).map_or("", String::as_str));
+                (h, to, q)
+            })
+            .collect()
+    }
+
+    /// Sets one WAN profile for every cross-site path (no per-pair overrides).
     pub fn set_wan(&self, p: &WanProfile) -> Result<()> {
-        let mut t = serde_json::to_string_pretty(p)?;
+        self.set_wan_map(&WanMap::from(*p))
+    }
+
+    /// Sets the WAN: checks the pairs' sites, writes wan.json, (re)starts the relay when the queues it
+    /// must bind changed (waits until every queue is bound), then routes each cross-site path through
+    /// its pair's queue. Idempotent; a running relay picks up changed profiles.
+    pub fn set_wan_map(&self, m: &WanMap) -> Result<()> {
+        let sites = self.sites();
+        for p in &m.pairs {
+            for s in [&p.a, &p.b] {
+                if !sites.contains(s) {
+                    bail!(
+                        "WAN pair {}/{}: this lab has no site {s:?} (its sites: {})",
+                        p.a,
+                        p.b,
+                        sites.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+        }
+        let mut t = serde_json::to_string_pretty(m)?;
         t.push('\n');
-        crate::output::write_file_atomic(&self.dir.join(WAN_FILE), t.as_bytes(), false)?;
         let spec = relay_spec(&self.dir);
+        let queues = m.pairs.len() + 1;
+        if let Some(pid) = crate::lab::process::running(&self.dir, &spec) {
+            let bound = std::fs::read_to_string(ready_file(&self.dir)).unwrap_or_default();
+            if bound.trim() != format!("{pid} {queues}") {
+                // The relay binds the queues wan.json names when it starts: a new set needs a new relay.
+                crate::lab::process::stop(&self.dir, &spec, libc::SIGTERM, Duration::from_secs(5))?;
+            }
+        }
+        crate::output::write_file_atomic(&self.dir.join(WAN_FILE), t.as_bytes(), false)?;
         if crate::lab::process::running(&self.dir, &spec).is_none() {
             vaultnix_bin()?;
             let _ = std::fs::remove_file(ready_file(&self.dir));
             let pid = crate::lab::process::start(&self.dir, &spec)?;
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                if std::fs::read_to_string(ready_file(&self.dir)).is_ok_and(|s| s.trim() == pid.to_string()) {
+                if std::fs::read_to_string(ready_file(&self.dir)).is_ok_and(|s| s.trim() == format!("{pid} {queues}")) {
                     break;
                 }
                 if !crate::lab::process::alive(pid) || Instant::now() > deadline {
@@ -170,25 +308,48 @@ impl HostsLab {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        for (h, to) in self.wan_pairs() {
-            let check = self.wan_rule(to, "-C");
+        for (h, to, q) in self.wan_paths(m) {
+            // A rule for this destination on another queue (an earlier map) goes first.
+            let dest = format!("-d {}", super::net::cidr(to));
+            let want = format!("--queue-num {q}");
+            for line in self.host_wan_rules(&h) {
+                if line.contains(&format!("{dest} ")) && !line.ends_with(&want) {
+                    self.delete_rule_line(&h, &line)?;
+                }
+            }
+            let check = self.wan_rule(to, "-C", q);
             let check: Vec<&str> = check.iter().map(String::as_str).collect();
             if self.output(&h, "iptables", &check, None).map(|o| o.status.success()).unwrap_or(false) {
                 continue;
             }
-            let add = self.wan_rule(to, "-A");
+            let add = self.wan_rule(to, "-A", q);
             let add: Vec<&str> = add.iter().map(String::as_str).collect();
             self.run(&h, "iptables", &add, None)?;
         }
         Ok(())
     }
 
+    /// `host`'s WAN rules as `iptables -S` prints them (`-A OUTPUT … --queue-num N`).
+    fn host_wan_rules(&self, host: &str) -> Vec<String> {
+        match self.run(host, "iptables", &["-S", "OUTPUT"], None) {
+            Ok(s) => s.lines().filter(|l| l.contains("vaultnix-wan")).map(str::to_string).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn delete_rule_line(&self, host: &str, line: &str) -> Result<()> {
+        let Some(rest) = line.strip_prefix("-A ") else { bail!("{host}: unexpected rule {line:?}") };
+        let mut args = vec!["-D"];
+        args.extend(rest.split_whitespace());
+        self.run(host, "iptables", &args, None).map(|_| ())
+    }
+
     /// Removes the WAN: the rules first, then the relay and wan.json.
     pub fn clear_wan(&self) -> Result<()> {
-        for (h, to) in self.wan_pairs() {
-            let del = self.wan_rule(to, "-D");
-            let del: Vec<&str> = del.iter().map(String::as_str).collect();
-            while self.output(&h, "iptables", &del, None).map(|o| o.status.success()).unwrap_or(false) {}
+        for h in &self.hosts {
+            for line in self.host_wan_rules(&h.name) {
+                self.delete_rule_line(&h.name, &line)?;
+            }
         }
         crate::lab::process::stop(&self.dir, &relay_spec(&self.dir), libc::SIGTERM, Duration::from_secs(5))?;
         let _ = std::fs::remove_file(self.dir.join(WAN_FILE));
@@ -200,9 +361,7 @@ impl HostsLab {
     pub fn wan_rules(&self) -> Vec<String> {
         let mut v = Vec::new();
         for h in &self.hosts {
-            if let Ok(s) = self.run(&h.name, "iptables", &["-S", "OUTPUT"], None) {
-                v.extend(s.lines().filter(|l| l.contains("vaultnix-wan")).map(|l| format!("{}: {l}", h.name)));
-            }
+            v.extend(self.host_wan_rules(&h.name).into_iter().map(|l| format!("{}: {l}", h.name)));
         }
         v
     }
@@ -213,15 +372,20 @@ impl HostsLab {
 /// Runs until killed: one thread per host with WAN rules.
 pub fn run_relay(dir: &Path) -> Result<()> {
     let lab = HostsLab::open(dir)?;
-    let profile = Arc::new(RwLock::new(read_profile(&lab.dir)?.unwrap_or_default()));
-    let mut hosts: Vec<String> = lab.wan_pairs().into_iter().map(|(h, _)| h).collect();
-    hosts.dedup();
+    let map = read_map(&lab.dir)?.unwrap_or_default();
+    let queues = map.pairs.len() + 1;
+    let profile = Arc::new(RwLock::new(map.clone()));
+    // One thread per (host, queue) the host's paths use.
+    let mut bound: Vec<(String, u16)> = lab.wan_paths(&map).into_iter().map(|(h, _, q)| (h, q)).collect();
+    bound.sort();
+    bound.dedup();
     let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
-    for h in &hosts {
+    for (h, queue) in &bound {
         let anchor = lab.anchor(h)?;
         let p = profile.clone();
         let tx = tx.clone();
         let name = h.clone();
+        let queue = *queue;
         std::thread::spawn(move || {
             let r = (|| -> Result<Queue> {
                 let f = std::fs::File::open(format!("/proc/{anchor}/ns/net"))?;
@@ -230,7 +394,7 @@ pub fn run_relay(dir: &Path) -> Result<()> {
                 if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     bail!("setns: {}", std::io::Error::last_os_error());
                 }
-                Queue::bind(QUEUE)
+                Queue::bind(queue)
             })();
             match r {
                 Ok(q) => {
@@ -247,22 +411,23 @@ pub fn run_relay(dir: &Path) -> Result<()> {
         });
     }
     drop(tx);
-    for _ in &hosts {
+    for _ in &bound {
         rx.recv().map_err(|_| anyhow!("a relay thread died"))??;
     }
     let pid = std::process::id();
-    crate::output::write_file_atomic(&ready_file(&lab.dir), format!("{pid}\n").as_bytes(), false)?;
-    eprintln!("wan-relay: {} host(s) bound, profile {}", hosts.len(), profile.read().map(|p| *p).unwrap_or_default());
-    let mut last = read_profile(&lab.dir)?.unwrap_or_default();
+    crate::output::write_file_atomic(&ready_file(&lab.dir), format!("{pid} {queues}\n").as_bytes(), false)?;
+    eprintln!("wan-relay: {} (host, queue) pair(s) bound, profile {map}", bound.len());
+    let mut last = map;
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(Some(p)) = read_profile(&lab.dir) {
-            if p != last {
-                eprintln!("wan-relay: profile {p}");
+        if let Ok(Some(m)) = read_map(&lab.dir) {
+            // Same pairs (set_wan_map restarts the relay otherwise): new profiles apply at once.
+            if m != last && m.pairs.len() + 1 == queues {
+                eprintln!("wan-relay: profile {m}");
                 if let Ok(mut w) = profile.write() {
-                    *w = p;
+                    *w = m.clone();
                 }
-                last = p;
+                last = m;
             }
         }
     }
@@ -447,7 +612,7 @@ impl Queue {
     }
 
     /// Receives packets and gives each its verdict when its delay has passed.
-    fn serve(&self, profile: &RwLock<WanProfile>) -> Result<()> {
+    fn serve(&self, profile: &RwLock<WanMap>) -> Result<()> {
         let mut rng = Rng::new();
         // Min-heap on the release time.
         let mut pending: BinaryHeap<std::cmp::Reverse<(Instant, u32)>> = BinaryHeap::new();
@@ -466,7 +631,7 @@ impl Queue {
                 None => 50,
             };
             let Some(n) = self.recv(&mut buf, wait)? else { continue };
-            let p = profile.read().map(|p| *p).unwrap_or_default();
+            let p = profile.read().map(|m| m.profile(self.queue)).unwrap_or_default();
             let (ids, _) = parse(&buf[..n]);
             for id in ids {
                 if p.loss_pct > 0.0 && rng.unit() * 100.0 < p.loss_pct {
@@ -514,6 +679,38 @@ mod tests {
         assert!("loss=120%".parse::<WanProfile>().is_err());
         assert!("delay=3ms".parse::<WanProfile>().unwrap_err().to_string().contains("unknown key"));
         assert!("rtt=10ms,jitter=20ms,loss".parse::<WanProfile>().unwrap_err().to_string().contains("key=value"));
+    }
+
+    #[test]
+    fn site_pair_overrides_parse_print_and_pick_their_queue() {
+        let m: WanMap = "rtt=80ms,jitter=10ms; onprem/oracle:rtt=30ms ;linode/onprem:rtt=5ms,loss=1%".parse().unwrap();
+        assert_eq!(m.default, WanProfile { rtt_ms: 80.0, jitter_ms: 10.0, loss_pct: 0.0 });
+        assert_eq!(m.pairs.len(), 2);
+        assert_eq!(m.queue("onprem", "oracle"), 1);
+        assert_eq!(m.queue("oracle", "onprem"), 1, "either direction");
+        assert_eq!(m.queue("onprem", "linode"), 2);
+        assert_eq!(m.queue("oracle", "linode"), 0, "no override: the default");
+        assert_eq!(m.profile(1).rtt_ms, 30.0);
+        assert_eq!(m.profile(2).loss_pct, 1.0);
+        assert_eq!(m.profile(0), m.default);
+        assert_eq!(m.to_string(), "rtt=80ms,jitter=10ms,loss=0%; onprem/oracle: rtt=30ms,jitter=0ms,loss=0%; linode/onprem: rtt=5ms,jitter=0ms,loss=1%");
+        // wan.json: the default's fields at the top (what read_profile reads), the pairs beside them.
+        let j = serde_json::to_string(&m).unwrap();
+        let back: WanMap = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(serde_json::from_str::<WanProfile>(&j).unwrap(), m.default);
+        assert_eq!("rtt=60ms".parse::<WanMap>().unwrap(), WanMap::from("rtt=60ms".parse::<WanProfile>().unwrap()));
+        assert_eq!("onprem/oracle:rtt=30ms".parse::<WanMap>().unwrap().default, WanProfile::default());
+        for (bad, why) in [
+            ("onprem:rtt=30ms", "SITE/SITE"),
+            ("onprem/onprem:rtt=30ms", "two different sites"),
+            ("a/b:rtt=1ms;b/a:rtt=2ms", "given twice"),
+            ("rtt=1ms;rtt=2ms", "two default profiles"),
+            ("a/b:rtt=fast", "WAN pair a/b"),
+        ] {
+            let e = format!("{:#}", bad.parse::<WanMap>().unwrap_err());
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]
