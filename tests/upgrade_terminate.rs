@@ -11,6 +11,7 @@ fn rolling_upgrade_in_terminate_mode_fails_no_request() {
     assert!(text.contains("mode = \"terminate\""), "the spec's [load_balancer] is where the test expects it");
     let r = common_ops::rolling_upgrade_under_writer(&text);
     assert!(r.sent >= 1000, "at least 1,000 requests, got {}", r.sent);
-    assert_eq!(r.failed, 0, "failed requests during the rolling upgrade in terminate mode");
+    assert_eq!(r.failed, 0, "failed requests during the rolling upgrade in terminate mode: {:?}", r.errors);
+    assert_eq!(r.ambiguous, 0, "ambiguous requests during the rolling upgrade in terminate mode: {:?}", r.errors);
     assert!(r.lost.is_empty(), "acknowledged writes lost: {:?}", r.lost);
 }

@@ -74,7 +74,14 @@ pub fn spec_in(dir: &Path, text: &str) -> PathBuf {
 pub struct UpgradeRun {
     pub sent: usize,
     pub acked: usize,
+    /// Requests refused for certain (an HTTP error status, a refused connection: never applied), as
+    /// the drill's client counts them.
     pub failed: usize,
+    /// Requests whose outcome the client cannot know (a timeout, a cut connection: they may have been
+    /// applied), as the drill counts them; the read-back below checks what happened to them.
+    pub ambiguous: usize,
+    /// What each unanswered request got (the first 10), with its time since the writer started.
+    pub errors: Vec<String>,
     pub lost: Vec<usize>,
 }
 
@@ -119,20 +126,28 @@ pub fn rolling_upgrade_under_writer(spec_text: &str) -> UpgradeRun {
         let stop = stop.clone();
         std::thread::spawn(move || {
             block_on(async move {
-                let (mut acked, mut failed) = (Vec::new(), 0usize);
+                let (mut acked, mut failed, mut ambiguous, mut errors) = (Vec::new(), 0usize, Vec::new(), Vec::new());
                 let t0 = Instant::now();
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) && i < 200_000 && t0.elapsed() < Duration::from_secs(600) {
                     match lb.kv_put("secret", &format!("upg/{i}"), &json!({ "i": i })).await {
                         Ok(_) => acked.push(i),
-                        Err(_) => {
-                            failed += 1;
+                        Err(e) => {
+                            use vaultnix::api::client::ErrorKind;
+                            if matches!(e.kind, ErrorKind::Http { .. } | ErrorKind::ConnectionRefused) {
+                                failed += 1;
+                            } else {
+                                ambiguous.push(i);
+                            }
+                            if errors.len() < 10 {
+                                errors.push(format!("{:.2} s: write {i}: {e:#}", t0.elapsed().as_secs_f64()));
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
                     i += 1;
                 }
-                (acked, failed, i)
+                (acked, failed, ambiguous, errors, i)
             })
         })
     };
@@ -144,7 +159,10 @@ pub fn rolling_upgrade_under_writer(spec_text: &str) -> UpgradeRun {
     }));
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let (acked, failed, sent) = writer.join().unwrap();
+    let (acked, failed, ambiguous, errors, sent) = writer.join().unwrap();
+    for e in &errors {
+        eprintln!("unanswered request: {e}");
+    }
     let r = r.expect("upgrade");
     for s in &r.steps {
         eprintln!("{:>6.1} s  {}", s.seconds, s.detail);
@@ -170,13 +188,24 @@ pub fn rolling_upgrade_under_writer(spec_text: &str) -> UpgradeRun {
         }
         lost
     });
+    // What became of the ambiguous writes (either outcome is allowed; it is reported).
+    let committed = block_on(async {
+        let mut n = 0;
+        for i in &ambiguous {
+            if let Ok(Some(v)) = active.kv_get("secret", &format!("upg/{i}")).await {
+                n += usize::from(v["i"] == json!(i));
+            }
+        }
+        n
+    });
     eprintln!(
-        "client through the LB: {sent} writes sent, {} acknowledged, {failed} failed (reported), {} acknowledged lost",
+        "client through the LB: {sent} writes sent, {} acknowledged, {failed} failed, {} ambiguous ({committed} of them committed), {} acknowledged lost",
         acked.len(),
+        ambiguous.len(),
         lost.len()
     );
     let st = std::fs::read_to_string(dir.join("lab.json")).unwrap();
     assert!(st.contains("bao-2.7.2"), "the lab now starts the new binary: {st}");
     lab.down().unwrap();
-    UpgradeRun { sent, acked: acked.len(), failed, lost }
+    UpgradeRun { sent, acked: acked.len(), failed, ambiguous: ambiguous.len(), errors, lost }
 }
