@@ -85,11 +85,7 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
 
     // The cluster formed over WireGuard: list-peers (from the client, through the LB) shows the
     // overlay addresses; the handshakes happened.
-    let peers = lab.run("client", &bao, &["operator", "raft", "list-peers", "-format=json"], None).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&peers).unwrap();
-    let servers = v.pointer("/data/config/servers").and_then(|s| s.as_array()).cloned().unwrap_or_default();
-    let mut addrs: Vec<String> = servers.iter().map(|s| s["address"].as_str().unwrap_or("").to_string()).collect();
-    addrs.sort();
+    let (servers, addrs, peers) = common::raft_peers(&lab, "client");
     assert_eq!(addrs, ["10.88.0.1:8201", "10.88.0.2:8201", "10.88.0.3:8201"], "{peers}");
     assert!(servers.iter().all(|s| s["voter"] == true), "{peers}");
     let wg = lab.run("vault-1", "wg", &["show", "wg0", "latest-handshakes"], None).unwrap();

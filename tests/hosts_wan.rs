@@ -32,6 +32,20 @@ fn ping_avg(lab: &HostsLab, host: &str, ip: &str, count: u32) -> f64 {
     nums.split('/').nth(1).unwrap().parse().unwrap()
 }
 
+/// `drill leader-crash --hosts --trials 1` on the running lab: it succeeds, another node leads after
+/// the crash, and no acknowledged write is lost. Returns the drill's JSON.
+fn leader_crash_loses_nothing(dir: &std::path::Path) -> serde_json::Value {
+    let d = vaultnix_in(dir, &["drill", "leader-crash", "--hosts", "--trials", "1", "--output", "json"]);
+    let dj = String::from_utf8_lossy(&d.stdout);
+    assert!(d.status.success(), "drill --hosts: {dj}\n{}", String::from_utf8_lossy(&d.stderr));
+    let v: serde_json::Value = serde_json::from_str(&dj).unwrap();
+    let cfg = &v["configs"][0];
+    assert_eq!(cfg["lost"], 0, "{dj}");
+    assert!(cfg["trials"][0]["acked"].as_u64().unwrap() > 0, "{dj}");
+    assert_ne!(cfg["trials"][0]["leader_before"], cfg["trials"][0]["leader_after"], "{dj}");
+    v
+}
+
 fn vaultnix_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let mut c = common::vaultnix();
     c.args(args).arg("--dir").arg(dir);
@@ -90,14 +104,7 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     assert!(eo.contains("export BAO_TOKEN="), "{eo}");
 
     // drill --hosts on the running lab: a real leader crash (kill -9 on its host) across the WAN.
-    let d = vaultnix_in(&dir, &["drill", "leader-crash", "--hosts", "--trials", "1", "--output", "json"]);
-    let dj = String::from_utf8_lossy(&d.stdout);
-    assert!(d.status.success(), "drill --hosts: {dj}\n{}", String::from_utf8_lossy(&d.stderr));
-    let v: serde_json::Value = serde_json::from_str(&dj).unwrap();
-    let cfg = &v["configs"][0];
-    assert_eq!(cfg["lost"], 0, "{dj}");
-    assert!(cfg["trials"][0]["acked"].as_u64().unwrap() > 0, "{dj}");
-    assert_ne!(cfg["trials"][0]["leader_before"], cfg["trials"][0]["leader_after"], "{dj}");
+    leader_crash_loses_nothing(&dir);
 
     // lab wan off: rules and relay gone, the overlay round trip back to the lab's own.
     let off = vaultnix_in(&dir, &["lab", "wan", "off"]);
@@ -172,21 +179,10 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     let bad = vaultnix_in(&dir, &["lab", "wan", "rtt=40ms;onprem/aws:rtt=5ms"]);
     let be = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && be.contains("no site \"aws\"") && be.contains("oracle"), "{be}");
-    let bao = common::bao().display().to_string();
-    let peers = lab.run("client", &bao, &["operator", "raft", "list-peers", "-format=json"], None).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&peers).unwrap();
-    let servers = v.pointer("/data/config/servers").and_then(|s| s.as_array()).cloned().unwrap_or_default();
-    let mut addrs: Vec<String> = servers.iter().map(|s| s["address"].as_str().unwrap_or("").to_string()).collect();
-    addrs.sort();
+    let (_, addrs, peers) = common::raft_peers(&lab, "client");
     assert_eq!(addrs, ["198.51.100.10:8201", "203.0.113.20:8201", "203.0.113.30:8201"], "{peers}");
-    let d = vaultnix_in(&dir, &["drill", "leader-crash", "--hosts", "--trials", "1", "--output", "json"]);
-    let dj = String::from_utf8_lossy(&d.stdout);
-    assert!(d.status.success(), "drill --hosts (overlay none): {dj}\n{}", String::from_utf8_lossy(&d.stderr));
-    let v: serde_json::Value = serde_json::from_str(&dj).unwrap();
+    let v = leader_crash_loses_nothing(&dir);
     let cfg = &v["configs"][0];
-    assert_eq!(cfg["lost"], 0, "{dj}");
-    assert!(cfg["trials"][0]["acked"].as_u64().unwrap() > 0, "{dj}");
-    assert_ne!(cfg["trials"][0]["leader_before"], cfg["trials"][0]["leader_after"], "{dj}");
     eprintln!(
         "overlay none, rtt=40ms, leader crash: {} of {} failed, new leader after {} ms",
         cfg["summary"]["failed_total"], cfg["summary"]["requests_total"], cfg["trials"][0]["new_leader"]

@@ -162,63 +162,38 @@ pub struct Served {
 }
 
 /// Checks, over fresh TLS handshakes, that each node's listener serves the certificate in
-/// `<out>/pki/<node>.crt`. Reloads are asynchronous (SIGHUP, or tls_auto_reload_interval), so each
-/// node is retried up to `tries` times `every` apart.
+/// `<out>/pki/<node>.crt` (and, when HAProxy terminates TLS, that a handshake through the load
+/// balancer gets `pki/lb.crt`). Reloads are asynchronous (SIGHUP, or tls_auto_reload_interval), so
+/// each is retried up to `tries` times `every` apart.
 pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::time::Duration) -> Result<Vec<Served>> {
     let ca = std::fs::read(out.join(paths::CA_CRT)).context(paths::CA_CRT)?;
+    // (name, certificate file, address, through the LB's client: its name and address as clients use them)
+    let mut leaves: Vec<(String, String, String, bool)> =
+        plan.nodes.iter().map(|n| (n.name.clone(), paths::node_crt(&n.name), plan.api_url(n), false)).collect();
+    if lb_terminates(plan) {
+        leaves.push((plan.lb.name.clone(), paths::LB_CRT.to_string(), plan.lb_url(), true));
+    }
     let mut res = Vec::new();
-    for n in &plan.nodes {
-        let pem = std::fs::read_to_string(out.join(paths::node_crt(&n.name)))?;
+    for (node, file, address, via_lb) in leaves {
+        let pem = std::fs::read_to_string(out.join(&file)).with_context(|| file.clone())?;
         let expected = pki::inspect(&pem)?.sha256_fingerprint;
-        let address = plan.api_url(n);
-        let mut s = Served {
-            node: n.name.clone(),
-            file: paths::node_crt(&n.name),
-            address: address.clone(),
-            expected,
-            served: None,
-            attempts: 0,
-            ok: false,
-        };
+        let mut s = Served { node, file, address, expected, served: None, attempts: 0, ok: false };
         for _ in 0..tries.max(1) {
             s.attempts += 1;
-            if let Ok(fp) = crate::ops::live::served_leaf_sha256(&ca, &address).await {
+            let got = if via_lb {
+                let lb = crate::api::Cluster::new(plan, &ca)?.lb.with_timeout(std::time::Duration::from_secs(10));
+                lb.health().await.ok().and_then(|h| h.peer_cert).map(|der| {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(&der))
+                })
+            } else {
+                crate::ops::live::served_leaf_sha256(&ca, &s.address).await.ok()
+            };
+            if let Some(fp) = got {
                 s.ok = fp == s.expected;
                 s.served = Some(fp);
                 if s.ok {
                     break;
-                }
-            }
-            tokio::time::sleep(every).await;
-        }
-        res.push(s);
-    }
-    if lb_terminates(plan) {
-        // HAProxy serves flake/pki/lb.crt (in secrets/lb.pem) to every client: a fresh handshake
-        // through the load balancer's name and address.
-        let pem = std::fs::read_to_string(out.join(paths::LB_CRT)).context(paths::LB_CRT)?;
-        let expected = pki::inspect(&pem)?.sha256_fingerprint;
-        let mut s = Served {
-            node: plan.lb.name.clone(),
-            file: paths::LB_CRT.to_string(),
-            address: plan.lb_url(),
-            expected,
-            served: None,
-            attempts: 0,
-            ok: false,
-        };
-        for _ in 0..tries.max(1) {
-            s.attempts += 1;
-            let lb = crate::api::Cluster::new(plan, &ca)?.lb.with_timeout(std::time::Duration::from_secs(10));
-            if let Ok(h) = lb.health().await {
-                if let Some(der) = h.peer_cert {
-                    use sha2::Digest;
-                    let fp = hex::encode(sha2::Sha256::digest(&der));
-                    s.ok = fp == s.expected;
-                    s.served = Some(fp);
-                    if s.ok {
-                        break;
-                    }
                 }
             }
             tokio::time::sleep(every).await;

@@ -158,3 +158,15 @@ pub fn nixos_rulesets(spec: &Path, into: &Path) -> Option<PathBuf> {
     eprintln!("hosts load NixOS's own nftables files ({n} machines, evaluated against {})", subset.display());
     Some(dir)
 }
+
+/// `bao operator raft list-peers` run on `host` of a hosts lab: the servers' JSON entries and their
+/// addresses, sorted (plus the raw output for messages).
+pub fn raft_peers(lab: &vaultnix::lab::hosts::HostsLab, host: &str) -> (Vec<serde_json::Value>, Vec<String>, String) {
+    let bao = bao().display().to_string();
+    let peers = lab.run(host, &bao, &["operator", "raft", "list-peers", "-format=json"], None).expect("list-peers");
+    let v: serde_json::Value = serde_json::from_str(&peers).expect("list-peers JSON");
+    let servers = v.pointer("/data/config/servers").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+    let mut addrs: Vec<String> = servers.iter().map(|s| s["address"].as_str().unwrap_or("").to_string()).collect();
+    addrs.sort();
+    (servers, addrs, peers)
+}
