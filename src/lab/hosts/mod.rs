@@ -320,6 +320,12 @@ impl HostsLab {
             backup_every,
             ..HostsState::default()
         };
+        if plan.monitoring.enabled && timer::find_node_exporter().is_none() {
+            bail!(
+                "the hosts lab runs the node exporter NixOS runs on the servers (monitoring.enabled): \
+                 no `prometheus-node-exporter` on PATH (scripts/install-tools.sh installs it)"
+            );
+        }
         for n in state.backup_every.keys() {
             if plan.node(n).is_none() {
                 bail!("--backup-timer {n}=…: the spec has no node {n:?}");

@@ -203,9 +203,7 @@ pub fn node_exporter_spec(lab: &HostsLab, node: &str) -> Option<ProcSpec> {
     if !lab.plan.monitoring.enabled || lab.plan.node(node).is_none() {
         return None;
     }
-    let program = crate::lab::which("prometheus-node-exporter")
-        .or_else(|| crate::lab::which("node_exporter"))
-        .or_else(|| Some(PathBuf::from("/usr/bin/prometheus-node-exporter")).filter(|p| p.is_file()))?;
+    let program = find_node_exporter()?;
     let textfile = format!("--collector.textfile.directory={}", Layout::NixOs.textfile_dir());
     Some(ProcSpec {
         name: format!("{node}.node-exporter"),
@@ -217,6 +215,13 @@ pub fn node_exporter_spec(lab: &HostsLab, node: &str) -> Option<ProcSpec> {
         ],
         marker: textfile,
     })
+}
+
+/// The node exporter binary (Debian's `prometheus-node-exporter`, or upstream's `node_exporter`).
+pub fn find_node_exporter() -> Option<PathBuf> {
+    crate::lab::which("prometheus-node-exporter")
+        .or_else(|| crate::lab::which("node_exporter"))
+        .or_else(|| Some(PathBuf::from("/usr/bin/prometheus-node-exporter")).filter(|p| p.is_file()))
 }
 
 /// modules/monitoring.nix `nodeExporterPort`'s default.
