@@ -536,15 +536,7 @@ pub fn status(plan: &Plan, out: &Path) -> Result<Status> {
 /// socket, the old one finishes its sessions) loads HAProxy's trust file and certificate. Returns
 /// what was done and HAProxy's access for [`verify`].
 pub fn apply_lab(lab: &crate::lab::Lab) -> Result<(Vec<String>, HaproxyAccess)> {
-    let mut done = Vec::new();
-    for n in &lab.plan.nodes {
-        if let Some(pid) = lab.pid(&n.name) {
-            let p = i32::try_from(pid).map_err(|_| anyhow!("pid {pid} out of range"))?;
-            // SAFETY: kill(2) with a pid this lab started and just checked (process::running).
-            unsafe { libc::kill(p, libc::SIGHUP) };
-            done.push(format!("sent SIGHUP to {} (pid {pid})", n.name));
-        }
-    }
+    let mut done = crate::ops::certs::sighup_nodes(lab)?;
     let (old, new) = lab.reload_haproxy()?;
     done.push(format!(
         "reloaded HAProxy: pid {new} took the listeners over from pid {old}, which finishes its sessions"

@@ -208,6 +208,18 @@ pub async fn verify_served(plan: &Plan, out: &Path, tries: usize, every: std::ti
 /// takes the listeners over, the old one finishes its sessions) loads its new certificate.
 /// Returns what was done.
 pub fn reload_lab(lab: &crate::lab::Lab) -> Result<Vec<String>> {
+    let mut done = sighup_nodes(lab)?;
+    if lb_terminates(&lab.plan) {
+        let (old, new) = lab.reload_haproxy()?;
+        done.push(format!(
+            "reloaded HAProxy for its new certificate: pid {new} took the listeners over from pid {old}"
+        ));
+    }
+    Ok(done)
+}
+
+/// SIGHUP to every running node of the lab: each reloads its listener certificate and CA file.
+pub fn sighup_nodes(lab: &crate::lab::Lab) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for n in &lab.plan.nodes {
         if let Some(pid) = lab.pid(&n.name) {
@@ -216,12 +228,6 @@ pub fn reload_lab(lab: &crate::lab::Lab) -> Result<Vec<String>> {
             unsafe { libc::kill(p, libc::SIGHUP) };
             done.push(format!("sent SIGHUP to {} (pid {pid})", n.name));
         }
-    }
-    if lb_terminates(&lab.plan) {
-        let (old, new) = lab.reload_haproxy()?;
-        done.push(format!(
-            "reloaded HAProxy for its new certificate: pid {new} took the listeners over from pid {old}"
-        ));
     }
     Ok(done)
 }

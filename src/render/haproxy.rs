@@ -174,9 +174,7 @@ pub fn render_haproxy_profile(plan: &Plan, layout: &Layout, profile: HaproxyProf
                     s,
                     "    # node's 503. Never 500 (the active node may have applied the write), empty-response or timeouts."
                 );
-                let _ = writeln!(s, "    retries {RETRIES}");
-                let _ = writeln!(s, "    option redispatch 1");
-                let _ = writeln!(s, "    retry-on conn-failure 503");
+                write_resend_policy(&mut s);
             } else {
                 let _ = writeln!(s, "    # TLS passthrough to the active node only.");
                 let _ = writeln!(s, "    balance first");
@@ -266,13 +264,26 @@ pub const HOLD_SERVER: &str = "hold";
 /// normal checks bring it back, rise 1). Only layer 4 (connection) errors count, never a response.
 pub const OBSERVE: &str = "observe layer4 error-limit 1 on-error mark-down";
 
+/// Re-encrypted traffic to a node, verified against the cluster CA and the node's name.
+fn traffic_tls(n: &crate::plan::NodePlan, ca: &str) -> String {
+    format!("ssl verify required ca-file {ca} sni str({f}) verifyhost {f}", f = n.fqdn)
+}
+
 /// A node's `server` TLS keywords: passthrough checks over TLS only; terminate re-encrypts traffic too.
 fn server_tls(n: &crate::plan::NodePlan, ca: &str, terminate: bool) -> String {
     if terminate {
-        format!("ssl verify required ca-file {ca} sni str({f}) verifyhost {f} check-sni {f}", f = n.fqdn)
+        format!("{} check-sni {}", traffic_tls(n, ca), n.fqdn)
     } else {
         format!("check-ssl verify required ca-file {ca} check-sni {f} verifyhost {f}", f = n.fqdn)
     }
+}
+
+/// What a terminate-mode backend resends (vault_active and vault_nodes alike): only what provably was
+/// not applied, on another node.
+fn write_resend_policy(s: &mut String) {
+    let _ = writeln!(s, "    retries {RETRIES}");
+    let _ = writeln!(s, "    option redispatch 1");
+    let _ = writeln!(s, "    retry-on conn-failure 503");
 }
 
 /// The second hold: `frontend vault_hold` on a Unix socket, vault_active's backup server. A request
@@ -300,18 +311,10 @@ fn render_second_hold(s: &mut String, plan: &Plan, layout: &Layout) {
     let _ = writeln!(s, "    # vault_active's nodes, their state tracked from there (no second set of checks).");
     let _ = writeln!(s, "    mode http");
     let _ = writeln!(s, "    balance first");
-    let _ = writeln!(s, "    retries {RETRIES}");
-    let _ = writeln!(s, "    option redispatch 1");
-    let _ = writeln!(s, "    retry-on conn-failure 503");
+    write_resend_policy(s);
     for n in &plan.nodes {
-        let _ = writeln!(
-            s,
-            "    server {} {} ssl verify required ca-file {ca} sni str({f}) verifyhost {f} track vault_active/{}",
-            n.name,
-            sock(n.ip, plan.api_port),
-            n.name,
-            f = n.fqdn
-        );
+        let (name, addr, tls) = (&n.name, sock(n.ip, plan.api_port), traffic_tls(n, &ca));
+        let _ = writeln!(s, "    server {name} {addr} {tls} track vault_active/{name}");
     }
 }
 

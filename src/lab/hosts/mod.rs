@@ -505,10 +505,8 @@ impl HostsLab {
         }
         ops.push(overlay("/etc", "etc", &etc)?);
         ops.push(overlay("/var/lib", "var-lib", &var_lib)?);
-        if backup {
-            if let Some(("/var/backups", rel)) = &dest {
-                ops.push(overlay("/var/backups", "var-backups", &[(rel.as_str(), true)])?);
-            }
+        if let (true, Some(("/var/backups", rel))) = (backup, &dest) {
+            ops.push(overlay("/var/backups", "var-backups", &[(rel.as_str(), true)])?);
         }
         let log_rel = unit.to_string();
         ops.push(overlay("/var/log", "var-log", &[(&log_rel, true)])?);
