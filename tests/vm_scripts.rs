@@ -90,6 +90,12 @@ fn run(test: &str, script: Option<&Path>) -> (bool, String, String) {
     for n in &netns {
         assert!(!vaultnix::lab::hosts::net::netns_exists(n), "namespace {n} left behind");
     }
+    // Also one made later (a spare): every namespace with the lab's prefix.
+    let prefix = netns[0].split('-').next().unwrap().to_string() + "-";
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        assert!(!n.starts_with(&prefix), "namespace {n} left behind");
+    }
     let marker = dir.display().to_string();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
@@ -140,21 +146,28 @@ fn vm_scripts_type_check_against_the_driver_stub() {
 
 #[test]
 fn vm_cluster_script_passes_on_the_hosts_lab() {
+    // The restore subtest writes /tmp/shared/restore.snap on node1 and /root/restore.snap on the
+    // spare: each host's own /tmp and /root (the lab's shared directory at /tmp/shared), never the
+    // machine's.
+    let on_machine = ["/tmp/shared/restore.snap", "/root/restore.snap"].map(std::path::Path::new);
+    let existed: Vec<bool> = on_machine.iter().map(|p| p.exists()).collect();
     let (ok, out, err) = run("cluster", None);
     assert!(ok, "the cluster VM script failed on the hosts lab:\n{out}\n{err}");
     let all = subtests("cluster.py");
     // The backup subtest runs: node1's host runs the backup timer (every 60 s, as cluster.nix forces
-    // `minutely`) with the generated backup.json and the node exporter's textfile collector.
-    assert!(all.iter().any(|s| s == "the backup timer writes a verified snapshot and a metric"), "{all:?}");
-    let not_run = ["the snapshot restores into a fresh node"];
-    for s in &all {
-        if not_run.contains(&s.as_str()) {
-            assert!(out.contains(&format!("subtest NOT RUN on the hosts lab: {s}")), "{s}: {out}");
-        } else {
-            assert!(out.contains(&format!("): {s}\n")), "subtest {s:?} did not pass: {out}");
-        }
+    // `minutely`) with the generated backup.json and the node exporter's textfile collector. The
+    // restore subtest runs on the spare machine, added with the configuration cluster.nix gives it.
+    for s in ["the backup timer writes a verified snapshot and a metric", "the snapshot restores into a fresh node"] {
+        assert!(all.iter().any(|a| a == s), "{s}: {all:?}");
     }
-    assert!(out.contains(&format!("vm test cluster: {} subtests passed, 1 not run", all.len() - 1)), "{out}");
+    for s in &all {
+        assert!(out.contains(&format!("): {s}\n")), "subtest {s:?} did not pass: {out}");
+    }
+    assert!(out.contains(&format!("vm test cluster: {} subtests passed, 0 not run", all.len())), "{out}");
+    assert!(err.contains("spare: adding the spare machine to the lab"), "{err}");
+    for (p, e) in on_machine.iter().zip(existed) {
+        assert!(e || !p.exists(), "{} was written on the machine, not on a host", p.display());
+    }
 }
 
 #[test]

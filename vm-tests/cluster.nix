@@ -59,16 +59,23 @@ in
       { lib, pkgs, ... }:
       let
         base = lib.importJSON (gen + "/flake/nodes/node1.server.json");
-        settings = lib.recursiveUpdate base {
+        merged = lib.recursiveUpdate base {
           api_addr = "https://127.0.0.1:8200";
           cluster_addr = "https://127.0.0.1:8201";
-          storage.raft = {
-            node_id = "spare";
-            retry_join = [ ];
-          };
-          listener.api = {
-            address = "127.0.0.1:8200";
-            cluster_address = "127.0.0.1:8201";
+          storage.raft.node_id = "spare";
+          listener = {
+            api = {
+              address = "127.0.0.1:8200";
+              cluster_address = "127.0.0.1:8201";
+            };
+          }
+          # node1's metrics listener binds node1's address, which the spare does not have.
+          // lib.optionalAttrs (base.listener ? metrics) { metrics.address = "127.0.0.1:9102"; };
+        };
+        # No retry_join at all: bao refuses an empty one ("invalid retry_join config") and exits.
+        settings = merged // {
+          storage = merged.storage // {
+            raft = builtins.removeAttrs merged.storage.raft [ "retry_join" ];
           };
         };
       in

@@ -9,8 +9,10 @@ fail here instead of on a KVM runner.
 
 The script, the machine names and the spec come from the .nix (vm-tests/test-script.nix, evaluated
 with nix-instantiate). Each machine of the test is the lab host of the same name; every operation is
-a `vaultnix lab machine` call (the lab logic lives in Rust: src/lab/hosts/machine.rs). A machine the
-lab lacks (e.g. `spare`) fails on first use. Subtests the lab cannot run are listed, with the reason,
+a `vaultnix lab machine` call (the lab logic lives in Rust: src/lab/hosts/machine.rs). A spare
+machine (cluster.nix's `spare`: a server the test configures itself) is added to the lab when the
+script starts it, with the configuration the test's Nix evaluation gives it (src/lab/hosts/spare.rs).
+A machine the lab lacks fails on first use. Subtests the lab cannot run are listed, with the reason,
 in vm-tests/hosts-lab.json: reaching one stops the script, and they are reported as NOT RUN.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import shutil
@@ -86,14 +89,38 @@ class Lab:
             subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=300)
 
 
+def spare_args(test: str, name: str, directory: Path, settings_file: Path) -> list[str]:
+    """`vaultnix lab machine NAME add-server` arguments for spare machine `name` of the test: its
+    configuration from the test's Nix evaluation against the lab's generated files (test-script.nix
+    with `gen`); its server JSON is written to `settings_file`, byte for byte its settingsFile."""
+    c = evaluate(test, gen=directory)["spareConfigs"][name]
+    settings_file.write_text(c["settings"])
+    argv = ["add-server", "--settings", str(settings_file), "--cert", c["certFile"], "--ca", c["caCertFile"]]
+    for rule in c["tmpfiles"]:
+        f = rule.split()
+        # `L+ TARGET - - - - SOURCE` (common.secretLinks): the only rule a spare has.
+        if len(f) != 7 or f[0] != "L+" or f[2:6] != ["-"] * 4:
+            raise RuntimeError(f"{name}: tmpfiles rule {rule!r}: the hosts lab runs only `L+ TARGET - - - - SOURCE`")
+        argv += ["--link", f"{f[1]}={f[6]}"]
+    if c["keyFile"] is not None:
+        argv += ["--key-file", c["keyFile"]]
+    if c["sealKeyFile"] is not None:
+        argv += ["--seal-key-file", c["sealKeyFile"]]
+    return argv
+
+
 class HostsMachine:
     """A machine of the VM test, backed by the lab host of the same name (`lab is None`: the lab has
-    no such host, and every operation fails)."""
+    no such host, and every operation fails). A spare (`spare_add`: the `lab machine add-server`
+    arguments, computed when it first starts) is powered off until `start()`, as a VM the script
+    has not started."""
 
-    def __init__(self, name: str, lab: Lab | None) -> None:
+    def __init__(self, name: str, lab: Lab | None, spare_add: Callable[[], list[str]] | None = None) -> None:
         self.name = name
         self.lab = lab
-        self.booted = True  # `lab up` boots every host; start() is then a no-op, as on a booted VM
+        self.spare_add = spare_add
+        # `lab up` boots every host of the cluster; start() is then a no-op, as on a booted VM.
+        self.booted = spare_add is None
 
     def __repr__(self) -> str:
         return f"<HostsMachine '{self.name}'>"
@@ -121,7 +148,13 @@ class HostsMachine:
     def start(self, allow_reboot: bool = False) -> None:
         if self.booted:
             return
-        self.log("starting (booting the crashed host)")
+        if self.spare_add is not None:
+            self.log("adding the spare machine to the lab (its configuration from the test's Nix evaluation)")
+            self._op(*self.spare_add())
+            self.spare_add = None
+            self.log("starting (first boot)")
+        else:
+            self.log("starting (booting the crashed host)")
         self._op("start")
         self.booted = True
 
@@ -232,9 +265,12 @@ if TYPE_CHECKING:
 # -- the test: what the .nix gives the driver --------------------------------------------------------
 
 
-def evaluate(test: str) -> dict[str, Any]:
-    """vm-tests/test-script.nix for `test`: name, testScript, nodes, spec, clients."""
+def evaluate(test: str, gen: Path | None = None) -> dict[str, Any]:
+    """vm-tests/test-script.nix for `test`: name, testScript, nodes, spec, clients, spares (with `gen`,
+    the generated directory, their configurations too)."""
     argv = ["nix-instantiate", "--eval", "--strict", "--json", str(HERE / "test-script.nix"), "--argstr", "test", test]
+    if gen is not None:
+        argv += ["--argstr", "gen", str(gen)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         raise RuntimeError(f"nix-instantiate failed for vm-tests/{test}.nix: {r.stderr.strip()}")
@@ -334,7 +370,11 @@ def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep
         state = json.loads((lab.dir / "hosts.json").read_text())
         print(f"lab namespaces: {' '.join(state['netns'])}", flush=True)
         hosts = set(state["hosts"])
-        machines = {n: HostsMachine(n, lab if n in hosts else None) for n in t["nodes"]}
+        spares: list[str] = t["spares"]
+        machines = {n: HostsMachine(n, lab if n in hosts else None) for n in t["nodes"] if n not in spares}
+        for n in spares:
+            settings = lab.dir / "hosts" / f"{n}.settings.json"
+            machines[n] = HostsMachine(n, lab, functools.partial(spare_args, test, n, lab.dir, settings))
         configure_clients(t, machines, lab)
 
         def start_all() -> None:

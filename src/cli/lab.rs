@@ -129,6 +129,29 @@ pub enum MachineAction {
     Unblock,
     /// Print a systemd unit's ActiveState as the lab maps it (an error for a unit the lab lacks).
     Unit { unit: String },
+    /// Add HOST as a spare machine (powered off): a server outside the cluster with its own server
+    /// JSON, as the VM cluster test's `spare` (vm-tests/hosts_driver.py reads its configuration from
+    /// the test's Nix evaluation). `start` boots it.
+    AddServer {
+        /// The server JSON it runs (its `vaultnix.server.settingsFile`).
+        #[arg(long)]
+        settings: std::path::PathBuf,
+        /// `vaultnix.server.certFile` (at /etc/vaultnix/tls.crt).
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        /// `vaultnix.pki.caCertFile` (at /etc/vaultnix/ca.crt).
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// A tmpfiles `L+` link TARGET=SOURCE putting a secret in place (repeatable).
+        #[arg(long = "link")]
+        links: Vec<String>,
+        /// `vaultnix.server.keyFile` (default: <secretsDir>/tls.key).
+        #[arg(long)]
+        key_file: Option<String>,
+        /// `vaultnix.server.sealKeyFile`.
+        #[arg(long)]
+        seal_key_file: Option<String>,
+    },
     /// Run a command as the machine's root shell (clean environment); exits with its status.
     Exec {
         #[arg(last = true, required = true)]
@@ -138,8 +161,12 @@ pub enum MachineAction {
 
 fn machine(common: &Common, host: &str, action: MachineAction) -> CliResult {
     let fail = |e: anyhow::Error| CliError::failure(format!("{e:#}"));
-    let lab = crate::lab::hosts::HostsLab::open(&common.dir).map_err(fail)?;
+    let mut lab = crate::lab::hosts::HostsLab::open(&common.dir).map_err(fail)?;
     match action {
+        MachineAction::AddServer { settings, cert, ca, links, key_file, seal_key_file } => {
+            let def = crate::lab::hosts::spare::SpareDef { settings, cert, ca, links, key_file, seal_key_file };
+            lab.add_spare(host, &def).map_err(fail)
+        }
         MachineAction::Crash => lab.crash(host).map_err(fail),
         MachineAction::Start => lab.boot(host).map_err(fail),
         MachineAction::Block => lab.block(host).map_err(fail),

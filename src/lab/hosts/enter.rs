@@ -35,6 +35,10 @@ pub enum MountOp {
     Touch {
         path: CString,
     },
+    /// umount2(2) with MNT_DETACH.
+    Detach {
+        target: CString,
+    },
 }
 
 pub fn cstr(p: impl AsRef<Path>) -> Result<CString> {
@@ -70,6 +74,19 @@ impl MountOp {
             data: cstr("")?,
         })
     }
+    /// A recursive bind mount (a directory with what is mounted below it).
+    pub fn rbind(source: &Path, target: &Path) -> Result<MountOp> {
+        Ok(MountOp::Mount {
+            source: cstr(source)?,
+            target: cstr(target)?,
+            fstype: cstr("none")?,
+            flags: libc::MS_BIND | libc::MS_REC,
+            data: cstr("")?,
+        })
+    }
+    pub fn detach(target: &Path) -> Result<MountOp> {
+        Ok(MountOp::Detach { target: cstr(target)? })
+    }
     pub fn mkdir(path: &str, mode: libc::mode_t) -> Result<MountOp> {
         Ok(MountOp::Mkdir { path: cstr(path)?, mode })
     }
@@ -94,6 +111,7 @@ impl MountOp {
                         r
                     }
                 }
+                MountOp::Detach { target } => libc::umount2(target.as_ptr(), libc::MNT_DETACH),
                 MountOp::Touch { path } => {
                     let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o600);
                     if fd >= 0 {
@@ -110,6 +128,37 @@ impl MountOp {
         }
         Ok(())
     }
+}
+
+/// A directory of the host's own, as a VM has its own /tmp and /root: an empty tmpfs on `target`
+/// (mode `mode`), through which each of `keep` (directories under `target` the lab's processes
+/// need: the lab directory, the binaries' directories) shows the machine's directory at the same
+/// path. The machine's `target` is reached during the setup at `stash` (under the host's /run
+/// tmpfs, detached afterwards). Nothing is written to the machine's `target`; a `target` that is a
+/// symlink, or that a `keep` path is not strictly under, stays the machine's.
+pub fn private_dir(target: &Path, mode: &str, keep: &[std::path::PathBuf], stash: &Path) -> Result<Vec<MountOp>> {
+    let is_dir = std::fs::symlink_metadata(target).map(|m| m.is_dir()).unwrap_or(false);
+    let mut keep: Vec<&Path> = keep.iter().map(|p| p.as_path()).filter(|p| p.starts_with(target)).collect();
+    if !is_dir || keep.contains(&target) {
+        return Ok(Vec::new());
+    }
+    keep.sort();
+    keep.dedup();
+    // A kept directory inside another kept one comes with it (recursive bind).
+    let keep: Vec<&Path> = keep.iter().copied().filter(|p| !keep.iter().any(|o| o != p && p.starts_with(o))).collect();
+    let mut ops = vec![MountOp::mkdir(&stash.display().to_string(), 0o700)?, MountOp::rbind(target, stash)?];
+    ops.push(MountOp::tmpfs(&target.display().to_string(), mode)?);
+    for p in keep {
+        let rel = p.strip_prefix(target)?;
+        let mut at = target.to_path_buf();
+        for c in rel.components() {
+            at.push(c);
+            ops.push(MountOp::mkdir(&at.display().to_string(), 0o755)?);
+        }
+        ops.push(MountOp::rbind(&stash.join(rel), p)?);
+    }
+    ops.push(MountOp::detach(stash)?);
+    Ok(ops)
 }
 
 fn setns(fd: RawFd, kind: libc::c_int) -> std::io::Result<()> {
@@ -195,4 +244,49 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> Result<T>
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shown(ops: &[MountOp]) -> Vec<String> {
+        ops.iter()
+            .map(|o| match o {
+                MountOp::Mount { source, target, fstype, .. } => {
+                    format!("mount {} {} {}", fstype.to_string_lossy(), source.to_string_lossy(), target.to_string_lossy())
+                }
+                MountOp::Mkdir { path, .. } => format!("mkdir {}", path.to_string_lossy()),
+                MountOp::Touch { path } => format!("touch {}", path.to_string_lossy()),
+                MountOp::Detach { target } => format!("detach {}", target.to_string_lossy()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_private_dir_keeps_what_the_lab_needs_and_only_that() {
+        let keep: Vec<PathBuf> = ["/tmp/lab/x", "/tmp/lab/x/y", "/usr/bin", "/tmp/bin"].iter().map(PathBuf::from).collect();
+        let ops = private_dir(Path::new("/tmp"), "1777", &keep, Path::new("/run/stash")).unwrap();
+        assert_eq!(
+            shown(&ops),
+            [
+                "mkdir /run/stash",
+                "mount none /tmp /run/stash",
+                "mount tmpfs tmpfs /tmp",
+                "mkdir /tmp/bin",
+                "mount none /run/stash/bin /tmp/bin",
+                "mkdir /tmp/lab",
+                "mkdir /tmp/lab/x",
+                "mount none /run/stash/lab/x /tmp/lab/x",
+                "detach /run/stash",
+            ]
+        );
+        // The lab directory is /tmp itself: /tmp stays the machine's.
+        let ops = private_dir(Path::new("/tmp"), "1777", &[PathBuf::from("/tmp")], Path::new("/run/stash")).unwrap();
+        assert!(ops.is_empty());
+        // No such directory (or a symlink): left alone.
+        let ops = private_dir(Path::new("/nonexistent-vx"), "0700", &[], Path::new("/run/stash")).unwrap();
+        assert!(ops.is_empty());
+    }
 }

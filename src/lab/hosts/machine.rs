@@ -48,7 +48,7 @@ enum Unit {
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl HostsLab {
-    fn crashed_marker(&self, host: &str) -> PathBuf {
+    pub(super) fn crashed_marker(&self, host: &str) -> PathBuf {
         self.host_dir(host).join("crashed")
     }
 
@@ -65,17 +65,18 @@ impl HostsLab {
     fn units(&self, host: &str) -> Result<Vec<(String, Unit)>> {
         let h = self.host(host)?;
         let mut v = Vec::new();
+        if self.spare(host).is_some() {
+            // spare.rs: a server, and nothing else of ours.
+            v.push((format!("{}.service", self.unit_name()), Unit::Server));
+            return Ok(v);
+        }
         if self.wireguard_host(host)? {
             // networking.wireguard (scripted): one oneshot unit per interface.
             v.push((format!("wireguard-{}.service", self.plan.overlay.interface), Unit::Wireguard));
         }
         match h.machine.as_ref().map(|m| m.role) {
             Some(Role::Server) => {
-                let unit = match self.plan.engine {
-                    crate::spec::Engine::Openbao => "openbao",
-                    crate::spec::Engine::Vault => "vault",
-                };
-                v.push((format!("{unit}.service"), Unit::Server));
+                v.push((format!("{}.service", self.unit_name()), Unit::Server));
                 if super::timer::node_exporter_spec(self, host).is_some() {
                     v.push(("prometheus-node-exporter.service".into(), Unit::NodeExporter));
                 }
@@ -148,6 +149,9 @@ impl HostsLab {
         for s in self.service_specs(host)? {
             process::stop(&self.dir, &s, libc::SIGKILL, Duration::from_secs(10))?;
         }
+        if self.spare(host).is_some() {
+            return Ok(()); // no link to take down
+        }
         self.isolate(host)
     }
 
@@ -159,9 +163,11 @@ impl HostsLab {
             return Ok(());
         }
         let h = self.host(host)?.clone();
-        self.run(host, "nft", &["flush", "ruleset"], None)?;
-        self.load_firewall(&h)?;
-        self.unisolate(host)?;
+        if self.spare(host).is_none() {
+            self.run(host, "nft", &["flush", "ruleset"], None)?;
+            self.load_firewall(&h)?;
+            self.unisolate(host)?;
+        }
         if self.wireguard_host(host)? {
             // A killed wireguard-go leaves its UAPI socket behind; the new one must not find it.
             let anchor = self.anchor(host)?;
@@ -200,9 +206,12 @@ impl HostsLab {
         let h = self.host(host)?;
         let anchor = self.anchor(host)?;
         let mut path: Vec<String> = Vec::new();
-        if matches!(h.machine.as_ref().map(|m| m.role), Some(Role::Server)) {
-            // vm-tests/common.nix: services.openbao puts bao on servers, common.server adds vaultnix.
-            for p in [Some(self.state.bao.clone()), std::env::current_exe().ok()].into_iter().flatten() {
+        let server = matches!(h.machine.as_ref().map(|m| m.role), Some(Role::Server));
+        if server || self.spare(host).is_some() {
+            // vm-tests/common.nix: services.openbao puts bao on servers, common.server adds vaultnix
+            // (a spare has only services.openbao).
+            let vaultnix = if server { std::env::current_exe().ok() } else { None };
+            for p in [Some(self.state.bao.clone()), vaultnix].into_iter().flatten() {
                 if let Some(d) = p.parent() {
                     path.push(d.display().to_string());
                 }

@@ -15,6 +15,7 @@ pub mod enter;
 pub mod firewall;
 pub mod machine;
 pub mod net;
+pub mod spare;
 pub mod timer;
 pub mod wan;
 
@@ -35,6 +36,9 @@ use std::time::{Duration, Instant};
 
 pub const STATE_FILE: &str = "hosts.json";
 pub const CLIENT: &str = "client";
+/// `<dir>/shared`: every host's /tmp/shared, as the NixOS test driver shares one directory between
+/// its VMs.
+pub const SHARED: &str = "shared";
 
 /// `<dir>/hosts.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -61,6 +65,9 @@ pub struct HostsState {
     /// (others: the spec's schedule, timer.rs).
     #[serde(default)]
     pub backup_every: BTreeMap<String, u64>,
+    /// Spare machines added with `lab machine NAME add-server` (spare.rs).
+    #[serde(default)]
+    pub spares: BTreeMap<String, spare::Spare>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,7 +183,15 @@ pub struct HostsLab {
     pub dir: PathBuf,
     pub plan: Plan,
     pub state: HostsState,
+    /// The plan's machines and the client (the lab's network).
     pub hosts: Vec<Host>,
+    /// Spares (spare.rs): hosts with loopback only, outside `hosts` and its network.
+    pub spare_hosts: Vec<Host>,
+}
+
+/// A spare's `Host`: no machine of the plan, its loopback address.
+fn spare_host(name: &str) -> Host {
+    Host { name: name.to_string(), machine: None, addr: IpAddr::V4(Ipv4Addr::LOCALHOST) }
 }
 
 fn anchor_spec(dir: &Path, host: &str) -> Result<ProcSpec> {
@@ -242,7 +257,8 @@ impl HostsLab {
         })?;
         let plan = hosts_plan(state.spec.as_deref())?;
         let hosts = hosts_of(&plan)?;
-        Ok(HostsLab { dir, plan, state, hosts })
+        let spare_hosts = state.spares.keys().map(|n| spare_host(n)).collect();
+        Ok(HostsLab { dir, plan, state, hosts, spare_hosts })
     }
 
     pub fn netns(&self, host: &str) -> String {
@@ -255,10 +271,10 @@ impl HostsLab {
         self.dir.join("hosts").join(host)
     }
     pub fn host(&self, name: &str) -> Result<&Host> {
-        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+        self.hosts.iter().chain(&self.spare_hosts).find(|h| h.name == name).ok_or_else(|| {
             anyhow!(
                 "no host {name:?} in this lab (hosts: {})",
-                self.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.hosts.iter().chain(&self.spare_hosts).map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
             )
         })
     }
@@ -331,7 +347,7 @@ impl HostsLab {
                 bail!("--backup-timer {n}=…: the spec has no node {n:?}");
             }
         }
-        let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts };
+        let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts, spare_hosts: Vec::new() };
         // The production files, exactly as `vaultnix generate` writes them.
         generate(
             &lab.plan,
@@ -351,6 +367,12 @@ impl HostsLab {
             }
         };
         say("generated the production files");
+        let shared = dir.join(SHARED);
+        std::fs::create_dir_all(&shared)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700))?;
+        }
         lab.build_network()?;
         say("network up");
         for h in lab.hosts.clone() {
@@ -447,34 +469,9 @@ impl HostsLab {
 
     /// The host's mount namespace: NixOS paths backed by the generated files.
     fn mount_ops(&self, h: &Host) -> Result<Vec<MountOp>> {
-        let hd = self.host_dir(&h.name);
         let mut ops = Vec::new();
-        let overlay = |target: &str, sub: &str, pre: &[(&str, bool)]| -> Result<MountOp> {
-            let upper = hd.join(sub).join("upper");
-            let work = hd.join(sub).join("work");
-            std::fs::create_dir_all(&work)?;
-            std::fs::create_dir_all(&upper)?;
-            for (p, is_dir) in pre {
-                let p = upper.join(p);
-                if *is_dir {
-                    std::fs::create_dir_all(&p)?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
-                } else {
-                    if let Some(d) = p.parent() {
-                        std::fs::create_dir_all(d)?;
-                    }
-                    if !p.exists() {
-                        std::fs::write(&p, b"")?;
-                    }
-                }
-            }
-            MountOp::overlay(target, &upper, &work)
-        };
-        let unit = match self.plan.engine {
-            crate::spec::Engine::Openbao => "openbao",
-            crate::spec::Engine::Vault => "vault",
-        };
+        let overlay = |target: &str, sub: &str, pre: &[(&str, bool)]| self.overlay_op(&h.name, target, sub, pre);
+        let unit = self.unit_name();
         let wg = self.plan.overlay.kind == OverlayKind::Wireguard && h.machine.is_some();
         let secrets_rel = self.plan.secrets_dir.trim_start_matches("/var/lib/").to_string();
         let wg_rel = format!("{secrets_rel}/wg.key");
@@ -511,6 +508,7 @@ impl HostsLab {
         let log_rel = unit.to_string();
         ops.push(overlay("/var/log", "var-log", &[(&log_rel, true)])?);
         ops.push(MountOp::tmpfs("/run", "0755")?);
+        ops.extend(self.own_dirs()?);
         ops.push(MountOp::bind(&self.dir.join(paths::CA_CRT), "/etc/vaultnix/ca.crt")?);
         if backup {
             ops.push(MountOp::bind(&self.dir.join(paths::backup_json(&h.name)), timer::ETC_CONFIG)?);
@@ -555,6 +553,66 @@ impl HostsLab {
         Ok(ops)
     }
 
+    /// An overlay on `target` whose upper directory is `<host dir>/<sub>/upper`, with `pre` (relative
+    /// paths; true: a 0700 directory, false: an empty file, a bind-mount target) in place.
+    fn overlay_op(&self, host: &str, target: &str, sub: &str, pre: &[(&str, bool)]) -> Result<MountOp> {
+        let hd = self.host_dir(host);
+        let upper = hd.join(sub).join("upper");
+        let work = hd.join(sub).join("work");
+        std::fs::create_dir_all(&work)?;
+        std::fs::create_dir_all(&upper)?;
+        for (p, is_dir) in pre {
+            let p = upper.join(p);
+            if *is_dir {
+                std::fs::create_dir_all(&p)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+            } else {
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d)?;
+                }
+                if !p.exists() {
+                    std::fs::write(&p, b"")?;
+                }
+            }
+        }
+        MountOp::overlay(target, &upper, &work)
+    }
+
+    /// The server's systemd unit (and StateDirectory) name.
+    fn unit_name(&self) -> &'static str {
+        match self.plan.engine {
+            crate::spec::Engine::Openbao => "openbao",
+            crate::spec::Engine::Vault => "vault",
+        }
+    }
+
+    /// The host's own /tmp and /root, as a VM has them (a command run on a host writes there, not on
+    /// the machine), with /tmp/shared the lab's `shared` directory. The lab directory and the
+    /// binaries the host runs stay visible at their paths (enter::private_dir).
+    fn own_dirs(&self) -> Result<Vec<MountOp>> {
+        let mut keep = vec![self.dir.clone()];
+        let bins = [
+            Some(self.state.bao.clone()),
+            Some(self.state.haproxy.clone()),
+            self.state.vaultnix.clone(),
+            std::env::current_exe().ok(),
+            timer::find_node_exporter(),
+            super::which("wireguard-go"),
+        ];
+        keep.extend(bins.into_iter().flatten().filter_map(|b| b.parent().map(Path::to_path_buf)));
+        let canonical: Vec<PathBuf> = keep.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+        keep.extend(canonical);
+        let tmp = Path::new("/tmp");
+        let mut ops = enter::private_dir(tmp, "1777", &keep, Path::new("/run/vaultnix-lab-tmp"))?;
+        if !ops.is_empty() {
+            ops.push(MountOp::mkdir("/tmp/shared", 0o700)?);
+            ops.push(MountOp::bind(&self.dir.join(SHARED), "/tmp/shared")?);
+        }
+        ops.extend(enter::private_dir(Path::new("/root"), "0700", &keep, Path::new("/run/vaultnix-lab-root"))?);
+        Ok(ops)
+    }
+
     fn start_host(&self, h: &Host) -> Result<u32> {
         let ops = self.mount_ops(h)?;
         let ns = self.netns(&h.name);
@@ -567,6 +625,9 @@ impl HostsLab {
     }
 
     pub fn bao_spec(&self, node: &str) -> ProcSpec {
+        if let Some(s) = self.spare(node) {
+            return self.spare_bao_spec(node, s);
+        }
         process::node_spec(&self.dir, &self.state.bao, node)
     }
     /// The node's drain agent (`vaultnix node agent` with the generated, production drain.json: it
@@ -778,7 +839,8 @@ impl HostsLab {
         for h in &self.hosts {
             specs.push(wg_spec(&self.dir, &h.name, &iface)?);
         }
-        for h in &self.hosts {
+        specs.extend(self.state.spares.keys().map(|n| self.bao_spec(n)));
+        for h in self.hosts.iter().chain(&self.spare_hosts) {
             specs.push(anchor_spec(&self.dir, &h.name)?);
         }
         let mut errors = Vec::new();
@@ -801,7 +863,7 @@ impl HostsLab {
         }
         let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
         if purge {
-            for sub in ["hosts", "data", "logs", "run", "secrets", paths::FLAKE] {
+            for sub in ["hosts", "data", "logs", "run", "secrets", SHARED, paths::FLAKE] {
                 let p = self.dir.join(sub);
                 if p.exists() {
                     std::fs::remove_dir_all(&p)?;

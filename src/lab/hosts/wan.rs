@@ -717,7 +717,8 @@ mod tests {
     fn cross_site_pairs_follow_the_plan_sites() {
         let plan = crate::plan::Plan::from_loaded(&crate::spec::example());
         let hosts = super::super::hosts_of(&plan).unwrap();
-        let lab = HostsLab { dir: "/nonexistent".into(), plan, state: Default::default(), hosts };
+        let lab =
+            HostsLab { dir: "/nonexistent".into(), plan, state: Default::default(), hosts, spare_hosts: Vec::new() };
         assert_eq!(lab.site("client"), lab.site(&lab.plan.lb.name));
         let n = lab.hosts.len();
         let same: usize = lab
