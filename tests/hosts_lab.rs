@@ -221,6 +221,42 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     assert!(t.errors.get("transport").copied().unwrap_or(0) <= 1, "{:?}", t.errors);
     assert_eq!(stop.lost, 0, "{:?}", stop.verdict);
 
+    // Each host has its own /tmp and /root (a command on a host never writes the machine's), and one
+    // /tmp/shared between them, as the NixOS driver shares a directory between VMs.
+    let probe = format!("vx-probe-{}", std::process::id());
+    let (a, b) = (&lab.plan.nodes[0].name, &lab.plan.nodes[1].name);
+    let script = format!("echo t > /tmp/{probe} && echo r > /root/{probe} && echo s > /tmp/shared/{probe}");
+    lab.run(a, "sh", &["-c", &script], None).unwrap();
+    for p in [format!("/tmp/{probe}"), format!("/root/{probe}")] {
+        assert!(!Path::new(&p).exists(), "{p} was written on the machine");
+        assert!(lab.run(b, "test", &["!", "-e", &p], None).is_ok(), "{p} is visible on {b}");
+    }
+    assert_eq!(lab.run(b, "cat", &[&format!("/tmp/shared/{probe}")], None).unwrap().trim(), "s");
+    assert!(dir.join(hosts::SHARED).join(&probe).is_file());
+    // A spare with bad input is refused, naming why, and nothing of it is made.
+    let mut reopened = HostsLab::open(&dir).unwrap();
+    let f = tmp.path().join("spare.json");
+    std::fs::write(&f, b"{}").unwrap();
+    let def = |links: Vec<String>| hosts::spare::SpareDef {
+        settings: f.clone(),
+        cert: dir.join("flake/pki/ca.crt"),
+        ca: dir.join("flake/pki/ca.crt"),
+        links,
+        key_file: None,
+        seal_key_file: None,
+    };
+    let key = dir.join("secrets/ca.key").display().to_string();
+    for (name, links, why) in [
+        ("spare", vec![format!("/etc/shadow={key}")], "must be a file under /var/lib/"),
+        ("spare", vec![], "credential tls.key is read from /var/lib/vaultnix/secrets/tls.key, which no --link"),
+        (a.as_str(), vec![], "has a host named"),
+    ] {
+        let e = reopened.add_spare(name, &def(links)).unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{e:#}");
+    }
+    assert!(!vaultnix::lab::hosts::net::netns_exists(&lab.netns("spare")));
+    assert!(!dir.join("hosts/spare").exists() && hosts::read_state(&dir).unwrap().unwrap().spares.is_empty());
+
     // Down removes everything: namespaces, processes, mounts.
     let st = lab.state.clone();
     lab.down(false).unwrap();

@@ -255,7 +255,12 @@ mod tests {
         ops.iter()
             .map(|o| match o {
                 MountOp::Mount { source, target, fstype, .. } => {
-                    format!("mount {} {} {}", fstype.to_string_lossy(), source.to_string_lossy(), target.to_string_lossy())
+                    format!(
+                        "mount {} {} {}",
+                        fstype.to_string_lossy(),
+                        source.to_string_lossy(),
+                        target.to_string_lossy()
+                    )
                 }
                 MountOp::Mkdir { path, .. } => format!("mkdir {}", path.to_string_lossy()),
                 MountOp::Touch { path } => format!("touch {}", path.to_string_lossy()),
@@ -266,7 +271,8 @@ mod tests {
 
     #[test]
     fn a_private_dir_keeps_what_the_lab_needs_and_only_that() {
-        let keep: Vec<PathBuf> = ["/tmp/lab/x", "/tmp/lab/x/y", "/usr/bin", "/tmp/bin"].iter().map(PathBuf::from).collect();
+        let keep: Vec<PathBuf> =
+            ["/tmp/lab/x", "/tmp/lab/x/y", "/usr/bin", "/tmp/bin"].iter().map(PathBuf::from).collect();
         let ops = private_dir(Path::new("/tmp"), "1777", &keep, Path::new("/run/stash")).unwrap();
         assert_eq!(
             shown(&ops),
