@@ -1,10 +1,12 @@
 # The load balancer: HAProxy passing TLS through (mode tcp) or terminating it (mode http,
-# load_balancer.mode = "terminate", certificate via LoadCredential) to the active server only
+# load_balancer.mode = "terminate", certificate installed from the host's secrets before every
+# start and reload) to the active server only
 # (health check GET /v1/sys/health expects 200, which only the active node answers).
 # The configuration is rendered by `vaultnix generate` (haproxy/haproxy.cfg) and deployed as is.
 {
   config,
   lib,
+  pkgs,
   ...
 }:
 let
@@ -19,8 +21,18 @@ let
   cfg = config.vaultnix.loadBalancer;
   vlib = import ./lib.nix { inherit lib; };
   # Where the rendered configuration's `bind ... ssl crt` reads the certificate + key
-  # (render::Layout::haproxy_lb_pem).
-  credentialPem = "/run/credentials/haproxy.service/lb.pem";
+  # (render::Layout::haproxy_lb_pem): in the unit's RuntimeDirectory (/run/haproxy, a tmpfs,
+  # removed when the unit stops).
+  runtimePem = "/run/haproxy/vaultnix-lb.pem";
+  # Copies tlsPemFile there, 0600 and owned by HAProxy's user, as root (`+`: outside the unit's
+  # sandbox) before the configuration check of every start and every reload. Not LoadCredential:
+  # systemd fixes a credential for the unit's lifetime (before systemd 260's RefreshOnReload=), so
+  # `systemctl reload` after `vaultnix certs renew` would go on serving the old certificate.
+  installPem = lib.concatStringsSep " " [
+    "+${pkgs.coreutils}/bin/install -m 0600"
+    "-o ${config.services.haproxy.user} -g ${config.services.haproxy.group}"
+    "${cfg.tlsPemFile} ${runtimePem}"
+  ];
   haproxyConfig = builtins.readFile cfg.configFile;
 in
 {
@@ -55,8 +67,10 @@ in
       description = ''
         In `load_balancer.mode = "terminate"`: the load balancer's certificate and key
         (secrets/lb.pem of `vaultnix generate`, copied to the host like the other secrets).
-        Passed with systemd `LoadCredential` as {file}`${credentialPem}`, the path the rendered
-        configuration binds with; never copied to the store. `null` in passthrough mode.
+        Installed as {file}`${runtimePem}` (0600, HAProxy's user), the path the rendered
+        configuration binds with, before every start and every reload of the unit, so
+        `systemctl reload haproxy` serves a renewed certificate; never copied to the store.
+        `null` in passthrough mode.
       '';
     };
 
@@ -114,8 +128,8 @@ in
         message = "vaultnix.loadBalancer.enable is set on ${config.vaultnix.machine.name}, whose role is ${config.vaultnix.machine.role}.";
       }
       {
-        assertion = lib.hasInfix "crt ${credentialPem}" haproxyConfig == (cfg.tlsPemFile != null);
-        message = "vaultnix: ${toString cfg.configFile} and vaultnix.loadBalancer.tlsPemFile disagree: a configuration that terminates TLS (crt ${credentialPem}) needs tlsPemFile, and only such a configuration may set it.";
+        assertion = lib.hasInfix "crt ${runtimePem}" haproxyConfig == (cfg.tlsPemFile != null);
+        message = "vaultnix: ${toString cfg.configFile} and vaultnix.loadBalancer.tlsPemFile disagree: a configuration that terminates TLS (crt ${runtimePem}) needs tlsPemFile, and only such a configuration may set it.";
       }
       {
         assertion = lib.hasInfix ":${toString cfg.frontendPort}" haproxyConfig;
@@ -145,7 +159,11 @@ in
       ++ lib.optional (config.vaultnix.pki.caCertFile != null) "${config.vaultnix.pki.caCertFile}";
       wants = config.vaultnix.overlay.readyUnits;
       after = config.vaultnix.overlay.readyUnits;
-      serviceConfig.LoadCredential = mkIf (cfg.tlsPemFile != null) [ "lb.pem:${cfg.tlsPemFile}" ];
+      # Before services.haproxy's own ExecStartPre/ExecReload, whose `haproxy -c` loads the certificate.
+      serviceConfig = mkIf (cfg.tlsPemFile != null) {
+        ExecStartPre = lib.mkBefore [ installPem ];
+        ExecReload = lib.mkBefore [ installPem ];
+      };
     };
 
     networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ cfg.frontendPort ];

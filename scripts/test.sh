@@ -49,8 +49,9 @@ bash tests/nix/harness-test.sh "$tmp/example"
 step "nix: parse, deadnix, evaluate modules and generated nodes (tier chosen below)"
 bash tests/nix/eval.sh "$tmp/example"
 # single: one node, no overlay; tailscale: the tailnet firewall; transit: seal credentials only
-# through EnvironmentFile.
-for spec in single tailscale transit; do
+# through EnvironmentFile; terminate: HAProxy terminating TLS (its certificate installed before
+# every start and reload).
+for spec in single tailscale transit terminate; do
   step "nix: the same for tests/specs/$spec.toml"
   cargo run --quiet -- --quiet generate --spec "tests/specs/$spec.toml" --out "$tmp/$spec"
   bash tests/nix/eval.sh "$tmp/$spec"

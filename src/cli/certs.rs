@@ -174,7 +174,7 @@ fn renew(shell: &Shell, a: RenewArgs) -> CliResult {
         ));
         if r.renewed.iter().any(|x| x.node == plan.lb.name && plan.lb.mode == crate::spec::LbMode::Terminate) {
             shell.status(format!(
-                "the load balancer's certificate was renewed: install {} as {}/lb.pem on {} (a secret: not in the flake), `systemctl reload haproxy`, then `vaultnix certs verify` (it checks what the LB serves; HAProxy reads the unit's credential copy: if it still serves the old one, `systemctl restart haproxy`)",
+                "the load balancer's certificate was renewed: install {} as {}/lb.pem on {} (a secret: not in the flake), `systemctl reload haproxy` (the reload installs it for HAProxy first), then `vaultnix certs verify` (it checks what the LB serves)",
                 crate::render::paths::LB_PEM,
                 plan.secrets_dir,
                 plan.lb.name

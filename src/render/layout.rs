@@ -172,11 +172,13 @@ impl Layout {
         self.ca_file(plan)
     }
     /// HAProxy's certificate + key for terminating TLS (`load_balancer.mode = "terminate"`); on NixOS
-    /// passed by modules/haproxy.nix with LoadCredential (never the store).
+    /// modules/haproxy.nix installs the host's secrets/lb.pem there (0600, HAProxy's user, in its
+    /// RuntimeDirectory) before every start and every reload, so a reload serves a renewed
+    /// certificate (a LoadCredential copy is fixed for the unit's lifetime); never the store.
     pub fn haproxy_lb_pem(&self) -> String {
         match self.lab() {
             Some(d) => path(d.join(paths::LB_PEM)),
-            None => "/run/credentials/haproxy.service/lb.pem".into(),
+            None => "/run/haproxy/vaultnix-lb.pem".into(),
         }
     }
     /// The Lua action HAProxy loads to hold new connections while no server is UP

@@ -139,13 +139,14 @@ pub fn check_listeners(cfg: &serde_json::Value) -> Result<(), String> {
 
 /// HAProxy passes client TLS through and verifies the nodes.
 pub fn check_haproxy(cfg: &str) -> Result<(), String> {
-    // `load_balancer.mode = "terminate"`: HAProxy terminates TLS with the LB's key, passed as a
-    // credential (or the lab's secrets/), re-encrypts verified, and resends only what was not applied.
+    // `load_balancer.mode = "terminate"`: HAProxy terminates TLS with the LB's key, installed into its
+    // RuntimeDirectory from the host's secrets (or the lab's secrets/), re-encrypts verified, and
+    // resends only what was not applied.
     let terminate = cfg.contains(" ssl crt ");
     for line in cfg.lines().map(str::trim) {
         if line.starts_with("bind ") && (line.contains(" ssl") || line.contains("crt ")) {
             let pem = line.split_whitespace().skip_while(|w| *w != "crt").nth(1).unwrap_or("");
-            let secret = pem == "/run/credentials/haproxy.service/lb.pem" || pem.ends_with("/secrets/lb.pem");
+            let secret = pem == "/run/haproxy/vaultnix-lb.pem" || pem.ends_with("/secrets/lb.pem");
             if !terminate || !secret {
                 return Err(format!("haproxy terminates TLS: {line}"));
             }

@@ -210,17 +210,20 @@ tier_subset() {
     lua_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in toString r.config.environment.etc.\"haproxy/vaultnix-hold.lua\".source"
     if ! lua=$(nixeval "$lua_expr"); then fail "hold.lua of $(basename "$f") not installed as /etc/haproxy/vaultnix-hold.lua" "$(cat "$errlog")"; continue; fi
     lua=$(printf '%s' "$lua" | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin))')
-    # Terminate mode (load_balancer.mode): the certificate + key come with LoadCredential from the
-    # host's secrets dir, which Nix never sees; the check gets a throwaway pair in its place, and the
-    # unit must pass the configured host path as credential lb.pem.
-    pem=/run/credentials/haproxy.service/lb.pem
+    # Terminate mode (load_balancer.mode): the certificate + key are installed from the host's
+    # secrets dir, which Nix never sees, into the unit's RuntimeDirectory before every start and
+    # every reload (so a reload serves a renewed certificate); the check gets a throwaway pair in
+    # their place. The unit's first ExecStartPre and first ExecReload must be that install (as
+    # root, 0600, HAProxy's user), before services.haproxy's `haproxy -c`, which loads the file.
+    pem=/run/haproxy/vaultnix-lb.pem
     if printf '%s' "$text" | grep -q "crt $pem"; then
-      cred_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in r.config.systemd.services.haproxy.serviceConfig.LoadCredential or null"
-      want_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; in [ (\"lb.pem:\" + r.config.vaultnix.loadBalancer.tlsPemFile) ]"
-      if cred=$(nixeval "$cred_expr") && want=$(nixeval "$want_expr") && [ "$cred" = "$want" ] && [ "$cred" != null ]; then
-        pass "$name: the LB certificate + key arrive with LoadCredential ($cred)"
+      sc="(import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }).config.systemd.services.haproxy.serviceConfig"
+      got_expr="let s = $sc; in [ (builtins.head s.ExecStartPre) (builtins.head s.ExecReload) (s.LoadCredential or null) (builtins.length s.ExecReload) ]"
+      want_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; h = r.config.services.haproxy; i = \"+\" + r.pkgs.coreutils + \"/bin/install -m 0600 -o \" + h.user + \" -g \" + h.group + \" \" + r.config.vaultnix.loadBalancer.tlsPemFile + \" $pem\"; in [ i i null 4 ]"
+      if got=$(nixeval "$got_expr") && want=$(nixeval "$want_expr") && [ "$got" = "$want" ]; then
+        pass "$name: the LB certificate + key are installed into $pem before every start and every reload"
       else
-        fail "$name: the configuration binds crt $pem but the unit's LoadCredential is ${cred:-?} (want ${want:-?})"
+        fail "$name: the configuration binds crt $pem but the unit's [first ExecStartPre, first ExecReload, LoadCredential, #ExecReload] are ${got:-?} (want ${want:-?})" "$(cat "$errlog")"
       fi
       openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=check \
         -keyout "$tmp/lb.key" -out "$tmp/lb.crt" 2>/dev/null
