@@ -183,7 +183,10 @@ impl HostsLab {
             if u == Unit::Wireguard {
                 continue;
             }
-            if let Some(s) = self.unit_spec(host, &u)? {
+            if u == Unit::Haproxy {
+                // Its ExecStartPre first (terminate mode: the certificate, /run being fresh at boot).
+                self.start_haproxy()?;
+            } else if let Some(s) = self.unit_spec(host, &u)? {
                 self.start_proc(&s, host)?;
             }
         }

@@ -403,7 +403,7 @@ impl HostsLab {
                 lab.start_proc(&s, &n.name)?;
             }
         }
-        lab.start_proc(&lab.haproxy_spec(), &lab.plan.lb.name.clone())?;
+        lab.start_haproxy()?;
         lab.state.checks = lab.file_checks()?;
         write_state(&dir, &lab.state)?;
         if let Some(bad) = lab.state.checks.iter().find(|c| !c.equal()) {
@@ -667,6 +667,26 @@ impl HostsLab {
         process::stop(&self.dir, &spec, libc::SIGTERM, Duration::from_secs(15))?;
         Ok(drained.trim().to_string())
     }
+    /// HAProxy's unit on the LB host: in terminate mode its ExecStartPre first installs the host's
+    /// secrets/lb.pem where the rendered configuration binds with (modules/haproxy.nix), then HAProxy
+    /// starts.
+    pub fn start_haproxy(&self) -> Result<u32> {
+        self.install_lb_pem()?;
+        self.start_proc(&self.haproxy_spec(), &self.plan.lb.name)
+    }
+
+    /// modules/haproxy.nix's `install -m 0600 … lb.pem /run/haproxy/vaultnix-lb.pem`, run before
+    /// every start and every reload of the unit (terminate mode only; the LB host's /run is its own).
+    pub fn install_lb_pem(&self) -> Result<()> {
+        if self.plan.lb.mode != crate::spec::LbMode::Terminate {
+            return Ok(());
+        }
+        let pem = std::fs::read(self.dir.join(paths::LB_PEM)).context("secrets/lb.pem (terminate mode)")?;
+        let pid = self.anchor(&self.plan.lb.name)?;
+        let target = PathBuf::from(format!("/proc/{pid}/root{}", Layout::NixOs.haproxy_lb_pem()));
+        crate::output::write_file_atomic(&target, &pem, true).context("installing lb.pem on the LB host")
+    }
+
     pub fn haproxy_spec(&self) -> ProcSpec {
         process::haproxy_spec(&self.dir, &self.state.haproxy)
     }
@@ -824,6 +844,9 @@ impl HostsLab {
         check(&self.plan.lb.name, pid, cfg, paths::HAPROXY_CFG.into())?;
         check(&self.plan.lb.name, pid, Layout::NixOs.haproxy_ca_file(&self.plan), paths::CA_CRT.into())?;
         check(&self.plan.lb.name, pid, Layout::NixOs.haproxy_hold_lua(), paths::HOLD_LUA.into())?;
+        if self.plan.lb.mode == crate::spec::LbMode::Terminate {
+            check(&self.plan.lb.name, pid, Layout::NixOs.haproxy_lb_pem(), paths::LB_PEM.into())?;
+        }
         Ok(v)
     }
 
