@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use vaultnix::drill::hosts_target::{steady_window, trials};
 use vaultnix::drill::lab_target::with_multiplier;
 use vaultnix::drill::run::{NoProgress, Scenario, TrialOptions};
-use vaultnix::lab::hosts::wan::WanProfile;
-use vaultnix::lab::hosts::HostsLab;
+use vaultnix::lab::hosts::wan::{WanMap, WanProfile};
+use vaultnix::lab::hosts::{HostsLab, UpOptions};
 
 fn list(var: &str, default: &str) -> Vec<u64> {
     std::env::var(var).unwrap_or_else(|_| default.into()).split(',').filter_map(|s| s.trim().parse().ok()).collect()
@@ -58,7 +58,10 @@ fn main() -> anyhow::Result<()> {
             let wan = WanProfile { rtt_ms: rtt as f64, ..WanProfile::default() };
             let t0 = Instant::now();
             let r = (|| -> anyhow::Result<serde_json::Value> {
-                let lab = HostsLab::up_with(Some(&spec), &dir, false, true, Some(wan))?;
+                let lab = HostsLab::up_with(
+                    &dir,
+                    UpOptions { spec: Some(spec.clone()), wan: Some(WanMap::from(wan)), ..Default::default() },
+                )?;
                 let up = t0.elapsed().as_secs_f64();
                 let o = TrialOptions {
                     scenario: Scenario::LeaderCrash,
@@ -124,7 +127,10 @@ fn blackouts(mults: &[u64], rtt: u64, n: usize, base: &str) -> anyhow::Result<()
         let dir = tmp.path().join("lab");
         let wan = WanProfile { rtt_ms: rtt as f64, ..WanProfile::default() };
         let r = (|| -> anyhow::Result<Vec<vaultnix::drill::hosts_target::BlackoutFigures>> {
-            let lab = HostsLab::up_with(Some(&spec), &dir, false, true, Some(wan))?;
+            let lab = HostsLab::up_with(
+                &dir,
+                UpOptions { spec: Some(spec.clone()), wan: Some(WanMap::from(wan)), ..Default::default() },
+            )?;
             let mut v = Vec::new();
             for _ in 0..n {
                 v.push(vaultnix::drill::hosts_target::blackout(&lab, wan, Duration::from_millis(ms), 10.0)?);

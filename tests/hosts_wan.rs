@@ -72,7 +72,12 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     }
     let t0 = Instant::now();
     let wan: hosts::wan::WanProfile = "rtt=60ms".parse().unwrap();
-    let lab = HostsLab::up_with(Some(&common::spec("hosts.toml")), &dir, false, true, Some(wan)).expect("hosts lab up");
+    let o = hosts::UpOptions {
+        spec: Some(common::spec("hosts.toml")),
+        wan: Some(hosts::wan::WanMap::from(wan)),
+        ..Default::default()
+    };
+    let lab = HostsLab::up_with(&dir, o).expect("hosts lab up");
     assert_eq!(lab.state.nixos_firewall, nixos_fw, "the hosts loaded NixOS's rulesets");
     eprintln!("hosts lab with WAN ready in {:.1}s", t0.elapsed().as_secs_f64());
 
@@ -145,8 +150,8 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
     let t0 = Instant::now();
     // Per site pair: on-prem (vault-1) is 10 ms from Oracle (vault-2), every other pair 40 ms.
     let wan: hosts::wan::WanMap = "rtt=40ms;onprem/oracle:rtt=10ms".parse().unwrap();
-    let lab = HostsLab::up_timers(Some(&spec), &dir, false, true, Some(wan), Default::default())
-        .expect("hosts lab (overlay none) up");
+    let o = hosts::UpOptions { spec: Some(spec.clone()), wan: Some(wan), ..Default::default() };
+    let lab = HostsLab::up_with(&dir, o).expect("hosts lab (overlay none) up");
     assert_eq!(lab.state.nixos_firewall, nixos_fw, "the hosts loaded NixOS's rulesets");
     eprintln!(
         "hosts lab without overlay, WAN rtt=40ms (onprem/oracle 10ms), ready in {:.1}s",

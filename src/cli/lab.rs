@@ -207,13 +207,15 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                 ),
                 None => None,
             };
-            let r = crate::lab::hosts::HostsLab::up_timers(
-                common.spec.as_deref(),
+            let r = crate::lab::hosts::HostsLab::up_with(
                 &common.dir,
-                !shell.quiet,
-                !no_bootstrap,
-                wan,
-                backup_every,
+                crate::lab::hosts::UpOptions {
+                    spec: common.spec.clone(),
+                    progress: !shell.quiet,
+                    bootstrap: !no_bootstrap,
+                    wan,
+                    backup_every,
+                },
             );
             let lab = match r {
                 Ok(l) => l,

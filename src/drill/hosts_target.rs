@@ -201,7 +201,14 @@ pub fn drill(
     } else {
         let work = super::lab_target::new_private_dir()?;
         let dir = work.join("lab");
-        let up = HostsLab::up_with(o.spec.as_deref(), &dir, false, true, wan);
+        let up = HostsLab::up_with(
+            &dir,
+            crate::lab::hosts::UpOptions {
+                spec: o.spec.clone(),
+                wan: wan.map(crate::lab::hosts::wan::WanMap::from),
+                ..Default::default()
+            },
+        );
         let r = match &up {
             Ok(lab) => {
                 shell.detail(format!("hosts lab in {} (prefix {})", dir.display(), lab.state.prefix));

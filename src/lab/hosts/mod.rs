@@ -177,6 +177,28 @@ pub fn hosts_of(plan: &Plan) -> Result<Vec<Host>> {
     Ok(v)
 }
 
+/// How `HostsLab::up_with` brings a lab up.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The spec (None: the built-in example).
+    pub spec: Option<PathBuf>,
+    /// Progress lines on stderr.
+    pub progress: bool,
+    /// false: return once the processes run and the file check passed, the cluster uninitialized
+    /// (what the VM tests start from: their scripts run `operator init`).
+    pub bootstrap: bool,
+    /// A WAN between sites (per site pair), in place before bao starts: the cluster forms over it.
+    pub wan: Option<wan::WanMap>,
+    /// Node -> its backup timer's period in seconds (`--backup-timer`), else the spec's schedule.
+    pub backup_every: BTreeMap<String, u64>,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions { spec: None, progress: false, bootstrap: true, wan: None, backup_every: BTreeMap::new() }
+    }
+}
+
 /// A hosts lab (running or not).
 #[derive(Debug, Clone)]
 pub struct HostsLab {
@@ -289,32 +311,13 @@ impl HostsLab {
     /// Generates (production layout), builds the network, starts every host, WireGuard, the firewall,
     /// bao and HAProxy, bootstraps and waits until ready. On error the caller runs `down`.
     pub fn up(spec: Option<&Path>, dir: &Path, progress: bool) -> Result<HostsLab> {
-        Self::up_with(spec, dir, progress, true, None)
+        Self::up_with(dir, UpOptions { spec: spec.map(Path::to_path_buf), progress, ..UpOptions::default() })
     }
 
-    /// `up`; without `bootstrap` it returns once the processes run and the file check passed, with
-    /// the cluster uninitialized (what the VM tests start from: their scripts run `operator init`).
-    /// `wan`: a WAN profile between sites, in place before bao starts (the cluster forms over it).
-    pub fn up_with(
-        spec: Option<&Path>,
-        dir: &Path,
-        progress: bool,
-        bootstrap: bool,
-        wan: Option<wan::WanProfile>,
-    ) -> Result<HostsLab> {
-        Self::up_timers(spec, dir, progress, bootstrap, wan.map(wan::WanMap::from), BTreeMap::new())
-    }
-
-    /// `up_with`, with a WAN that may override site pairs and some nodes' backup timers firing every
-    /// `backup_every[node]` seconds.
-    pub fn up_timers(
-        spec: Option<&Path>,
-        dir: &Path,
-        progress: bool,
-        bootstrap: bool,
-        wan: Option<wan::WanMap>,
-        backup_every: BTreeMap<String, u64>,
-    ) -> Result<HostsLab> {
+    /// `up` with [`UpOptions`].
+    pub fn up_with(dir: &Path, o: UpOptions) -> Result<HostsLab> {
+        let UpOptions { spec, progress, bootstrap, wan, backup_every } = o;
+        let spec = spec.as_deref();
         preflight()?;
         let dir = crate::output::absolute(dir)?;
         std::fs::create_dir_all(&dir)?;
