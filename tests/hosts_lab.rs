@@ -221,6 +221,19 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     assert!(t.errors.get("transport").copied().unwrap_or(0) <= 1, "{:?}", t.errors);
     assert_eq!(stop.lost, 0, "{:?}", stop.verdict);
 
+    // What `up` suggests, `lab exec client -- bao status`, runs the lab's bao by name through the LB,
+    // also when the caller's PATH has no bao (it was found through VAULTNIX_BAO).
+    let path = std::env::var_os("PATH");
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let st = lab.output(hosts::CLIENT, "bao", &["status", "-format=json"], None);
+    match path {
+        Some(p) => std::env::set_var("PATH", p),
+        None => std::env::remove_var("PATH"),
+    }
+    let st = st.expect("bao by name on the client host");
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert!(st.status.success() && out.contains("\"sealed\": false"), "{out}{}", String::from_utf8_lossy(&st.stderr));
+
     // Each host has its own /tmp and /root (a command on a host never writes the machine's), and one
     // /tmp/shared between them, as the NixOS driver shares a directory between VMs.
     let probe = format!("vx-probe-{}", std::process::id());

@@ -45,7 +45,7 @@ enum Unit {
     BackupTimer,
 }
 
-const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl HostsLab {
     pub(super) fn crashed_marker(&self, host: &str) -> PathBuf {

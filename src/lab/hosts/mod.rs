@@ -729,6 +729,14 @@ impl HostsLab {
         for (k, v) in self.env_vars() {
             cmd.env(k, v);
         }
+        // `lab exec client -- bao status` (what `up` suggests) runs the lab's own bao, also when it
+        // was found through VAULTNIX_BAO and is not on the caller's PATH.
+        if let Some(d) = self.state.bao.parent() {
+            let rest = std::env::var_os("PATH").unwrap_or_else(|| machine::SYSTEM_PATH.into());
+            let mut dirs = vec![d.to_path_buf()];
+            dirs.extend(std::env::split_paths(&rest));
+            cmd.env("PATH", std::env::join_paths(dirs)?);
+        }
         enter::join(&mut cmd, anchor, &self.dir, false)?;
         Ok(cmd)
     }
