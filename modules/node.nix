@@ -317,6 +317,12 @@ in
             message = "vaultnix: raft path in ${toString cfg.settingsFile} must be /var/lib/${unit} (the unit's StateDirectory).";
           }
           {
+            # OpenBao 2.7.2 exits at start on it ("Failed to initiate raft retry join, \"invalid
+            # retry_join config\""); a server that joins nobody has no retry_join at all.
+            assertion = (settings.storage.raft.retry_join or null) != [ ];
+            message = "vaultnix: ${toString cfg.settingsFile} sets storage.raft.retry_join to an empty list, which ${cfg.engine} refuses at start; leave retry_join out of a server that joins nobody.";
+          }
+          {
             assertion = usesStaticSeal -> cfg.sealKeyFile != null;
             message = "vaultnix: ${toString cfg.settingsFile} uses a static seal; set vaultnix.server.sealKeyFile.";
           }

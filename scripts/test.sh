@@ -46,8 +46,10 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cargo run --quiet -- --quiet generate --out "$tmp/example"
 step "nix: the harness itself (warning Nix configuration, tier selection, tier (c))"
 bash tests/nix/harness-test.sh "$tmp/example"
-step "nix: parse, deadnix, evaluate modules and generated nodes (tier chosen below)"
-bash tests/nix/eval.sh "$tmp/example"
+step "nix: parse, deadnix, evaluate modules and generated nodes, and the VM tests' machines (tier chosen below)"
+cargo run --quiet -- --quiet generate --spec vm-tests/cluster.toml --out "$tmp/vm-cluster"
+cargo run --quiet -- --quiet generate --spec vm-tests/cluster-wireguard.toml --out "$tmp/vm-wireguard"
+VAULTNIX_VM_GEN="cluster=$tmp/vm-cluster wireguard=$tmp/vm-wireguard" bash tests/nix/eval.sh "$tmp/example"
 # single: one node, no overlay; tailscale: the tailnet firewall; transit: seal credentials only
 # through EnvironmentFile; terminate: HAProxy terminating TLS (its certificate installed before
 # every start and reload).

@@ -24,6 +24,9 @@
 #      overlay, the flake's formatter (units.nix)
 #   9. negative cases (tests/nix/negative/*.nix) fail with the expected message, and a
 #      defined value that throws fails "config evaluates" (self-check)
+#  10. with VAULTNIX_VM_GEN="cluster=DIR wireguard=DIR" (generated for the VM tests' specs): every
+#      machine of those VM tests evaluates with vaultnix's modules, assertions passing
+#      (vm-machines.nix; tier a evaluates the VM tests themselves in `nix flake check`)
 # The last line is "N passed, M failed" (", K skipped" when K > 0); the exit status is
 # non-zero on any failure. stderr of Nix never reaches what is parsed.
 set -euo pipefail
@@ -260,6 +263,16 @@ tier_subset() {
       fail "negative $(basename "$f"): failed without \"$expect\"" "$msg"
     fi
   done
+
+  # VAULTNIX_VM_GEN="cluster=DIR wireguard=DIR": what `vaultnix generate` wrote for each VM test's
+  # spec; every machine of vm-tests/<test>.nix (defaults + its module, as runNixOSTest builds it)
+  # must evaluate with vaultnix's modules and pass their assertions (tests/nix/vm-machines.nix).
+  if [ -n "${VAULTNIX_VM_GEN:-}" ]; then
+    section "VM test machines (vm-tests/*.nix) with vaultnix's modules"
+    for pair in $VAULTNIX_VM_GEN; do
+      run_checks "vm-tests/${pair%%=*}.nix" "import $here/vm-machines.nix { subset = $subset; gen = \"${pair#*=}\"; test = \"${pair%%=*}\"; }"
+    done
+  fi
 
   section "harness self-check: a defined value that throws fails \"config evaluates\""
   # check-node.nix forces only defined, visible options; this keeps it from forcing nothing.
