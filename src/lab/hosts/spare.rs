@@ -107,6 +107,7 @@ impl HostsLab {
         let ns = self.netns(name);
         self.record_netns(&ns)?;
         self.state.spares.insert(name.to_string(), spare.clone());
+        self.spare_hosts.push(super::spare_host(name));
         write_state(&self.dir, &self.state)?;
         super::net::add_netns(&ns)?;
         std::fs::write(self.crashed_marker(name), b"")?;
