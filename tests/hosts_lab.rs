@@ -5,23 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use vaultnix::drill::checker::{check, History};
 use vaultnix::drill::client::{ensure_mount, read_back, Writer, WriterConfig};
 use vaultnix::lab::hosts::{self, enter, HostsLab};
-
-/// Runs `lab down` for the directory when dropped (pass or fail).
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(l) = HostsLab::open(&self.0) {
-            if let Err(e) = l.down(false) {
-                eprintln!("hosts lab cleanup failed: {e:#}");
-            }
-        }
-    }
-}
 
 /// TCP connect from `host` to ip:port, bounded by 2 s: true when it connected.
 fn can_connect(lab: &HostsLab, host: &str, ip: &str, port: u16) -> bool {
@@ -36,15 +24,10 @@ fn mounts_under(p: &Path) -> Vec<String> {
 
 #[test]
 fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the hosts lab test needs root (network and mount namespaces)");
-    hosts::preflight().expect("hosts lab tools (scripts/install-tools.sh)");
-    if std::env::var_os("VAULTNIX_BAO").is_none() {
-        std::env::set_var("VAULTNIX_BAO", common::bao());
-    }
+    common::hosts_preflight();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
-    let guard = Guard(dir.clone());
+    let guard = common::HostsGuard(dir.clone());
     let nixos_fw = common::nixos_rulesets(&common::spec("hosts.toml"), tmp.path());
     if let Some(d) = &nixos_fw {
         // Read by HostsLab::up (this test binary runs this one test: no other thread reads the env).
@@ -186,21 +169,7 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
             assert!(r.contains("ip saddr 10.88.0.10 tcp dport 8202 accept"), "{}: agent port from the LB: {r}", h.name);
         }
     }
-    let sock = lab.haproxy_admin_socket().unwrap();
-    let agents = vaultnix::api::block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut all = Vec::new();
-            for n in &lab.plan.nodes {
-                all.push(vaultnix::ops::lb::stat_field(&sock, "vault_active", &n.name, "agent_status").await?);
-            }
-            if all.iter().all(|s| s == "L7OK") || Instant::now() > deadline {
-                return Ok::<_, anyhow::Error>(all);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .unwrap();
+    let agents = common::wait_drain_agents(&lab);
     assert!(agents.iter().all(|s| s == "L7OK"), "HAProxy reaches every drain agent: {agents:?}");
     let o = vaultnix::drill::run::TrialOptions {
         scenario: vaultnix::drill::run::Scenario::LeaderStop,

@@ -6,21 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use vaultnix::drill::run::{NoProgress, Scenario, TrialOptions};
 use vaultnix::lab::hosts::{self, HostsLab};
-
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(l) = HostsLab::open(&self.0) {
-            if let Err(e) = l.down(false) {
-                eprintln!("hosts lab cleanup failed: {e:#}");
-            }
-        }
-    }
-}
 
 /// `bao status` through the LB's name from the client host: exit 0 (unsealed and reachable).
 fn status_through_lb(lab: &HostsLab) -> bool {
@@ -45,15 +33,10 @@ fn status_through_lb(lab: &HostsLab) -> bool {
 
 #[test]
 fn hosts_lab_terminate_mode_stop_fails_nothing_and_the_lb_reboots() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the hosts lab test needs root (network and mount namespaces)");
-    hosts::preflight().expect("hosts lab tools (scripts/install-tools.sh)");
-    if std::env::var_os("VAULTNIX_BAO").is_none() {
-        std::env::set_var("VAULTNIX_BAO", common::bao());
-    }
+    common::hosts_preflight();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
-    let guard = Guard(dir.clone());
+    let guard = common::HostsGuard(dir.clone());
     let t0 = Instant::now();
     let lab = HostsLab::up(Some(&common::spec("hosts-terminate.toml")), &dir, false).expect("hosts lab up");
     eprintln!("hosts lab (terminate) ready in {:.1}s", t0.elapsed().as_secs_f64());
@@ -69,21 +52,7 @@ fn hosts_lab_terminate_mode_stop_fails_nothing_and_the_lb_reboots() {
     assert!(status_through_lb(&lab), "the client reaches the cluster through the terminating LB");
 
     // HAProxy reaches the drain agents, then the active node is stopped the NixOS way, twice.
-    let sock = lab.haproxy_admin_socket().unwrap();
-    let agents = vaultnix::api::block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut all = Vec::new();
-            for n in &lab.plan.nodes {
-                all.push(vaultnix::ops::lb::stat_field(&sock, "vault_active", &n.name, "agent_status").await?);
-            }
-            if all.iter().all(|s| s == "L7OK") || Instant::now() > deadline {
-                return Ok::<_, anyhow::Error>(all);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .unwrap();
+    let agents = common::wait_drain_agents(&lab);
     assert!(agents.iter().all(|s| s == "L7OK"), "HAProxy reaches every drain agent: {agents:?}");
     let o = TrialOptions {
         scenario: Scenario::LeaderStop,

@@ -7,21 +7,8 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Instant;
 use vaultnix::lab::hosts::{self, HostsLab};
-
-/// Runs `lab down` for the directory when dropped (pass or fail).
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(l) = HostsLab::open(&self.0) {
-            if let Err(e) = l.down(false) {
-                eprintln!("hosts lab cleanup failed: {e:#}");
-            }
-        }
-    }
-}
 
 /// Average round trip of `count` pings from `host` to `ip`, in ms.
 fn ping_avg(lab: &HostsLab, host: &str, ip: &str, count: u32) -> f64 {
@@ -54,16 +41,11 @@ fn vaultnix_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the hosts lab test needs root (network and mount namespaces)");
-    hosts::preflight().expect("hosts lab tools (scripts/install-tools.sh)");
-    if std::env::var_os("VAULTNIX_BAO").is_none() {
-        std::env::set_var("VAULTNIX_BAO", common::bao());
-    }
+    common::hosts_preflight();
     std::env::set_var("VAULTNIX_BIN", env!("CARGO_BIN_EXE_vaultnix"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
-    let guard = Guard(dir.clone());
+    let guard = common::HostsGuard(dir.clone());
     // The WAN runs over the firewall NixOS applies (as in tests/hosts_lab.rs), where the fixture is.
     let nixos_fw = common::nixos_rulesets(&common::spec("hosts.toml"), tmp.path());
     if let Some(d) = &nixos_fw {
@@ -146,7 +128,7 @@ fn wan_relay_delays_the_overlay_and_drill_hosts_loses_nothing() {
         None => std::env::remove_var("VAULTNIX_HOSTS_NIXOS_FIREWALL"),
     }
     let dir = tmp.path().join("lab-nooverlay");
-    let guard = Guard(dir.clone());
+    let guard = common::HostsGuard(dir.clone());
     let t0 = Instant::now();
     // Per site pair: on-prem (vault-1) is 10 ms from Oracle (vault-2), every other pair 40 ms.
     let wan: hosts::wan::WanMap = "rtt=40ms;onprem/oracle:rtt=10ms".parse().unwrap();

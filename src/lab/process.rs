@@ -23,9 +23,13 @@ pub struct ProcSpec {
 }
 
 pub fn node_spec(dir: &Path, bao: &Path, node: &str) -> ProcSpec {
-    let cfg = dir.join(paths::server_json(node));
+    server_spec(node, bao, &dir.join(paths::server_json(node)))
+}
+
+/// `bao server -config=<cfg>` named `name` (a node's, or a hosts-lab spare's with its own JSON).
+pub fn server_spec(name: &str, bao: &Path, cfg: &Path) -> ProcSpec {
     let marker = format!("-config={}", cfg.display());
-    ProcSpec { name: node.to_string(), program: bao.to_path_buf(), args: vec!["server".into(), marker.clone()], marker }
+    ProcSpec { name: name.to_string(), program: bao.to_path_buf(), args: vec!["server".into(), marker.clone()], marker }
 }
 
 /// A node's drain agent (`vaultnix node agent`, ops::agent), named `agent-<node>`.

@@ -170,3 +170,48 @@ pub fn raft_peers(lab: &vaultnix::lab::hosts::HostsLab, host: &str) -> (Vec<serd
     addrs.sort();
     (servers, addrs, peers)
 }
+
+/// Runs `lab down` for a hosts lab directory when dropped (pass or fail): nothing the lab made
+/// outlives a test that failed midway.
+pub struct HostsGuard(pub PathBuf);
+impl Drop for HostsGuard {
+    fn drop(&mut self) {
+        if let Ok(l) = vaultnix::lab::hosts::HostsLab::open(&self.0) {
+            if let Err(e) = l.down(false) {
+                eprintln!("hosts lab cleanup failed: {e:#}");
+            }
+        }
+    }
+}
+
+/// What a hosts lab test needs before it starts: root, the lab's tools, a bao (VAULTNIX_BAO). Fails
+/// with the reason, never skips.
+pub fn hosts_preflight() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the hosts lab test needs root (network and mount namespaces)");
+    vaultnix::lab::hosts::preflight().expect("hosts lab tools (scripts/install-tools.sh)");
+    if std::env::var_os("VAULTNIX_BAO").is_none() {
+        std::env::set_var("VAULTNIX_BAO", bao());
+    }
+}
+
+/// Each node's `agent_status` in HAProxy's vault_active backend, polled until all are L7OK (HAProxy
+/// reaches every drain agent) or 10 s passed.
+pub fn wait_drain_agents(lab: &vaultnix::lab::hosts::HostsLab) -> Vec<String> {
+    use std::time::{Duration, Instant};
+    let sock = lab.haproxy_admin_socket().unwrap();
+    vaultnix::api::block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut all = Vec::new();
+            for n in &lab.plan.nodes {
+                all.push(vaultnix::ops::lb::stat_field(&sock, "vault_active", &n.name, "agent_status").await?);
+            }
+            if all.iter().all(|s| s == "L7OK") || Instant::now() > deadline {
+                return Ok::<_, anyhow::Error>(all);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .unwrap()
+}

@@ -220,10 +220,14 @@ tier_subset() {
     # root, 0600, HAProxy's user), before services.haproxy's `haproxy -c`, which loads the file.
     pem=/run/haproxy/vaultnix-lb.pem
     if printf '%s' "$text" | grep -q "crt $pem"; then
-      sc="(import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }).config.systemd.services.haproxy.serviceConfig"
-      got_expr="let s = $sc; in [ (builtins.head s.ExecStartPre) (builtins.head s.ExecReload) (s.LoadCredential or null) (builtins.length s.ExecReload) ]"
-      want_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; h = r.config.services.haproxy; i = \"+\" + r.pkgs.coreutils + \"/bin/install -m 0600 -o \" + h.user + \" -g \" + h.group + \" \" + r.config.vaultnix.loadBalancer.tlsPemFile + \" $pem\"; in [ i i null 4 ]"
-      if got=$(nixeval "$got_expr") && want=$(nixeval "$want_expr") && [ "$got" = "$want" ]; then
+      # One evaluation of the LB: [ got want ].
+      pair_expr="let r = import $here/eval-node.nix { subset = $subset; modules = [ $f ]; }; s = r.config.systemd.services.haproxy.serviceConfig; h = r.config.services.haproxy; i = \"+\" + r.pkgs.coreutils + \"/bin/install -m 0600 -o \" + h.user + \" -g \" + h.group + \" \" + r.config.vaultnix.loadBalancer.tlsPemFile + \" $pem\"; in map builtins.toJSON [ [ (builtins.head s.ExecStartPre) (builtins.head s.ExecReload) (s.LoadCredential or null) (builtins.length s.ExecReload) ] [ i i null 4 ] ]"
+      got= want=
+      if pair=$(nixeval "$pair_expr"); then
+        got=$(printf '%s' "$pair" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0])')
+        want=$(printf '%s' "$pair" | python3 -c 'import json,sys; print(json.load(sys.stdin)[1])')
+      fi
+      if [ -n "$got" ] && [ "$got" = "$want" ]; then
         pass "$name: the LB certificate + key are installed into $pem before every start and every reload"
       else
         fail "$name: the configuration binds crt $pem but the unit's [first ExecStartPre, first ExecReload, LoadCredential, #ExecReload] are ${got:-?} (want ${want:-?})" "$(cat "$errlog")"

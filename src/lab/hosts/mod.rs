@@ -629,7 +629,7 @@ impl HostsLab {
 
     pub fn bao_spec(&self, node: &str) -> ProcSpec {
         if let Some(s) = self.spare(node) {
-            return self.spare_bao_spec(node, s);
+            return process::server_spec(node, &self.state.bao, &s.settings);
         }
         process::node_spec(&self.dir, &self.state.bao, node)
     }

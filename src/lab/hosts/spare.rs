@@ -11,7 +11,7 @@
 //! powered off: `lab machine NAME start` boots it, as the VM driver's `start()`.
 
 use super::enter::MountOp;
-use super::{anchor_spec, process, start_in, write_state, HostsLab, Start};
+use super::{anchor_spec, start_in, write_state, HostsLab, Start};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -114,17 +114,6 @@ impl HostsLab {
         let ops = self.spare_mount_ops(name, &spare)?;
         start_in(&self.dir, &anchor_spec(&self.dir, name)?, Start::Create { netns: &ns, ops }, true)?;
         Ok(())
-    }
-
-    /// The spare's server process: the lab's bao with the spare's own server JSON.
-    pub(super) fn spare_bao_spec(&self, name: &str, s: &Spare) -> process::ProcSpec {
-        let marker = format!("-config={}", s.settings.display());
-        process::ProcSpec {
-            name: name.to_string(),
-            program: self.state.bao.clone(),
-            args: vec!["server".into(), marker.clone()],
-            marker,
-        }
     }
 
     /// The spare's mount namespace: a server host's layout, from the given files.
