@@ -29,6 +29,7 @@ command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v nc >/dev/null || need_apt+=(netcat-openbsd)
 command -v restic >/dev/null || need_apt+=(restic)
 command -v rclone >/dev/null || need_apt+=(rclone)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-tools: apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -163,7 +163,10 @@ fn vm_cluster_script_passes_on_the_hosts_lab() {
     for s in &all {
         assert!(out.contains(&format!("): {s}\n")), "subtest {s:?} did not pass: {out}");
     }
-    assert!(out.contains(&format!("vm test cluster: {} subtests passed, 0 not run", all.len())), "{out}");
+    assert!(
+        out.contains(&format!("vm test cluster: {} subtests passed, every subtest of the script ran", all.len())),
+        "{out}"
+    );
     assert!(err.contains("spare: adding the spare machine to the lab"), "{err}");
     for (p, e) in on_machine.iter().zip(existed) {
         assert!(e || !p.exists(), "{} was written on the machine, not on a host", p.display());
@@ -179,7 +182,7 @@ fn vm_wireguard_script_passes_on_the_hosts_lab() {
     for s in &all {
         assert!(out.contains(&format!("): {s}\n")), "subtest {s:?} did not pass: {out}");
     }
-    assert!(out.contains("vm test wireguard: 4 subtests passed, 0 not run"), "{out}");
+    assert!(out.contains("vm test wireguard: 4 subtests passed, every subtest of the script ran"), "{out}");
 }
 
 #[test]
@@ -201,5 +204,13 @@ fn broken_vm_scripts_fail_on_the_hosts_lab() {
     assert!(
         err.contains("has no unit \"bao.service\" (it runs: openbao.service, prometheus-node-exporter.service, vaultnix-backup.timer)"),
         "{err}"
+    );
+    // A subtest that never ran (behind a condition): the script raised nothing, yet the run fails.
+    let (ok, out, err) = run("cluster", Some(&root().join("tests/fixtures/vm-tests/skipped-subtest.py")));
+    assert!(!ok, "a run that left a subtest out passed: {out}");
+    assert!(out.contains("): the servers answer\n"), "{out}\n{err}");
+    assert!(
+        out.contains("vm test cluster: FAILED: subtests never ran: ['a subtest behind a condition'] (1 passed)"),
+        "{out}\n{err}"
     );
 }

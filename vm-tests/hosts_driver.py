@@ -12,8 +12,8 @@ with nix-instantiate). Each machine of the test is the lab host of the same name
 a `vaultnix lab machine` call (the lab logic lives in Rust: src/lab/hosts/machine.rs). A spare
 machine (cluster.nix's `spare`: a server the test configures itself) is added to the lab when the
 script starts it, with the configuration the test's Nix evaluation gives it (src/lab/hosts/spare.rs).
-A machine the lab lacks fails on first use. Subtests the lab cannot run are listed, with the reason,
-in vm-tests/hosts-lab.json: reaching one stops the script, and they are reported as NOT RUN.
+A machine the lab lacks fails on first use. Every subtest the script defines must run: a run in
+which one of them never ran (behind a condition, an early return) fails, naming it.
 """
 
 from __future__ import annotations
@@ -40,10 +40,6 @@ MYPY_VERSION = "1.18.2"
 
 class RequestedAssertionFailed(AssertionError):
     """What the real driver raises when a machine operation fails (test_driver.errors)."""
-
-
-class NotOnHostsLab(Exception):
-    """A subtest vm-tests/hosts-lab.json lists as one the hosts lab cannot run was reached."""
 
 
 def log(msg: str) -> None:
@@ -294,20 +290,10 @@ def subtest_names(script: str) -> list[str]:
     return [n for _, n in sorted(names)]
 
 
-def not_run_on_the_lab(test: str, script: str) -> dict[str, str]:
-    """vm-tests/hosts-lab.json's subtests of `test` the lab cannot run (name -> why). They must exist
-    and be the script's last subtests: reaching the first one ends the run."""
-    listed: dict[str, str] = json.loads((HERE / "hosts-lab.json").read_text()).get(test, {}).get("not_run", {})
-    names = subtest_names(script)
-    for n in listed:
-        if n not in names:
-            raise RuntimeError(f"hosts-lab.json lists subtest {n!r}, which vm-tests/{test} does not have")
-    if listed:
-        first = min(names.index(n) for n in listed)
-        rest = [n for n in names[first:] if n not in listed]
-        if rest:
-            raise RuntimeError(f"subtests {rest} come after one the hosts lab cannot run: they would not run")
-    return listed
+def never_ran(script: str, passed: list[str]) -> list[str]:
+    """The subtests `script` defines that are not among `passed`: every one must run on the lab, as
+    it does in the VM (a run that leaves one out is not a pass)."""
+    return [n for n in subtest_names(script) if n not in passed]
 
 
 def typed_script(script: str, nodes: list[str]) -> str:
@@ -360,8 +346,6 @@ def configure_clients(t: dict[str, Any], machines: dict[str, HostsMachine], lab:
 def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep: bool) -> int:
     t = evaluate(test)
     script: str = Path(script_file).read_text() if script_file else t["testScript"]
-    # hosts-lab.json describes the test's own script; a fixture given with --script runs whole.
-    not_run = {} if script_file else not_run_on_the_lab(test, script)
     lab = Lab(str(Path(vaultnix).resolve()), directory.resolve())
     log(f"=== vm test {t['name']} on the hosts lab: spec {os.path.relpath(t['spec'], ROOT)}, dir {lab.dir}")
     passed: list[str] = []
@@ -384,8 +368,6 @@ def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep
 
         @contextmanager
         def subtest(name: str) -> Iterator[None]:
-            if name in not_run:
-                raise NotOnHostsLab(name)
             log(f"--- subtest: {name}")
             t0 = time.monotonic()
             try:
@@ -399,13 +381,12 @@ def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep
         symbols: dict[str, Any] = dict(start_all=start_all, subtest=subtest, retry=retry, os=os)
         symbols["BaseMachine"] = HostsMachine
         symbols.update(machines)
-        try:
-            exec(compile(script, f"<testScript of vm-tests/{test}.nix>", "exec"), symbols, None)
-        except NotOnHostsLab:
-            pass
-        for n, why in not_run.items():
-            print(f"subtest NOT RUN on the hosts lab: {n} ({why})", flush=True)
-        print(f"vm test {test}: {len(passed)} subtests passed, {len(not_run)} not run on the hosts lab", flush=True)
+        exec(compile(script, f"<testScript of vm-tests/{test}.nix>", "exec"), symbols, None)
+        missing = never_ran(script, passed)
+        if missing:
+            print(f"vm test {test}: FAILED: subtests never ran: {missing} ({len(passed)} passed)", flush=True)
+            return 1
+        print(f"vm test {test}: {len(passed)} subtests passed, every subtest of the script ran", flush=True)
         return 0
     except Exception:
         traceback.print_exc()

@@ -25,19 +25,69 @@ fn day_index(s: &str) -> Option<usize> {
     DAYS.iter().position(|(short, long)| s == *short || s == *long)
 }
 
-fn check_weekdays(s: &str) -> Result<(), String> {
+/// One item of a component: `start`, `start..stop`, `start/repeat` (no upper bound), `start..stop/repeat`
+/// (systemd's CalendarComponent). `*` is no item at all: every value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Item {
+    start: u32,
+    stop: Option<u32>,
+    repeat: u32,
+}
+
+impl Item {
+    fn matches(&self, v: u32) -> bool {
+        if v < self.start || self.stop.is_some_and(|s| v > s) {
+            return false;
+        }
+        if self.repeat == 0 {
+            return v == self.start;
+        }
+        (v - self.start) % self.repeat == 0
+    }
+}
+
+/// A component: None = `*` (every value), else the values any item matches.
+type Component = Option<Vec<Item>>;
+
+fn matches(c: &Component, v: u32) -> bool {
+    c.as_ref().map_or(true, |items| items.iter().any(|i| i.matches(v)))
+}
+
+/// A parsed calendar event (systemd.time(7)), in UTC: the NixOS default time zone (`time.timeZone`
+/// unset), or what a trailing `UTC` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Bit 0 = Monday … bit 6 = Sunday; 0 = every day.
+    weekdays: u8,
+    year: Component,
+    month: Component,
+    day: Component,
+    hour: Component,
+    minute: Component,
+    /// Whole seconds (a fraction is dropped: the lab's timers have second resolution).
+    second: Component,
+}
+
+fn weekdays(s: &str) -> Result<u8, String> {
+    let mut bits = 0u8;
     for item in s.split(',') {
         let (a, b) = item.split_once("..").unwrap_or((item, item));
         match (day_index(a), day_index(b)) {
-            (Some(_), Some(_)) => {}
+            // systemd refuses a range that runs backwards ("Fri..Mon"): the timer would not load.
+            (Some(x), Some(y)) if x > y => {
+                return Err(format!(
+                    "weekday range {item:?} runs backwards (systemd refuses it): write e.g. \"Mon,Fri..Sun\""
+                ))
+            }
+            (Some(x), Some(y)) => (x..=y).for_each(|d| bits |= 1 << d),
             _ => return Err(format!("{item:?} is not a weekday (Mon..Sun) or a range of weekdays")),
         }
     }
-    Ok(())
+    Ok(bits)
 }
 
 /// One date or time component: `*`, `N`, `A..B`, lists of those, each with an optional `/step`.
-fn check_component(s: &str, what: &str, lo: u32, hi: u32) -> Result<(), String> {
+fn component(s: &str, what: &str, lo: u32, hi: u32) -> Result<Component, String> {
     let num = |t: &str| -> Result<u32, String> {
         // Seconds may have a fraction ("05.5"); the integer part is checked.
         let int = if what == "second" { t.split_once('.').map(|(i, _)| i).unwrap_or(t) } else { t };
@@ -50,83 +100,134 @@ fn check_component(s: &str, what: &str, lo: u32, hi: u32) -> Result<(), String> 
         }
         Ok(n)
     };
+    if s == "*" {
+        return Ok(None);
+    }
+    let mut items = Vec::new();
     for item in s.split(',') {
         let (base, step) = match item.split_once('/') {
             Some((b, st)) => (b, Some(st)),
             None => (item, None),
         };
-        if let Some(st) = step {
-            let ok = !st.is_empty() && st.bytes().all(|b| b.is_ascii_digit()) && st.parse::<u32>().is_ok_and(|n| n > 0);
-            if !ok {
-                return Err(format!("step {st:?} in {item:?} is not a positive number"));
-            }
-        }
+        let repeat = match step {
+            Some(st) => match st.parse::<u32>() {
+                Ok(n) if n > 0 && st.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                _ => return Err(format!("step {st:?} in {item:?} is not a positive number")),
+            },
+            None => None,
+        };
         if base == "*" {
-            continue;
+            // systemd.time(7) has no "*/N": `systemd-analyze calendar '*:*/15'` fails to parse.
+            return Err(format!("{item:?}: systemd does not accept \"*/N\"; write \"{lo}/{}\"", step.unwrap_or("N")));
         }
-        match base.split_once("..") {
+        let mut it = match base.split_once("..") {
             Some((a, b)) => {
-                if num(a)? > num(b)? {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
                     return Err(format!("range {base:?} runs backwards"));
                 }
+                if a == b {
+                    // systemd 252 refuses it in the seconds; newer systemd takes it as the value.
+                    return Err(format!("range {base:?} is one value: write {a}"));
+                }
+                Item { start: a, stop: Some(b), repeat: repeat.unwrap_or(1) }
             }
-            None => {
-                num(base)?;
+            None => Item { start: num(base)?, stop: None, repeat: repeat.unwrap_or(0) },
+        };
+        // systemd's normalize_chain: a range ends on a repetition; one that cannot repeat, or a
+        // range of one value, is that value.
+        if let Some(stop) = it.stop {
+            if stop > it.start && it.repeat > 0 {
+                let stop = stop - (stop - it.start) % it.repeat;
+                it.stop = Some(stop);
+                if it.start + it.repeat > stop {
+                    (it.stop, it.repeat) = (None, 0);
+                }
             }
         }
+        // systemd's chain_valid: a repetition must fit once into the component's range.
+        let end = it.stop.unwrap_or(hi);
+        if it.repeat > hi - lo || it.start + it.repeat > end {
+            return Err(format!("{item:?} never repeats before {what} {end} (systemd refuses it)"));
+        }
+        items.push(it);
     }
-    Ok(())
+    Ok(Some(items))
 }
 
-fn check_date(s: &str) -> Result<(), String> {
+fn date(s: &str) -> Result<(Component, Component, Component), String> {
     let parts: Vec<&str> = s.split('-').collect();
     let (y, m, d) = match parts.as_slice() {
         [y, m, d] => (Some(*y), *m, *d),
         [m, d] => (None, *m, *d),
         _ => return Err(format!("{s:?} is not a date (YYYY-MM-DD or MM-DD, each part may be *)")),
     };
-    if let Some(y) = y {
-        check_component(y, "year", 1970, 2199)?;
-    }
-    check_component(m, "month", 1, 12)?;
-    check_component(d, "day", 1, 31)
+    let year = match y {
+        Some(y) => component(y, "year", 1970, 2199)?,
+        None => None,
+    };
+    Ok((year, component(m, "month", 1, 12)?, component(d, "day", 1, 31)?))
 }
 
-fn check_time(s: &str) -> Result<(), String> {
+fn time(s: &str) -> Result<(Component, Component, Component), String> {
     let parts: Vec<&str> = s.split(':').collect();
     let (h, m, sec) = match parts.as_slice() {
         [h, m] => (*h, *m, None),
         [h, m, sec] => (*h, *m, Some(*sec)),
         _ => return Err(format!("{s:?} is not a time (HH:MM or HH:MM:SS, each part may be *)")),
     };
-    check_component(h, "hour", 0, 23)?;
-    check_component(m, "minute", 0, 59)?;
-    if let Some(sec) = sec {
-        check_component(sec, "second", 0, 59)?;
-    }
-    Ok(())
+    let second = match sec {
+        Some(sec) => component(sec, "second", 0, 59)?,
+        None => zero(),
+    };
+    Ok((component(h, "hour", 0, 23)?, component(m, "minute", 0, 59)?, second))
 }
 
-/// Why `s` is not a calendar event systemd accepts (within the subset above), if it is not.
-pub fn problem(s: &str) -> Option<String> {
+fn zero() -> Component {
+    fixed(0)
+}
+
+fn fixed(v: u32) -> Component {
+    Some(vec![Item { start: v, stop: None, repeat: 0 }])
+}
+
+/// Parses `s` (the subset above) as systemd does, or says why systemd would not accept it.
+pub fn parse(s: &str) -> Result<Event, String> {
     let t = s.trim();
     if t.is_empty() {
-        return Some("the schedule is empty".into());
+        return Err("the schedule is empty".into());
     }
-    if SHORTHANDS.contains(&t.to_ascii_lowercase().as_str()) {
-        return None;
+    let any = Event { weekdays: 0, year: None, month: None, day: None, hour: None, minute: None, second: None };
+    // systemd's own expansion of each shorthand (calendar_spec_from_string).
+    let shorthand = match t.to_ascii_lowercase().as_str() {
+        "minutely" => Some(Event { second: zero(), ..any.clone() }),
+        "hourly" => Some(Event { minute: zero(), second: zero(), ..any.clone() }),
+        "daily" => Some(Event { hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
+        "weekly" => Some(Event { weekdays: 1, hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
+        "monthly" => Some(Event { day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
+        "yearly" | "annually" => {
+            Some(Event { month: fixed(1), day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() })
+        }
+        "quarterly" | "semiannually" => {
+            let months: &[u32] = if t.eq_ignore_ascii_case("quarterly") { &[1, 4, 7, 10] } else { &[1, 7] };
+            let month = Some(months.iter().map(|&m| Item { start: m, stop: None, repeat: 0 }).collect());
+            Some(Event { month, day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() })
+        }
+        _ => None,
+    };
+    if let Some(e) = shorthand {
+        return Ok(e);
     }
     let mut words: Vec<&str> = t.split_ascii_whitespace().collect();
     if words.last().is_some_and(|w| w.eq_ignore_ascii_case("utc")) {
         words.pop();
     }
+    let mut e = Event { hour: zero(), minute: zero(), second: zero(), ..any };
     let mut it = words.into_iter().peekable();
     let mut parts = 0;
     if let Some(w) = it.peek().copied() {
         if w.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-            if let Err(e) = check_weekdays(w) {
-                return Some(e);
-            }
+            e.weekdays = weekdays(w)?;
             it.next();
             parts += 1;
         }
@@ -135,24 +236,115 @@ pub fn problem(s: &str) -> Option<String> {
     let mut seen_time = false;
     for w in it {
         if w.contains(':') && !seen_time {
-            if let Err(e) = check_time(w) {
-                return Some(e);
-            }
+            (e.hour, e.minute, e.second) = time(w)?;
             seen_time = true;
         } else if w.contains('-') && !seen_date && !seen_time {
-            if let Err(e) = check_date(w) {
-                return Some(e);
-            }
+            (e.year, e.month, e.day) = date(w)?;
             seen_date = true;
         } else {
-            return Some(format!("unexpected {w:?}"));
+            return Err(format!("unexpected {w:?}"));
         }
         parts += 1;
     }
     if parts == 0 {
-        return Some("nothing to schedule".into());
+        return Err("nothing to schedule".into());
     }
-    None
+    Ok(e)
+}
+
+/// Why `s` is not a calendar event systemd accepts (within the subset above), if it is not.
+pub fn problem(s: &str) -> Option<String> {
+    parse(s).err()
+}
+
+const DAY: i64 = 86_400;
+
+/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's civil_from_days).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl Event {
+    /// Whether the date of `days` (since 1970-01-01) matches the date part.
+    fn day_matches(&self, days: i64) -> bool {
+        let (y, m, d) = civil(days);
+        // 1970-01-01 was a Thursday (bit 3).
+        let wd = (days + 3).rem_euclid(7) as u32;
+        (self.weekdays == 0 || self.weekdays & (1 << wd) != 0)
+            && u32::try_from(y).is_ok_and(|y| matches(&self.year, y))
+            && matches(&self.month, m)
+            && matches(&self.day, d)
+    }
+
+    /// The seconds of a day (0..86,400) the time part matches, ascending.
+    fn times_of_day(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        for h in (0..24).filter(|h| matches(&self.hour, *h)) {
+            for m in (0..60).filter(|m| matches(&self.minute, *m)) {
+                for s in (0..60).filter(|s| matches(&self.second, *s)) {
+                    v.push(h * 3600 + m * 60 + s);
+                }
+            }
+        }
+        v
+    }
+
+    /// The first elapse strictly after `after` (Unix seconds, UTC), as `systemd-analyze calendar`
+    /// computes it; None: none before 2200 (systemd's own limit).
+    pub fn next_after(&self, after: i64) -> Option<i64> {
+        let times = self.times_of_day();
+        if times.is_empty() {
+            return None;
+        }
+        let end = 84_006; // 2200-01-01: systemd's MAX_YEAR is 2199.
+        let mut day = after.div_euclid(DAY);
+        while day < end {
+            if self.day_matches(day) {
+                let from = if day == after.div_euclid(DAY) { after.rem_euclid(DAY) } else { -1 };
+                if let Some(t) = times.iter().find(|&&t| i64::from(t) > from) {
+                    return Some(day * DAY + i64::from(*t));
+                }
+            }
+            day += 1;
+        }
+        None
+    }
+
+    /// Whether the event names years: such a schedule stops (the last one in 2199 at the latest).
+    pub fn names_years(&self) -> bool {
+        self.year.is_some()
+    }
+
+    /// The longest time between two consecutive elapses, in seconds (across midnight, months, leap
+    /// years and weekdays: the Gregorian calendar repeats every 400 years, weekdays included). None:
+    /// it never elapses, or names years (it stops).
+    pub fn longest_gap(&self) -> Option<u64> {
+        if self.names_years() {
+            return None;
+        }
+        let times = self.times_of_day();
+        let (first, last) = (i64::from(*times.first()?), i64::from(*times.last()?));
+        let within = times.windows(2).map(|w| i64::from(w[1] - w[0])).max().unwrap_or(0);
+        let start = 10_957; // 2000-01-01, the start of a 400-year cycle.
+        let cycle = 146_097;
+        let days: Vec<i64> = (start..start + cycle).filter(|&d| self.day_matches(d)).collect();
+        let (d0, dn) = (*days.first()?, *days.last()?);
+        let mut gap = within;
+        for w in days.windows(2) {
+            gap = gap.max((w[1] - w[0]) * DAY - last + first);
+        }
+        // From the cycle's last matching day to the next cycle's first.
+        gap = gap.max((d0 + cycle - dn) * DAY - last + first);
+        u64::try_from(gap).ok()
+    }
 }
 
 /// The shorthand a misspelled schedule probably meant ("dialy" → "daily").
@@ -204,11 +396,70 @@ mod tests {
             "*-*-*/0 00:00",
             "00:00 *-*-*",
             "5..1:00",
+            "Fri..Mon",
+            "*:*/15",
+            "*-*-*/2 00:00",
+            "21/11:00",
+            "*:59/1",
+            "*-*-* *:*:30/30",
+            "07:00:58..58",
         ] {
             assert!(problem(bad).is_some(), "{bad:?} accepted");
         }
         assert_eq!(suggestion("dialy"), Some("daily"));
         assert_eq!(suggestion("wekly"), Some("weekly"));
         assert_eq!(suggestion("xyzzy-plugh"), None);
+        assert!(problem("Fri..Mon").unwrap().contains("runs backwards"));
+        assert!(problem("*:*/15").unwrap().contains("write \"0/15\""));
+    }
+
+    fn at(s: &str) -> i64 {
+        let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+        time::PrimitiveDateTime::parse(s, f).unwrap().assume_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn civil_dates_match_the_time_crate() {
+        for days in [-1, 0, 59, 10_957, 11_016, 19_782, 47_541, 84_005] {
+            let d = time::OffsetDateTime::from_unix_timestamp(days * DAY).unwrap();
+            assert_eq!(civil(days), (i64::from(d.year()), u8::from(d.month()).into(), d.day().into()), "{days}");
+        }
+    }
+
+    #[test]
+    fn next_elapses_follow_systemd() {
+        let next = |e: &str, after: &str| parse(e).unwrap().next_after(at(after));
+        assert_eq!(next("minutely", "2026-12-03 09:00:00"), Some(at("2026-12-03 09:01:00")));
+        assert_eq!(next("daily", "2026-12-31 23:59:59"), Some(at("2027-01-01 00:00:00")));
+        assert_eq!(next("weekly", "2026-12-03 09:00:00"), Some(at("2026-12-07 00:00:00")));
+        assert_eq!(next("*-02-29", "2096-03-01 00:00:00"), Some(at("2104-02-29 00:00:00")));
+        assert_eq!(next("Mon..Fri 02:30", "2024-02-29 02:30:00"), Some(at("2024-03-01 02:30:00")));
+        assert_eq!(next("*:0/15", "2026-12-03 09:14:59"), Some(at("2026-12-03 09:15:00")));
+        assert_eq!(next("2026-01-01 00:00:00 UTC", "2026-12-03 09:00:00"), None);
+        assert_eq!(next("*-02-30", "2026-12-03 09:00:00"), None);
+        // A day step past the month's end starts the next month at day 1, as systemd since its
+        // tm_within_bounds fix does (systemd 252 went on at "day 47" = 16 January, skipping the 11th).
+        assert_eq!(next("*-*-11/18", "2026-12-31 23:59:59"), Some(at("2027-01-11 00:00:00")));
+    }
+
+    #[test]
+    fn the_longest_gap_between_elapses() {
+        let gap = |e: &str| parse(e).unwrap().longest_gap();
+        let h = 3600;
+        assert_eq!(gap("minutely"), Some(60));
+        assert_eq!(gap("hourly"), Some(h));
+        assert_eq!(gap("daily"), Some(24 * h));
+        assert_eq!(gap("*-*-* 03:00"), Some(24 * h));
+        assert_eq!(gap("*-*-* 00/6:00"), Some(6 * h));
+        assert_eq!(gap("*-*-* 02,23:00"), Some(21 * h));
+        assert_eq!(gap("weekly"), Some(7 * 24 * h));
+        assert_eq!(gap("Mon..Fri 02:30"), Some(3 * 24 * h));
+        assert_eq!(gap("monthly"), Some(31 * 24 * h));
+        assert_eq!(gap("quarterly"), Some(92 * 24 * h));
+        assert_eq!(gap("yearly"), Some(366 * 24 * h));
+        // 2096 to 2104: 2100 is no leap year.
+        assert_eq!(gap("*-02-29"), Some((at("2104-02-29 00:00:00") - at("2096-02-29 00:00:00")) as u64));
+        assert_eq!(gap("*-02-30"), None);
+        assert_eq!(gap("2027-*-* 03:00"), None);
     }
 }
