@@ -134,8 +134,8 @@ fn component(s: &str, what: &str, lo: u32, hi: u32) -> Result<Component, String>
             }
             None => Item { start: num(base)?, stop: None, repeat: repeat.unwrap_or(0) },
         };
-        // systemd's normalize_chain: a range ends on a repetition; one that cannot repeat, or a
-        // range of one value, is that value.
+        // systemd's normalize_chain: a range ends on a repetition; one that cannot repeat is its
+        // first value.
         if let Some(stop) = it.stop {
             if stop > it.start && it.repeat > 0 {
                 let stop = stop - (stop - it.start) % it.repeat;
@@ -198,21 +198,22 @@ pub fn parse(s: &str) -> Result<Event, String> {
         return Err("the schedule is empty".into());
     }
     let any = Event { weekdays: 0, year: None, month: None, day: None, hour: None, minute: None, second: None };
+    let midnight = Event { hour: zero(), minute: zero(), second: zero(), ..any.clone() };
+    let first_of = |months: &[u32]| Event {
+        month: Some(months.iter().map(|&m| Item { start: m, stop: None, repeat: 0 }).collect()),
+        day: fixed(1),
+        ..midnight.clone()
+    };
     // systemd's own expansion of each shorthand (calendar_spec_from_string).
     let shorthand = match t.to_ascii_lowercase().as_str() {
-        "minutely" => Some(Event { second: zero(), ..any.clone() }),
-        "hourly" => Some(Event { minute: zero(), second: zero(), ..any.clone() }),
-        "daily" => Some(Event { hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
-        "weekly" => Some(Event { weekdays: 1, hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
-        "monthly" => Some(Event { day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() }),
-        "yearly" | "annually" => {
-            Some(Event { month: fixed(1), day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() })
-        }
-        "quarterly" | "semiannually" => {
-            let months: &[u32] = if t.eq_ignore_ascii_case("quarterly") { &[1, 4, 7, 10] } else { &[1, 7] };
-            let month = Some(months.iter().map(|&m| Item { start: m, stop: None, repeat: 0 }).collect());
-            Some(Event { month, day: fixed(1), hour: zero(), minute: zero(), second: zero(), ..any.clone() })
-        }
+        "minutely" => Some(Event { second: zero(), ..any }),
+        "hourly" => Some(Event { minute: zero(), second: zero(), ..any }),
+        "daily" => Some(midnight.clone()),
+        "weekly" => Some(Event { weekdays: 1, ..midnight.clone() }),
+        "monthly" => Some(Event { day: fixed(1), ..midnight.clone() }),
+        "yearly" | "annually" => Some(first_of(&[1])),
+        "quarterly" => Some(first_of(&[1, 4, 7, 10])),
+        "semiannually" => Some(first_of(&[1, 7])),
         _ => None,
     };
     if let Some(e) = shorthand {
@@ -222,7 +223,7 @@ pub fn parse(s: &str) -> Result<Event, String> {
     if words.last().is_some_and(|w| w.eq_ignore_ascii_case("utc")) {
         words.pop();
     }
-    let mut e = Event { hour: zero(), minute: zero(), second: zero(), ..any };
+    let mut e = midnight;
     let mut it = words.into_iter().peekable();
     let mut parts = 0;
     if let Some(w) = it.peek().copied() {
@@ -259,29 +260,18 @@ pub fn problem(s: &str) -> Option<String> {
 
 const DAY: i64 = 86_400;
 
-/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's civil_from_days).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 impl Event {
     /// Whether the date of `days` (since 1970-01-01) matches the date part.
     fn day_matches(&self, days: i64) -> bool {
-        let (y, m, d) = civil(days);
-        // 1970-01-01 was a Thursday (bit 3).
-        let wd = (days + 3).rem_euclid(7) as u32;
+        // Julian day 2,440,588 is 1970-01-01.
+        let Some(date) = i32::try_from(days + 2_440_588).ok().and_then(|j| time::Date::from_julian_day(j).ok()) else {
+            return false;
+        };
+        let wd = date.weekday().number_days_from_monday();
         (self.weekdays == 0 || self.weekdays & (1 << wd) != 0)
-            && u32::try_from(y).is_ok_and(|y| matches(&self.year, y))
-            && matches(&self.month, m)
-            && matches(&self.day, d)
+            && u32::try_from(date.year()).is_ok_and(|y| matches(&self.year, y))
+            && matches(&self.month, u8::from(date.month()).into())
+            && matches(&self.day, date.day().into())
     }
 
     /// The seconds of a day (0..86,400) the time part matches, ascending.
@@ -319,7 +309,7 @@ impl Event {
     }
 
     /// Whether the event names years: such a schedule stops (the last one in 2199 at the latest).
-    pub fn names_years(&self) -> bool {
+    fn names_years(&self) -> bool {
         self.year.is_some()
     }
 
@@ -416,14 +406,6 @@ mod tests {
     fn at(s: &str) -> i64 {
         let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
         time::PrimitiveDateTime::parse(s, f).unwrap().assume_utc().unix_timestamp()
-    }
-
-    #[test]
-    fn civil_dates_match_the_time_crate() {
-        for days in [-1, 0, 59, 10_957, 11_016, 19_782, 47_541, 84_005] {
-            let d = time::OffsetDateTime::from_unix_timestamp(days * DAY).unwrap();
-            assert_eq!(civil(days), (i64::from(d.year()), u8::from(d.month()).into(), d.day().into()), "{days}");
-        }
     }
 
     #[test]
