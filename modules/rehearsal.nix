@@ -64,6 +64,12 @@ in
       description = "When to rehearse ({manpage}`systemd.time(7)` calendar event).";
     };
 
+    randomizedDelaySec = mkOption {
+      type = types.str;
+      default = "30m";
+      description = "Random delay before each rehearsal (systemd `RandomizedDelaySec=`).";
+    };
+
     tokenFile = mkOption {
       type = vlib.secretPath;
       default = "${top.secretsDir}/backup-token";
@@ -154,7 +160,7 @@ in
       timerConfig = {
         OnCalendar = cfg.onCalendar;
         Persistent = true;
-        RandomizedDelaySec = "30m";
+        RandomizedDelaySec = cfg.randomizedDelaySec;
       };
     };
   };

@@ -34,6 +34,7 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
         std::env::set_var("VAULTNIX_HOSTS_NIXOS_FIREWALL", d);
     }
     let t0 = Instant::now();
+    let t0_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let lab = HostsLab::up(Some(&common::spec("hosts.toml")), &dir, false).expect("hosts lab up");
     eprintln!("hosts lab ready in {:.1}s", t0.elapsed().as_secs_f64());
     // What each machine loaded is NixOS's file (its rpfilter chain is not in firewall.rs's ruleset).
@@ -215,6 +216,49 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     }
     assert_eq!(lab.run(b, "cat", &[&format!("/tmp/shared/{probe}")], None).unwrap().trim(), "s");
     assert!(dir.join(hosts::SHARED).join(&probe).is_file());
+    // The backup timer runs as systemd runs modules/backup.nix's (OnCalendar=daily, Persistent=true,
+    // RandomizedDelaySec=600s from the spec's default): on a first boot the stamp is created and the
+    // first elapse is the next midnight after boot plus less than 10 min; a host that was down over
+    // an elapse runs the job as soon as it is up again, and the stamp records that trigger.
+    use vaultnix::lab::hosts::timer::STAMP;
+    let n3 = lab.plan.nodes[2].name.clone();
+    let log = vaultnix::lab::process::log_file(&dir, &format!("{n3}.backup-timer"));
+    let unix = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("OnCalendar=daily Persistent=true RandomizedDelaySec=600s; last trigger: none (no stamp)"),
+        "{text}"
+    );
+    let first = text.lines().find_map(|l| l.strip_prefix("vaultnix-backup.timer: next elapse ")).expect("next elapse");
+    let first = time::OffsetDateTime::parse(first.trim(), &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp();
+    let midnight = vaultnix::spec::calendar::parse("daily").unwrap().next_after(t0_unix).unwrap();
+    assert!((midnight..midnight + 600).contains(&first), "first elapse {first}, next midnight {midnight}: {text}");
+    let stamp_of =
+        |lab: &HostsLab| -> i64 { lab.run(&n3, "stat", &["-c", "%Y", STAMP], None).unwrap().trim().parse().unwrap() };
+    assert!((t0_unix - 1..=unix()).contains(&stamp_of(&lab)), "the stamp is created at the first boot");
+    lab.crash(&n3).unwrap();
+    let two_days_ago = unix() - 2 * 86_400;
+    lab.run(&n3, "touch", &["-d", &format!("@{two_days_ago}"), STAMP], None).unwrap();
+    let booted = unix();
+    lab.boot(&n3).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // What the timer started at boot logged (the log is appended to).
+    let since_boot = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let after = text.rsplit("RandomizedDelaySec=600s; last trigger: ").next().unwrap().to_string();
+        if text.matches("Persistent=true").count() >= 2 && after.contains("vaultnix-backup.service run 1 (triggered") {
+            break after;
+        }
+        assert!(Instant::now() < deadline, "the missed run did not come within 60 s of boot: {text}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("backup timer after boot: last trigger {since_boot}");
+    assert!(!since_boot.starts_with("none"), "the stamp was not read: {since_boot}");
+    let stamp = stamp_of(&lab);
+    assert!(stamp >= booted, "the stamp records the trigger after boot: {stamp} < {booted}");
+
     // A spare with bad input is refused, naming why, and nothing of it is made.
     let mut reopened = HostsLab::open(&dir).unwrap();
     let f = tmp.path().join("spare.json");

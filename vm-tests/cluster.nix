@@ -47,7 +47,7 @@ in
         # Fire the backup timer every minute in the test (no random delay).
         vaultnix.backup = {
           onCalendar = lib.mkForce "minutely";
-          randomizedDelaySec = "0";
+          randomizedDelaySec = lib.mkForce "0";
         };
       };
     node2 = server "node2";

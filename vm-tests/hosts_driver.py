@@ -69,12 +69,15 @@ class Lab:
         argv = [self.vaultnix, "lab", "machine", "--dir", str(self.dir), host, *args]
         return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
 
-    def up(self, spec: str, backup_calendars: dict[str, str]) -> None:
-        """`lab up --hosts`; the machines whose test configuration sets vaultnix.backup.onCalendar
-        get that schedule (`--backup-timer`: an OnCalendar shorthand; anything else fails there)."""
+    def up(self, spec: str, backup_timers: dict[str, dict[str, str | None]]) -> None:
+        """`lab up --hosts`; the machines whose test configuration sets vaultnix.backup.onCalendar or
+        .randomizedDelaySec get them (`--backup-timer`, `--backup-delay`: checked as systemd would)."""
         argv = [self.vaultnix, "lab", "up", "--hosts", "--no-bootstrap", "--spec", spec, "--dir", str(self.dir)]
-        for node, calendar in sorted(backup_calendars.items()):
-            argv += ["--backup-timer", f"{node}={calendar}"]
+        for node, timer in sorted(backup_timers.items()):
+            if timer.get("onCalendar") is not None:
+                argv += ["--backup-timer", f"{node}={timer['onCalendar']}"]
+            if timer.get("randomizedDelaySec") is not None:
+                argv += ["--backup-delay", f"{node}={timer['randomizedDelaySec']}"]
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"vaultnix lab up --hosts failed (exit {r.returncode})")
@@ -350,7 +353,7 @@ def run(test: str, vaultnix: str, directory: Path, script_file: str | None, keep
     log(f"=== vm test {t['name']} on the hosts lab: spec {os.path.relpath(t['spec'], ROOT)}, dir {lab.dir}")
     passed: list[str] = []
     try:
-        lab.up(t["spec"], t["backupCalendars"])
+        lab.up(t["spec"], t["backupTimers"])
         state = json.loads((lab.dir / "hosts.json").read_text())
         print(f"lab namespaces: {' '.join(state['netns'])}", flush=True)
         hosts = set(state["hosts"])

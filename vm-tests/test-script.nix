@@ -96,7 +96,20 @@ let
       sealKeyFile = s.sealKeyFile or null;
       tmpfiles = a.systemd.tmpfiles.rules or [ ];
     };
-  backupCalendar = n: ((asAttrs t.nodes.${n}).vaultnix or { }).backup.onCalendar or null;
+  backupOf = n: ((asAttrs t.nodes.${n}).vaultnix or { }).backup or { };
+  # What a machine's test configuration sets for its backup timer (null: the generated module's).
+  backupTimer =
+    n:
+    let
+      b = backupOf n;
+    in
+    if b ? onCalendar || b ? randomizedDelaySec then
+      {
+        onCalendar = b.onCalendar or null;
+        randomizedDelaySec = b.randomizedDelaySec or null;
+      }
+    else
+      null;
 in
 assert builtins.all (s: s == spec) specs;
 {
@@ -118,11 +131,12 @@ assert builtins.all (s: s == spec) specs;
           value = spareConfig n;
         }) spares
       );
-  # Machines whose test configuration sets vaultnix.backup.onCalendar (the lab's --backup-timer).
-  backupCalendars = builtins.listToAttrs (
+  # Machines whose test configuration sets vaultnix.backup.onCalendar or .randomizedDelaySec (the
+  # lab's --backup-timer and --backup-delay).
+  backupTimers = builtins.listToAttrs (
     map (n: {
       name = n;
-      value = backupCalendar n;
-    }) (builtins.filter (n: backupCalendar n != null) (builtins.attrNames t.nodes))
+      value = backupTimer n;
+    }) (builtins.filter (n: backupTimer n != null) (builtins.attrNames t.nodes))
   );
 }

@@ -47,10 +47,15 @@ pub enum LabCommand {
         /// per site pair: `rtt=80ms;onprem/oracle:rtt=30ms` (`;`-separated `SITE/SITE:profile`).
         #[arg(long, requires = "hosts")]
         wan: Option<String>,
-        /// With --hosts: NODE=SECONDS, the period of that node's backup timer (default: the spec's
-        /// schedule; `minutely` = 60). Repeatable.
-        #[arg(long = "backup-timer", value_name = "NODE=SECONDS", requires = "hosts")]
+        /// With --hosts: NODE=WHEN, that node's backup timer: an OnCalendar expression (`minutely`,
+        /// `*-*-* 03:00`) or a number of seconds (a monotonic period). Default: the spec's schedule.
+        /// Repeatable.
+        #[arg(long = "backup-timer", value_name = "NODE=WHEN", requires = "hosts")]
         backup_timer: Vec<String>,
+        /// With --hosts: NODE=SPAN, that node's backup timer's RandomizedDelaySec (`0`, `600`, `10m`).
+        /// Default: the spec's backup.randomized_delay_seconds. Repeatable.
+        #[arg(long = "backup-delay", value_name = "NODE=SPAN", requires = "hosts")]
+        backup_delay: Vec<String>,
     },
     /// Set the WAN between the sites of a running hosts lab (`rtt=80ms,jitter=10ms,loss=1%`, per site
     /// pair `rtt=80ms;onprem/oracle:rtt=30ms`, or `off`).
@@ -193,13 +198,9 @@ fn machine(common: &Common, host: &str, action: MachineAction) -> CliResult {
 pub fn exec(shell: &Shell, a: Args) -> CliResult {
     match a.command {
         LabCommand::Machine { common, host, action } => machine(&common, &host, action),
-        LabCommand::Up { common, hosts: true, no_bootstrap, wan, backup_timer, .. } => {
-            let mut backup_every = std::collections::BTreeMap::new();
-            for t in &backup_timer {
-                let (n, s) = crate::lab::hosts::timer::parse_override(t)
-                    .map_err(|e| CliError::invalid(format!("--backup-timer {t}: {e:#}")))?;
-                backup_every.insert(n, s);
-            }
+        LabCommand::Up { common, hosts: true, no_bootstrap, wan, backup_timer, backup_delay, .. } => {
+            let backup_timers = crate::lab::hosts::timer::overrides(&backup_timer, &backup_delay)
+                .map_err(|e| CliError::invalid(format!("{e:#}")))?;
             let wan = match wan {
                 Some(w) => Some(
                     w.parse::<crate::lab::hosts::wan::WanMap>()
@@ -214,7 +215,7 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
                     progress: !shell.quiet,
                     bootstrap: !no_bootstrap,
                     wan,
-                    backup_every,
+                    backup_timers,
                 },
             );
             let lab = match r {

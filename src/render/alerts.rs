@@ -46,6 +46,7 @@ pub fn render_alerts_with(plan: &Plan, t: &AlertTiming) -> String {
     let cert_secs = m.cert_expiry_days as u64 * 86400;
     let rehearse_for =
         plan.backup.restic.as_ref().map(|r| format!("{}h", r.rehearse_max_age_hours)).unwrap_or_default();
+    let backup_for = format!("{}h", m.backup_max_age_hours);
     let mut rules = vec![
         Rule {
             alert: "VaultnixNodeSealed",
@@ -100,7 +101,8 @@ pub fn render_alerts_with(plan: &Plan, t: &AlertTiming) -> String {
         Rule {
             alert: "VaultnixBackupNeverSucceeded",
             expr: "absent(vaultnix_backup_last_success_timestamp_seconds)".into(),
-            for_: "26h",
+            // As long as a success may take on a healthy cluster (the validator checks the schedule).
+            for_: &backup_for,
             severity: "warning",
             summary: "no backup success metric reported".into(),
             description: "The backup timer has never succeeded or the node-exporter textfile collector is not scraped.".into(),

@@ -7,6 +7,7 @@ use crate::ops::rehearse::RehearsalConfig;
 use crate::ops::restic::ResticConfig;
 use crate::ops::snapshot::seal_info_with;
 use crate::plan::{NodePlan, Plan};
+use crate::spec::{BACKUP_TIMEOUT_SECONDS, REHEARSAL_TIMEOUT_SECONDS};
 use anyhow::Result;
 
 pub fn backup_config(
@@ -31,7 +32,7 @@ pub fn backup_config(
         retention_days: plan.backup.retention_days,
         textfile_dir: plan.monitoring.enabled.then(|| layout.textfile_dir()),
         seal: seal_info_with(plan, static_seal_key)?,
-        timeout_seconds: 600,
+        timeout_seconds: BACKUP_TIMEOUT_SECONDS,
         restic: restic_config(plan, layout, "vaultnix-backup"),
     })
 }
@@ -82,7 +83,7 @@ pub fn rehearsal_config(plan: &Plan, layout: &Layout) -> Result<Option<Rehearsal
         unseal_keys_file: (!static_seal).then(|| layout.unit_credential(unit, "unseal-keys")),
         work_dir: layout.rehearsal_dir(),
         textfile_dir: plan.monitoring.enabled.then(|| layout.textfile_dir()),
-        timeout_seconds: 900,
+        timeout_seconds: REHEARSAL_TIMEOUT_SECONDS,
     }))
 }
 

@@ -262,6 +262,7 @@ pub fn render_nix_with(
                     backup => minijinja::context! {
                         enable => plan.backup.enabled,
                         on_calendar => plan.backup.schedule,
+                        randomized_delay => format!("{}s", plan.backup.randomized_delay_seconds),
                         config_file => format!("./{}.backup.json", node.name),
                         token_file => format!("{}/backup-token", plan.secrets_dir),
                         restic => plan.backup.restic.as_ref().map(|r| minijinja::context! {
@@ -330,6 +331,7 @@ fn rehearsal_ctx(plan: &Plan, machine: &str) -> Option<minijinja::Value> {
     Some(minijinja::context! {
         config_file => format!("./{machine}.rehearsal.json"),
         on_calendar => r.rehearse_schedule,
+        randomized_delay => format!("{}s", crate::spec::REHEARSAL_RANDOMIZED_DELAY_SECONDS),
         token_file => format!("{}/backup-token", plan.secrets_dir),
         password_file => r.password_file,
         environment_file => r.environment_file,

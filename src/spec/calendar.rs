@@ -337,6 +337,45 @@ impl Event {
     }
 }
 
+/// A systemd time span (systemd.time(7), "PARSING TIME SPANS") in whole seconds, as `RandomizedDelaySec=`
+/// takes it: a bare number is seconds (`600`); else numbers with units, summed (`10m`, `30min`,
+/// `1h 30m`, `2d`). Fractions and sub-second units are refused.
+pub fn parse_timespan(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let unit = |u: &str| -> Option<u64> {
+        Some(match u {
+            "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3_600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 7 * 86_400,
+            _ => return None,
+        })
+    };
+    let bad = || format!("{s:?} is not a time span in whole seconds (e.g. 0, 600, 10m, 1h 30m)");
+    let mut total = 0u64;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = rest[digits..].trim_start();
+        let letters = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let k = unit(&rest[..letters]).ok_or_else(bad)?;
+        total = n.checked_mul(k).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        rest = rest[letters..].trim_start();
+    }
+    Ok(total)
+}
+
 /// The shorthand a misspelled schedule probably meant ("dialy" → "daily").
 pub fn suggestion(s: &str) -> Option<&'static str> {
     let t = s.trim().to_ascii_lowercase();
@@ -354,6 +393,18 @@ pub fn suggestion(s: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_spans_parse_as_systemd_reads_randomized_delay() {
+        for (s, v) in
+            [("0", 0), ("600", 600), ("10m", 600), ("30min", 1800), ("1h 30m", 5400), ("2d", 172_800), ("45 s", 45)]
+        {
+            assert_eq!(parse_timespan(s), Ok(v), "{s}");
+        }
+        for s in ["", "m", "10x", "1.5h", "-1", "10m junk"] {
+            assert!(parse_timespan(s).is_err(), "{s}");
+        }
+    }
 
     #[test]
     fn systemd_calendar_events_are_checked() {

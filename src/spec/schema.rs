@@ -439,6 +439,14 @@ impl Default for Tls {
     }
 }
 
+/// Fixed parameters of the generated backup and rehearsal units, which the validator's staleness
+/// check counts on: the backup job bounds itself by this (backup.json `timeout_seconds`)…
+pub const BACKUP_TIMEOUT_SECONDS: u64 = 600;
+/// … and so does the restore rehearsal (rehearsal.json `timeout_seconds`);
+pub const REHEARSAL_TIMEOUT_SECONDS: u64 = 900;
+/// the rehearsal timer's `RandomizedDelaySec=` (nodes/<host>.nix sets the module's option).
+pub const REHEARSAL_RANDOMIZED_DELAY_SECONDS: u64 = 1800;
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
@@ -447,6 +455,10 @@ pub struct Backup {
     /// systemd OnCalendar expression.
     #[serde(default = "default_schedule")]
     pub schedule: String,
+    /// systemd `RandomizedDelaySec=` of the backup timer, in seconds: each run starts up to this much
+    /// later, so the servers do not snapshot at the same instant.
+    #[serde(default = "default_backup_delay")]
+    pub randomized_delay_seconds: u32,
     #[serde(default = "default_retention")]
     pub retention_days: u32,
     #[serde(default = "default_backup_dest")]
@@ -461,6 +473,7 @@ impl Default for Backup {
         Backup {
             enabled: true,
             schedule: default_schedule(),
+            randomized_delay_seconds: default_backup_delay(),
             retention_days: default_retention(),
             destination: default_backup_dest(),
             restic: None,
@@ -637,6 +650,9 @@ fn default_tls_min() -> String {
 }
 fn default_schedule() -> String {
     "daily".into()
+}
+fn default_backup_delay() -> u32 {
+    600
 }
 fn default_retention() -> u32 {
     30

@@ -1418,6 +1418,95 @@ fn check_monitoring(c: &mut Ctx<'_>, spec: &Spec) {
             "a Prometheus duration such as \"2m\"",
         );
     }
+    if !m.enabled || !spec.backup.enabled {
+        return;
+    }
+    let b = &spec.backup;
+    check_staleness(
+        c,
+        Staleness {
+            what: "backup",
+            alert: "VaultnixBackupStale",
+            max_age: (&[K("monitoring"), K("backup_max_age_hours")], m.backup_max_age_hours),
+            schedule: (&[K("backup"), K("schedule")], &b.schedule),
+            delay: u64::from(b.randomized_delay_seconds),
+            run: BACKUP_TIMEOUT_SECONDS,
+        },
+    );
+    if let Some(r) = b.restic.as_ref().filter(|r| !r.rehearse_schedule.trim().is_empty()) {
+        check_staleness(
+            c,
+            Staleness {
+                what: "restore rehearsal",
+                alert: "VaultnixRestoreRehearsalStale",
+                max_age: (&[K("backup"), K("restic"), K("rehearse_max_age_hours")], r.rehearse_max_age_hours),
+                schedule: (&[K("backup"), K("restic"), K("rehearse_schedule")], &r.rehearse_schedule),
+                delay: REHEARSAL_RANDOMIZED_DELAY_SECONDS,
+                run: REHEARSAL_TIMEOUT_SECONDS,
+            },
+        );
+    }
+}
+
+/// A staleness alert and the timer whose successes reset it.
+struct Staleness<'a> {
+    what: &'static str,
+    alert: &'static str,
+    max_age: (&'a [Seg<'a>], u32),
+    schedule: (&'a [Seg<'a>], &'a str),
+    /// The timer's RandomizedDelaySec, seconds.
+    delay: u64,
+    /// How long one run may take, seconds.
+    run: u64,
+}
+
+/// A healthy cluster never fires the alert: on a schedule's longest gap between two elapses (a
+/// weekday list's weekend, a month's end), plus the timer's random delay and one run, the last success
+/// is still younger than the alert's threshold. A schedule that names years stops, and then the alert
+/// would fire for good.
+fn check_staleness(c: &mut Ctx<'_>, s: Staleness<'_>) {
+    let (age_at, hours) = s.max_age;
+    let (schedule_at, schedule) = s.schedule;
+    if hours == 0 {
+        return; // reported on its own
+    }
+    let Ok(event) = super::calendar::parse(schedule) else { return }; // reported on its own
+    let Some(gap) = event.longest_gap() else {
+        c.err(
+            schedule_at,
+            format!(
+                "schedule {schedule:?} stops (it names years): the {} would stop and {} fire for good",
+                s.what, s.alert
+            ),
+            "a repeating calendar event without a year, e.g. \"daily\" or \"*-*-* 03:00:00\"",
+        );
+        return;
+    };
+    let need = gap + s.delay + s.run;
+    if u64::from(hours) * 3600 < need {
+        let h = |secs: u64| {
+            if secs % 3600 == 0 {
+                format!("{} h", secs / 3600)
+            } else if secs % 60 == 0 {
+                format!("{} min", secs / 60)
+            } else {
+                format!("{secs} s")
+            }
+        };
+        c.err_first(
+            &[age_at, schedule_at],
+            format!(
+                "{hours} hours is less than the longest wait for the next successful {what} on schedule {schedule:?}: \
+                 {gap} between two elapses + {delay} random delay + {run} for the run; {alert} would fire on a healthy cluster",
+                what = s.what,
+                gap = h(gap),
+                delay = h(s.delay),
+                run = h(s.run),
+                alert = s.alert,
+            ),
+            format!("at least {} (hours), or a more frequent schedule", need.div_ceil(3600)),
+        );
+    }
 }
 
 /// Seal parameters that carry a credential (the server JSON reaches the world-readable store): the

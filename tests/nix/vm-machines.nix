@@ -51,9 +51,13 @@ let
       failed = r.failedAssertions;
       server = c.vaultnix.server.enable or false;
       unit = c.vaultnix.server.engine or "openbao";
+      # Every timer forced whole: an option the generated module sets and the test's machine sets
+      # again without mkForce (two different values of a str) is an evaluation error there.
+      timers = builtins.tryEval (builtins.deepSeq c.systemd.timers true);
       problems =
         map (m: "assertion: ${m}") failed
-        ++ lib.optional (server && !(c.systemd.services ? ${unit})) "no ${unit}.service";
+        ++ lib.optional (server && !(c.systemd.services ? ${unit})) "no ${unit}.service"
+        ++ lib.optional (!timers.success) "systemd.timers do not evaluate (an option defined twice?)";
     in
     {
       name = "vm-tests/${test}.nix: machine ${name} evaluates with vaultnix's modules${lib.optionalString server " (server)"}";

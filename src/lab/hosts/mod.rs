@@ -61,10 +61,10 @@ pub struct HostsState {
     /// the generated nodes/<node>.drain.json). None in a state written before the hosts lab had them.
     #[serde(default)]
     pub vaultnix: Option<PathBuf>,
-    /// Node -> the period (s) of its backup timer where `lab up --hosts --backup-timer` set one
-    /// (others: the spec's schedule, timer.rs).
+    /// Node -> what `lab up --hosts --backup-timer/--backup-delay` set for its backup timer (the rest
+    /// comes from the spec, timer.rs).
     #[serde(default)]
-    pub backup_every: BTreeMap<String, u64>,
+    pub backup_timers: BTreeMap<String, timer::TimerOverride>,
     /// Spare machines added with `lab machine NAME add-server` (spare.rs).
     #[serde(default)]
     pub spares: BTreeMap<String, spare::Spare>,
@@ -189,13 +189,14 @@ pub struct UpOptions {
     pub bootstrap: bool,
     /// A WAN between sites (per site pair), in place before bao starts: the cluster forms over it.
     pub wan: Option<wan::WanMap>,
-    /// Node -> its backup timer's period in seconds (`--backup-timer`), else the spec's schedule.
-    pub backup_every: BTreeMap<String, u64>,
+    /// Node -> its backup timer's schedule and random delay where `--backup-timer`/`--backup-delay`
+    /// set them (else the spec's).
+    pub backup_timers: BTreeMap<String, timer::TimerOverride>,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { spec: None, progress: false, bootstrap: true, wan: None, backup_every: BTreeMap::new() }
+        UpOptions { spec: None, progress: false, bootstrap: true, wan: None, backup_timers: BTreeMap::new() }
     }
 }
 
@@ -316,7 +317,7 @@ impl HostsLab {
 
     /// `up` with [`UpOptions`].
     pub fn up_with(dir: &Path, o: UpOptions) -> Result<HostsLab> {
-        let UpOptions { spec, progress, bootstrap, wan, backup_every } = o;
+        let UpOptions { spec, progress, bootstrap, wan, backup_timers } = o;
         let spec = spec.as_deref();
         preflight()?;
         let dir = crate::output::absolute(dir)?;
@@ -336,7 +337,7 @@ impl HostsLab {
             hosts: hosts.iter().map(|h| (h.name.clone(), h.addr)).collect(),
             nixos_firewall: nixos_firewall_dir(&hosts)?,
             vaultnix: Some(super::find_vaultnix()?),
-            backup_every,
+            backup_timers,
             ..HostsState::default()
         };
         if plan.monitoring.enabled && timer::find_node_exporter().is_none() {
@@ -345,9 +346,9 @@ impl HostsLab {
                  no `prometheus-node-exporter` on PATH (scripts/install-tools.sh installs it)"
             );
         }
-        for n in state.backup_every.keys() {
+        for n in state.backup_timers.keys() {
             if plan.node(n).is_none() {
-                bail!("--backup-timer {n}=…: the spec has no node {n:?}");
+                bail!("--backup-timer/--backup-delay {n}=…: the spec has no node {n:?}");
             }
         }
         let mut lab = HostsLab { dir: dir.clone(), plan, state, hosts, spare_hosts: Vec::new() };
