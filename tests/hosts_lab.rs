@@ -35,7 +35,15 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     }
     let t0 = Instant::now();
     let t0_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let lab = HostsLab::up(Some(&common::spec("hosts.toml")), &dir, false).expect("hosts lab up");
+    // vault-3's backup timer without the random delay (`--backup-delay vault-3=0`): its catch-up run
+    // comes at boot, not up to 10 min later.
+    let timers = [("vault-3".to_string(), hosts::timer::TimerOverride { schedule: None, delay: Some(0) })];
+    let o = hosts::UpOptions {
+        spec: Some(common::spec("hosts.toml")),
+        backup_timers: timers.into_iter().collect(),
+        ..Default::default()
+    };
+    let lab = HostsLab::up_with(&dir, o).expect("hosts lab up");
     eprintln!("hosts lab ready in {:.1}s", t0.elapsed().as_secs_f64());
     // What each machine loaded is NixOS's file (its rpfilter chain is not in firewall.rs's ruleset).
     assert_eq!(lab.state.nixos_firewall, nixos_fw);
@@ -218,23 +226,28 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     assert!(dir.join(hosts::SHARED).join(&probe).is_file());
     // The backup timer runs as systemd runs modules/backup.nix's (OnCalendar=daily, Persistent=true,
     // RandomizedDelaySec=600s from the spec's default): on a first boot the stamp is created and the
-    // first elapse is the next midnight after boot plus less than 10 min; a host that was down over
-    // an elapse runs the job as soon as it is up again, and the stamp records that trigger.
+    // first elapse is the next midnight after boot plus less than 10 min (exactly midnight where the
+    // delay is 0); a host that was down over an elapse runs the job at boot, and the stamp records
+    // that trigger.
     use vaultnix::lab::hosts::timer::STAMP;
     let n3 = lab.plan.nodes[2].name.clone();
-    let log = vaultnix::lab::process::log_file(&dir, &format!("{n3}.backup-timer"));
+    assert_eq!(n3, "vault-3");
     let unix = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("OnCalendar=daily Persistent=true RandomizedDelaySec=600s; last trigger: none (no stamp)"),
-        "{text}"
-    );
-    let first = text.lines().find_map(|l| l.strip_prefix("vaultnix-backup.timer: next elapse ")).expect("next elapse");
-    let first = time::OffsetDateTime::parse(first.trim(), &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .unix_timestamp();
     let midnight = vaultnix::spec::calendar::parse("daily").unwrap().next_after(t0_unix).unwrap();
-    assert!((midnight..midnight + 600).contains(&first), "first elapse {first}, next midnight {midnight}: {text}");
+    for (node, delay) in [("vault-1", 600), ("vault-3", 0)] {
+        let log = vaultnix::lab::process::log_file(&dir, &format!("{node}.backup-timer"));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let header =
+            format!("OnCalendar=daily Persistent=true RandomizedDelaySec={delay}s; last trigger: none (no stamp)");
+        assert!(text.contains(&header), "{node}: {text}");
+        let first =
+            text.lines().find_map(|l| l.strip_prefix("vaultnix-backup.timer: next elapse ")).expect("next elapse");
+        let first = time::OffsetDateTime::parse(first.trim(), &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp();
+        assert!((midnight..=midnight + delay).contains(&first), "{node}: first elapse {first}, midnight {midnight}");
+    }
+    let log = vaultnix::lab::process::log_file(&dir, &format!("{n3}.backup-timer"));
     let stamp_of =
         |lab: &HostsLab| -> i64 { lab.run(&n3, "stat", &["-c", "%Y", STAMP], None).unwrap().trim().parse().unwrap() };
     assert!((t0_unix - 1..=unix()).contains(&stamp_of(&lab)), "the stamp is created at the first boot");
@@ -247,7 +260,7 @@ fn hosts_lab_forms_over_wireguard_firewall_partition_and_cleans_up() {
     // What the timer started at boot logged (the log is appended to).
     let since_boot = loop {
         let text = std::fs::read_to_string(&log).unwrap();
-        let after = text.rsplit("RandomizedDelaySec=600s; last trigger: ").next().unwrap().to_string();
+        let after = text.rsplit("RandomizedDelaySec=0s; last trigger: ").next().unwrap().to_string();
         if text.matches("Persistent=true").count() >= 2 && after.contains("vaultnix-backup.service run 1 (triggered") {
             break after;
         }

@@ -295,12 +295,40 @@ mod opt_ms {
     }
 }
 
+/// Why requests timed out when the cause is the election itself: the new active node answered later
+/// after the fault than the client waits, so requests sent at the fault (held by the LB, or queued on
+/// a node) finished after the client gave up. None: no timeouts, or the election was shorter.
+pub fn timeout_note(t: &Timeline, timeout: Duration) -> Option<String> {
+    let timeouts = t.requests.iter().filter(|r| r.kind == Kind::Timeout).count();
+    let window = t.new_leader_at?.checked_sub(t.fault_at)?;
+    (timeouts > 0 && window > timeout).then(|| {
+        format!(
+            "{timeouts} request(s) timed out: a new node was active {} ms after the fault, later than the \
+             client's {} ms timeout (a client waiting longer gets these answered)",
+            window.as_millis(),
+            timeout.as_millis()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ms(x: u64) -> Duration {
         Duration::from_millis(x)
+    }
+
+    #[test]
+    fn timeouts_are_put_down_to_an_election_longer_than_the_client_waits() {
+        let mut t = crash();
+        t.new_leader_at = Some(ms(3_800));
+        let n = t.requests.iter().filter(|r| r.kind == Kind::Timeout).count();
+        let note = timeout_note(&t, ms(2_000)).expect("a note");
+        assert!(note.starts_with(&format!("{n} request(s) timed out: a new node was active 2800 ms")), "{note}");
+        assert_eq!(timeout_note(&t, ms(3_000)), None, "the election was shorter than the timeout");
+        t.new_leader_at = None;
+        assert_eq!(timeout_note(&t, ms(2_000)), None);
     }
     fn req(sent: u64, finished: u64, ok: bool) -> Request {
         Request { sent: ms(sent), finished: ms(finished), ok, kind: if ok { Kind::Ok } else { Kind::Timeout } }

@@ -258,8 +258,16 @@ async fn trial<T: Target>(
     }
     let c = t.cluster().clone();
     let plan = c.plan.clone();
-    let limit = Instant::now() + o.trial_limit;
     let old = probe::active(&c).await.context("no active node before the fault")?;
+    // The planned step-down waits until no standby can still be in the pause of the step-down before
+    // (ops::lb::STEP_DOWN_PAUSE): here, before the writer starts, so that wait is not in the figures.
+    if matches!(o.scenario, Scenario::LeaderStepdown | Scenario::LeaderStop) {
+        if let Some(n) = c.node(&old) {
+            progress.phase(&format!("{name}: trial {}/{}: {old} active for 10 s", i + 1, o.trials));
+            crate::ops::lb::wait_step_down_pause(n).await;
+        }
+    }
+    let limit = Instant::now() + o.trial_limit;
     let prefix = format!("{}/{name}/{}/{i}", o.run_id, o.scenario.as_str());
     let t0 = Instant::now();
     let writer = Writer::start(
@@ -401,6 +409,7 @@ async fn trial<T: Target>(
     let readback = client::read_back(&c.lb, confirm, &prefix, &w.ops).await?;
     let v = checker::check(&History { ops: w.ops, horizon: w.horizon, readback });
     tl.requests = w.requests;
+    notes.extend(measure::timeout_note(&tl, o.timeout));
     let figures = measure::figures(&tl);
     let timeline = measure::TimelineRecord::from(&tl);
     let report = TrialReport {

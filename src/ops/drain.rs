@@ -165,6 +165,8 @@ async fn drain_inner(c: &DrainConfig, pid: Option<u32>) -> Result<DrainReport> {
     let token = crate::ops::backup::read_token(Path::new(&c.token_file))
         .map_err(|_| anyhow!("cannot read the drain token {} (vaultnix bootstrap --drain-token)", c.token_file))?;
     let me = me.clone().with_token(Some(token)).with_timeout(Duration::from_secs(10));
+    // Not while a standby may still be in the pause of the step-down that made this node active.
+    crate::ops::lb::wait_step_down_pause(&me).await;
     let lb_drained = match &c.agent {
         Some(a) => drain_at_lb(a, pid).await?,
         None => false,

@@ -11,8 +11,8 @@
 //!   arithmetic as systemd's timer_enter_waiting), plus a random delay below `RandomizedDelaySec`;
 //! - `Persistent=`: the last trigger is the mtime of `/var/lib/systemd/timers/stamp-vaultnix-backup.timer`
 //!   on the host's own disk, touched at every trigger. A host that was down over an elapse runs the
-//!   job as soon as it is up; without a stamp (first boot) the first run is the next elapse after boot
-//!   and the stamp is created.
+//!   job at boot (plus the random delay, as systemd does); without a stamp (first boot) the first run
+//!   is the next elapse after boot and the stamp is created.
 //!
 //! `lab up --hosts --backup-timer NODE=WHEN` replaces the schedule (any calendar expression, or a
 //! number of seconds: a monotonic period, first run one period after boot, no stamp) and
@@ -74,7 +74,12 @@ impl When {
         }
         match calendar::parse(s) {
             Ok(e) => Ok(When::Calendar(s.to_string(), e)),
-            Err(why) => bail!("{s:?} is neither a number of seconds nor a systemd calendar event: {why}"),
+            Err(why) => match calendar::suggestion(s) {
+                Some(k) => {
+                    bail!("{s:?} is neither a number of seconds nor a systemd calendar event (did you mean {k:?}?)")
+                }
+                None => bail!("{s:?} is neither a number of seconds nor a systemd calendar event: {why}"),
+            },
         }
     }
 }
@@ -107,11 +112,12 @@ pub fn overrides(timers: &[String], delays: &[String]) -> Result<BTreeMap<String
 
 /// The next elapse (Unix seconds) of an `OnCalendar=` timer, as systemd's timer_enter_waiting computes
 /// it: the event's first elapse after the last trigger (with `Persistent=`, the stamp's; else, or on
-/// a first boot, after `now`), plus `random` (a draw below `RandomizedDelaySec`). One in the past
-/// elapses at once: the run a down host missed.
-pub fn next_elapse(event: &Event, last_trigger: Option<i64>, now: i64, random: u64) -> Option<i64> {
-    let next = event.next_after(last_trigger.unwrap_or(now))?;
-    Some(next.saturating_add(i64::try_from(random).unwrap_or(i64::MAX)).max(now))
+/// a first boot, after `now`), moved up to `boot` when it is earlier (the run a down host missed
+/// comes at boot), plus `random` (a draw below `RandomizedDelaySec`). A time in the past elapses at
+/// once.
+pub fn next_elapse(event: &Event, last_trigger: Option<i64>, now: i64, boot: i64, random: u64) -> Option<i64> {
+    let next = event.next_after(last_trigger.unwrap_or(now))?.max(boot);
+    Some(next.saturating_add(i64::try_from(random).unwrap_or(i64::MAX)))
 }
 
 /// The last trigger a `Persistent=` timer starts from: the stamp's mtime when it is in the past (systemd
@@ -275,7 +281,7 @@ pub fn run(dir: &Path, node: &str) -> Result<()> {
     for n in 1..=MAX_FIRINGS {
         let now = unix_now();
         let elapse = match &when {
-            When::Calendar(_, e) => match next_elapse(e, last, now, random_delay(delay)) {
+            When::Calendar(_, e) => match next_elapse(e, last, now, boot, random_delay(delay)) {
                 Some(t) => t,
                 None => {
                     eprintln!("{UNIT}.timer on {node}: the calendar event elapses no more");
@@ -405,25 +411,26 @@ mod tests {
     fn calendar_timers_elapse_as_systemd_schedules_them() {
         let daily = calendar::parse("daily").unwrap();
         let day = 86_400;
-        // 01:00 UTC.
+        // 01:00 UTC, the host booted 10 s ago.
         let now = 20_000 * day + 3_600;
+        let boot = now - 10;
         // First boot, no stamp: the next midnight, plus the random draw.
-        assert_eq!(next_elapse(&daily, last_trigger(None, now), now, 0), Some(20_001 * day));
-        assert_eq!(next_elapse(&daily, last_trigger(None, now), now, 599), Some(20_001 * day + 599));
-        // Last triggered yesterday 00:02: today's midnight passed while the host was down: at once.
+        assert_eq!(next_elapse(&daily, last_trigger(None, now), now, boot, 0), Some(20_001 * day));
+        assert_eq!(next_elapse(&daily, last_trigger(None, now), now, boot, 599), Some(20_001 * day + 599));
+        // Last triggered yesterday 00:02: today's midnight passed while the host was down: at boot
+        // (already past: at once), plus the random draw (RandomizedDelaySec applies at boot too).
         let stamp = 19_999 * day + 120;
-        assert_eq!(next_elapse(&daily, last_trigger(Some(stamp), now), now, 0), Some(now));
-        // Even with a random draw, as long as it lands in the past.
-        assert_eq!(next_elapse(&daily, last_trigger(Some(stamp), now), now, 300), Some(now));
+        assert_eq!(next_elapse(&daily, last_trigger(Some(stamp), now), now, boot, 0), Some(boot));
+        assert_eq!(next_elapse(&daily, last_trigger(Some(stamp), now), now, boot, 300), Some(boot + 300));
         // Triggered today at 00:05: next midnight.
         let today = 20_000 * day + 300;
-        assert_eq!(next_elapse(&daily, last_trigger(Some(today), now), now, 0), Some(20_001 * day));
+        assert_eq!(next_elapse(&daily, last_trigger(Some(today), now), now, boot, 0), Some(20_001 * day));
         // A stamp from the future (a wrong clock) is ignored.
         assert_eq!(last_trigger(Some(now + 10), now), None);
         // A weekday schedule over a weekend: 2024-11-15 is a Friday.
         let weekdays = calendar::parse("Mon..Fri 03:00").unwrap();
         let friday = 20_042 * day + 4 * 3_600;
-        assert_eq!(next_elapse(&weekdays, Some(friday), friday, 0), Some(20_045 * day + 3 * 3_600));
+        assert_eq!(next_elapse(&weekdays, Some(friday), friday, 0, 0), Some(20_045 * day + 3 * 3_600));
     }
 
     #[test]
