@@ -1472,12 +1472,14 @@ fn check_staleness(c: &mut Ctx<'_>, s: Staleness<'_>) {
     }
     let Ok(event) = super::calendar::parse(schedule) else { return }; // reported on its own
     let Some(gap) = event.longest_gap() else {
+        // 2000-01-01: an event that elapses on no day of a whole 400-year cycle never elapses.
+        let (why, then) = match event.next_after(946_684_800) {
+            None => ("never elapses", "never run"),
+            Some(_) => ("stops (it names years)", "stop"),
+        };
         c.err(
             schedule_at,
-            format!(
-                "schedule {schedule:?} stops (it names years): the {} would stop and {} fire for good",
-                s.what, s.alert
-            ),
+            format!("schedule {schedule:?} {why}: the {} would {then} and {} fire for good", s.what, s.alert),
             "a repeating calendar event without a year, e.g. \"daily\" or \"*-*-* 03:00:00\"",
         );
         return;
