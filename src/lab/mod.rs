@@ -83,7 +83,7 @@ pub fn find_vaultnix() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("VAULTNIX_BIN").filter(|p| !p.is_empty()) {
         return Ok(p.into());
     }
-    if let Ok(p) = std::env::current_exe() {
+    if let Ok(p) = std::env::current_exe().map(replaced_exe) {
         if p.file_name().is_some_and(|n| n == "vaultnix") {
             return Ok(p);
         }
@@ -97,6 +97,15 @@ pub fn find_vaultnix() -> Result<PathBuf> {
     which("vaultnix").ok_or_else(|| {
         anyhow!("the lab runs the vaultnix binary (drain agents): set VAULTNIX_BIN or put vaultnix on PATH")
     })
+}
+
+/// Linux names a running binary that was replaced on disk (a rebuild, a package upgrade) `<path>
+/// (deleted)`: the file now at `<path>` is the one to start.
+fn replaced_exe(p: PathBuf) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(s) if Path::new(s).is_file() => PathBuf::from(s),
+        _ => p,
+    }
 }
 
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
@@ -635,5 +644,22 @@ impl Drop for LabHandle {
         if !self.stopped {
             let _ = self.lab.down(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_replaced_while_running_is_found_at_its_path() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("vaultnix");
+        let deleted = PathBuf::from(format!("{} (deleted)", bin.display()));
+        // Nothing at the path: the name is kept (and then not taken for a vaultnix binary).
+        assert_eq!(replaced_exe(deleted.clone()), deleted);
+        std::fs::write(&bin, b"").unwrap();
+        assert_eq!(replaced_exe(deleted), bin);
+        assert_eq!(replaced_exe(bin.clone()), bin);
     }
 }
