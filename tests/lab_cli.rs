@@ -60,6 +60,15 @@ fn lab_cli_up_env_status_bootstrap_step_down_down() {
     let sds = String::from_utf8_lossy(&sd.stdout);
     assert!(sd.status.success(), "{sds}\n{}", String::from_utf8_lossy(&sd.stderr));
     assert!(sds.contains("stepped down") && sds.contains("drained at HAProxy"), "{sds}");
+    // Right after it the new active node has just become active: the next step-down first waits
+    // until the node that stepped down is out of OpenBao's 10 s post-step-down pause (raft could
+    // otherwise hand it the leadership while it cannot take the HA lock) and says so.
+    let t = std::time::Instant::now();
+    let sd = vaultnix().args(["step-down", "--out", d]).output().unwrap();
+    let sds = String::from_utf8_lossy(&sd.stdout);
+    assert!(sd.status.success(), "{sds}\n{}", String::from_utf8_lossy(&sd.stderr));
+    assert!(sds.contains("stepped down") && sds.contains("s first: "), "{sds}");
+    assert!(t.elapsed() >= std::time::Duration::from_secs(5), "{sds}");
 
     let down = vaultnix().args(["lab", "down", "--dir", d, "--purge"]).output().unwrap();
     let ds = String::from_utf8_lossy(&down.stdout);

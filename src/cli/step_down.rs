@@ -33,8 +33,18 @@ pub fn exec(shell: &Shell, a: Args) -> CliResult {
         wait: Duration::from_secs(15),
     };
     let r = super::status::runtime()?.block_on(step_down(&plan, &o))?;
+    let paused = if r.paused_ms > 0 {
+        format!(
+            "; waited {:.1} s first: {} had been active for less than 10.5 s, so a standby could still be in \
+             the pause after its own step-down",
+            r.paused_ms as f64 / 1000.0,
+            r.old_leader
+        )
+    } else {
+        String::new()
+    };
     shell.status(format!(
-        "{} stepped down; {} is active ({} request(s){})",
+        "{} stepped down; {} is active ({} request(s){}{paused})",
         r.old_leader,
         r.new_leader,
         r.attempts,

@@ -107,6 +107,8 @@ pub struct PlannedStepDown {
     pub ignored: usize,
     /// HAProxy commands sent before the step-down (empty without a socket).
     pub lb_commands: Vec<String>,
+    /// How long it waited first for [`STEP_DOWN_PAUSE`] (ms).
+    pub paused_ms: u64,
 }
 
 /// OpenBao's (and Vault's) `manualStepDownSleepPeriod`: after `sys/step-down` a node waits this long
@@ -159,7 +161,7 @@ pub async fn planned_step_down(
 ) -> Result<PlannedStepDown> {
     let node = c.node(active).with_context(|| format!("no node {active:?}"))?;
     // Before the drain: a drained active node with no other server UP makes the LB hold every request.
-    wait_step_down_pause(node).await;
+    let paused = wait_step_down_pause(node).await;
     let standbys: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).filter(|n| n != active).collect();
     let lb_commands = match socket {
         Some(s) => drain_for_step_down(s, active, &standbys).await?,
@@ -185,7 +187,14 @@ pub async fn planned_step_down(
         }
     }
     let (new_leader, n) = result?;
-    Ok(PlannedStepDown { old_leader: active.to_string(), new_leader, attempts: n, ignored: n - 1, lb_commands })
+    Ok(PlannedStepDown {
+        old_leader: active.to_string(),
+        new_leader,
+        attempts: n,
+        ignored: n - 1,
+        lb_commands,
+        paused_ms: paused.as_millis() as u64,
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct StepDownReport {
     pub new_leader: String,
     pub attempts: u32,
     pub drained: bool,
+    /// How long it waited first, until no standby could still be in OpenBao's post-step-down pause (ms).
+    pub paused_ms: u64,
 }
 
 pub async fn step_down(plan: &Plan, opts: &StepDownOptions) -> Result<StepDownReport> {
@@ -47,5 +49,6 @@ pub async fn step_down(plan: &Plan, opts: &StepDownOptions) -> Result<StepDownRe
         new_leader: r.new_leader,
         attempts: r.attempts as u32,
         drained: !r.lb_commands.is_empty(),
+        paused_ms: r.paused_ms,
     })
 }
