@@ -158,10 +158,7 @@ fn random_delay(delay: u64) -> u64 {
 }
 
 fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
+    time::OffsetDateTime::from_unix_timestamp(t).map_or_else(|_| t.to_string(), crate::ops::snapshot::rfc3339)
 }
 
 /// Sleeps until the wall clock reaches `t` (Unix seconds), in steps of at most 5 s, so that a clock
